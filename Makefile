@@ -1,0 +1,51 @@
+# RestMQ: `make run` starts the broker, `make test` runs the tests. Both set up
+# .venv from the project's own files first (cyclone without its stale pins).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+WORKERS ?= 1
+PORT ?= 8888
+
+.PHONY: run test install install-test browser bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt
+	# cyclone 1.3 pins twisted==19.2.1, which does not build on Python 3.11
+	$(BIN)/pip install --quiet --no-deps cyclone==1.3
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(BIN)/pip install --quiet -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test browser
+
+# Debian's chromium for the browser tests (the playwright package drives it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || { echo "make test: could not install chromium (needs root and apt)"; exit 1; }; }
+
+run: install
+	PYTHONPATH=. $(BIN)/python -m restmq.run --workers $(WORKERS) -- --port $(PORT) $(ARGS)
+
+test: install-test
+	PYTHONPATH=. $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-test
+	PYTHONPATH=. $(BIN)/python -m bench $(BENCH_ARGS)
+
+lint: install-test
+	$(BIN)/python -m flake8 restmq tests bench || true
+
+clean:
+	rm -rf $(VENV) var twisted/plugins/dropin.cache

@@ -1,0 +1,183 @@
+"""Access rules, compatible with the original RestMQ ACL file.
+
+Sections ``rest:producer``, ``rest:consumer``, ``comet:consumer`` and
+``websocket:consumer`` (plus ``ops`` for health, metrics and the dashboard)
+hold ``hosts_allow``, ``hosts_deny`` (addresses or CIDR networks, or ``all``),
+``username``/``password`` (HTTP Basic) and ``token`` (Bearer header or
+``token`` query parameter). A missing section allows everyone.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hmac
+import ipaddress
+from typing import Dict, Optional, Tuple, Union
+
+import attr
+
+from restmq.errors import ConfigError, Forbidden, Unauthorized
+
+__all__ = ["CATEGORIES", "Rule", "Credentials", "Acl", "load_acl"]
+
+CATEGORIES = ("rest:producer", "rest:consumer", "comet:consumer", "websocket:consumer", "ops")
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Credentials:
+    """What a request presented: Basic user/password and/or a token."""
+
+    username: Optional[str] = None
+    password: Optional[str] = None
+    token: Optional[str] = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Rule:
+    """One section of the ACL file. ``None`` network lists mean "no list"."""
+
+    allow: Optional[Tuple[Network, ...]] = None
+    deny: Optional[Tuple[Network, ...]] = None
+    deny_all: bool = False
+    username: Optional[str] = None
+    password: Optional[str] = None
+    token: Optional[str] = None
+
+    @property
+    def needs_credentials(self) -> bool:
+        return bool((self.username and self.password) or self.token)
+
+
+def _equal(given: Optional[str], expected: str) -> bool:
+    # compare_digest takes the same time whatever the first differing byte
+    return given is not None and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _address(text: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _in(address, networks: Tuple[Network, ...]) -> bool:
+    return address is not None and any(address in network for network in networks)
+
+
+def _check_credentials(rule: Rule, credentials: Credentials) -> None:
+    if not rule.needs_credentials:
+        return
+    if rule.token and _equal(credentials.token, rule.token):
+        return
+    if rule.username and rule.password:
+        user_ok = _equal(credentials.username, rule.username)
+        password_ok = _equal(credentials.password, rule.password)
+        if user_ok and password_ok:
+            return
+    raise Unauthorized("credentials missing or wrong")
+
+
+def check(rule: Rule, address: str, credentials: Credentials) -> None:
+    """Apply one rule the way the original did, with networks instead of prefixes.
+
+    ``hosts_allow = all`` is the same as no allow list, as in the original.
+    An address in ``hosts_allow`` passes to the credential check; otherwise, with
+    an allow list and no deny list, it is refused. An address in ``hosts_deny``
+    is refused. Then credentials are checked when the rule has any.
+
+    :raises Forbidden: the address is not allowed.
+    :raises Unauthorized: credentials are required and missing or wrong.
+    """
+    ip = _address(address)
+    if rule.allow is not None:
+        if _in(ip, rule.allow):
+            _check_credentials(rule, credentials)
+            return
+        if rule.deny is None and not rule.deny_all:
+            raise Forbidden("address %s is not allowed" % address)
+    if rule.deny_all or _in(ip, rule.deny or ()):
+        raise Forbidden("address %s is not allowed" % address)
+    _check_credentials(rule, credentials)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Acl:
+    """The rules by category. An empty Acl allows everything."""
+
+    rules: Dict[str, Rule] = attr.Factory(dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rules)
+
+    def check(self, category: str, address: str, credentials: Credentials) -> None:
+        """:raises Forbidden, Unauthorized: see :func:`check`."""
+        rule = self.rules.get(category)
+        if rule is not None:
+            check(rule, address, credentials)
+
+
+def _prefix_to_network(word: str) -> str:
+    """The original matched string prefixes: "192.168.0." means 192.168.0.0/24."""
+    parts = word.rstrip(".").split(".")
+    if word.endswith(".") and 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
+        return ".".join(parts + ["0"] * (4 - len(parts))) + "/%d" % (8 * len(parts))
+    return word
+
+
+def _networks(text: str, where: str) -> Tuple[Optional[Tuple[Network, ...]], bool]:
+    """Parse a host list; "all" gives (None, True)."""
+    words = text.split()
+    if words == ["all"]:
+        return None, True
+    networks = []
+    for word in words:
+        try:
+            networks.append(ipaddress.ip_network(_prefix_to_network(word), strict=False))
+        except ValueError:
+            raise ConfigError("%s: %r is not an address or network" % (where, word)) from None
+    return tuple(networks), False
+
+
+def load_acl(path: str) -> Acl:
+    """Read an ACL file.
+
+    :raises ConfigError: naming the file, section and key at fault.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError("%s: %s" % (path, str(exc).splitlines()[0])) from None
+    rules = {}
+    for section in parser.sections():
+        if section not in CATEGORIES:
+            raise ConfigError("%s: [%s]: unknown section (use %s)" % (path, section, ", ".join(CATEGORIES)))
+        values = dict(parser.items(section))
+        unknown = set(values) - {"hosts_allow", "hosts_deny", "username", "password", "token"}
+        if unknown:
+            raise ConfigError("%s: [%s] %s: unknown key" % (path, section, sorted(unknown)[0]))
+        allow = deny = None
+        deny_all = False
+        if values.get("hosts_allow", "").strip():
+            # "hosts_allow = all" means no allow list, as in the original
+            allow, _ = _networks(values["hosts_allow"], "%s: [%s] hosts_allow" % (path, section))
+        if values.get("hosts_deny", "").strip():
+            deny, deny_all = _networks(values["hosts_deny"], "%s: [%s] hosts_deny" % (path, section))
+        username = values.get("username", "").strip() or None
+        password = values.get("password", "").strip() or None
+        if bool(username) != bool(password):
+            raise ConfigError("%s: [%s]: username and password go together" % (path, section))
+        rules[section] = Rule(
+            allow=allow, deny=deny, deny_all=deny_all,
+            username=username, password=password,
+            token=values.get("token", "").strip() or None)
+    return Acl(rules)

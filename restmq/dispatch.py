@@ -1,0 +1,368 @@
+"""Dispatcher: the streaming consumers of this process, fed by wake-ups.
+
+Consumers (COMET, SSE, WebSocket adapters in web/streams.py) register per
+queue through the small :class:`Consumer` interface. A wake-up for a queue
+(Redis pub/sub, or the safety sweep) makes the dispatcher take messages for it
+with one script call:
+
+* roundrobin: the messages taken are dealt to the consumers that can take
+  more, in turn, continuing where the last deal stopped.
+* broadcast: the script publishes each batch on the queue's broadcast channel
+  and every process (this one included) hands it to all its consumers of the
+  queue: one ordered stream, each message encoded once per transport.
+
+Long-poll pops wait here too (:meth:`Dispatcher.waiter`), woken to retry their
+own pop. Nothing here polls on the hot path; the sweep (``sweep_interval``)
+only catches what other brokers pushed straight into Redis.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Protocol, Sequence
+
+import attr
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from restmq.config import DispatchConfig
+from restmq.errors import RestMQError
+from restmq.model import Message, Policy
+
+__all__ = ["Consumer", "Dispatcher", "Waiter", "deal"]
+
+
+class Consumer(Protocol):
+    """What the dispatcher needs from a streaming connection."""
+
+    transport: str
+
+    def send(self, message: Message) -> None:
+        """Write one message (it must not raise for a closed connection)."""
+
+    def can_take(self) -> bool:
+        """False while its connection's buffer is full (slow reader)."""
+
+    def overflowing(self) -> bool:
+        """True once it is more than the buffer limit behind: cut it off."""
+
+    def close(self, reason: str) -> None:
+        """End the stream (queue purged, cut off as too slow, shutdown)."""
+
+
+def deal(consumers: Sequence[Consumer], cursor: int, count: int) -> List[Consumer]:
+    """Round robin: the consumer for each of ``count`` messages, starting at ``cursor``."""
+    return [consumers[(cursor + i) % len(consumers)] for i in range(count)]
+
+
+class Waiter:
+    """A long-poll request waiting for a wake-up of its queue."""
+
+    def __init__(self, dispatcher: "Dispatcher", queue: str) -> None:
+        self.dispatcher = dispatcher
+        self.queue = queue
+        self._woken = False
+        self._pending: Optional[defer.Deferred] = None
+        self._timer: Any = None
+
+    def wake(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._timer.cancel()
+            pending.callback(True)
+        else:
+            self._woken = True
+
+    def next_wake(self, timeout: float) -> defer.Deferred:
+        """Fires True at the next wake-up (at once if one came since the last
+        call) or False after ``timeout`` seconds."""
+        if self._woken:
+            self._woken = False
+            return defer.succeed(True)
+        self._pending = defer.Deferred(lambda _: self._stop_timer())
+        self._timer = self.dispatcher.clock.callLater(timeout, self._timed_out)
+        return self._pending
+
+    def _timed_out(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.callback(False)
+
+    def _stop_timer(self) -> None:
+        self._pending = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+
+    def close(self) -> None:
+        """Leave the queue (the request is answered or gone)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._stop_timer()
+            pending.callback(False)
+        self.dispatcher._drop_waiter(self)
+
+
+@attr.s(slots=True, auto_attribs=True)
+class _QueueState:
+    consumers: List[Any] = attr.Factory(list)
+    waiters: List[Waiter] = attr.Factory(list)
+    cursor: int = 0
+    busy: bool = False
+    again: bool = False
+    ready: bool = False
+    ready_waiters: List[defer.Deferred] = attr.Factory(list)
+    policy: Policy = Policy.BROADCAST
+
+
+class Dispatcher:
+    """Consumers per queue, policies, fan-out. Time comes from ``clock``."""
+
+    log = Logger()
+
+    def __init__(self, store: Any, clock: Any, config: DispatchConfig, metrics: Any = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.config = config
+        self.metrics = metrics
+        self.notifier: Any = None
+        self._queues: Dict[str, _QueueState] = {}
+        self._sweep: Optional[task.LoopingCall] = None
+        self._heartbeat: Optional[task.LoopingCall] = None
+        self._heartbeats: Dict[Any, Any] = {}
+        # rr deals this many messages per consumer per round trip at most
+        self.roundrobin_depth = 10
+
+    @property
+    def listener_ttl_ms(self) -> int:
+        """How long <q>:listeners outlives the last sweep of this process."""
+        return int(max(3 * self.config.sweep_interval, 5.0) * 1000)
+
+    # lifecycle (DispatcherService calls these)
+
+    def start(self) -> None:
+        self._sweep = task.LoopingCall(self.sweep)
+        self._sweep.clock = self.clock
+        self._sweep.start(self.config.sweep_interval, now=False)
+        self._heartbeat = task.LoopingCall(self._beat)
+        self._heartbeat.clock = self.clock
+        self._heartbeat.start(self.config.heartbeat_interval, now=False)
+
+    def stop(self) -> None:
+        for loop in (self._sweep, self._heartbeat):
+            if loop is not None and loop.running:
+                loop.stop()
+        for queue in list(self._queues):
+            self.close_queue(queue, "shutdown")
+
+    # registration
+
+    def subscribe(self, queue: str, consumer: Consumer) -> None:
+        """Start delivering ``queue`` to ``consumer``."""
+        state = self._queues.get(queue)
+        if state is None:
+            state = self._queues[queue] = _QueueState()
+            self._watch(queue, state)
+        state.consumers.append(consumer)
+        self.log.debug("Consumer {transport} joined {queue}", transport=consumer.transport, queue=queue)
+        if state.ready:
+            self.wake(queue)
+
+    def unsubscribe(self, queue: str, consumer: Consumer) -> None:
+        state = self._queues.get(queue)
+        if state is None:
+            return
+        try:
+            state.consumers.remove(consumer)
+        except ValueError:
+            return
+        self._forget_if_idle(queue, state)
+
+    def add_heartbeat(self, consumer: Any, beat: Any) -> None:
+        """Call ``beat()`` every heartbeat_interval while ``consumer`` lives (one
+        timer for every connection, not one each)."""
+        self._heartbeats[consumer] = beat
+
+    def remove_heartbeat(self, consumer: Any) -> None:
+        self._heartbeats.pop(consumer, None)
+
+    def _beat(self) -> None:
+        for beat in list(self._heartbeats.values()):
+            beat()
+
+    def ready(self, queue: str) -> defer.Deferred:
+        """Fires once this process receives ``queue``'s broadcast batches."""
+        state = self._queues.get(queue)
+        if state is None or state.ready:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        state.ready_waiters.append(waiter)
+        return waiter
+
+    def waiter(self, queue: str) -> Waiter:
+        """Register a long-poll request on ``queue``; close() it when done."""
+        state = self._queues.get(queue)
+        if state is None:
+            state = self._queues[queue] = _QueueState()
+            self._watch(queue, state)
+        waiter = Waiter(self, queue)
+        state.waiters.append(waiter)
+        return waiter
+
+    def _drop_waiter(self, waiter: Waiter) -> None:
+        state = self._queues.get(waiter.queue)
+        if state is not None and waiter in state.waiters:
+            state.waiters.remove(waiter)
+            self._forget_if_idle(waiter.queue, state)
+
+    def _watch(self, queue: str, state: _QueueState) -> None:
+        if self.notifier is None:
+            state.ready = True
+            return
+
+        def subscribed(_: Any) -> None:
+            if self._queues.get(queue) is state:
+                state.ready = True
+                waiting, state.ready_waiters = state.ready_waiters, []
+                for waiter in waiting:
+                    waiter.callback(None)
+                self.wake(queue)
+
+        self.notifier.watch(queue).addCallbacks(subscribed, lambda failure: failure.trap(defer.CancelledError))
+
+    def _forget_if_idle(self, queue: str, state: _QueueState) -> None:
+        if not state.consumers and not state.waiters and self._queues.get(queue) is state:
+            del self._queues[queue]
+            if self.notifier is not None:
+                self.notifier.unwatch(queue)
+
+    def subscriber_counts(self, queue: str) -> Dict[str, int]:
+        """This process's subscribers of ``queue`` by transport."""
+        counts: Dict[str, int] = {}
+        state = self._queues.get(queue)
+        if state is not None:
+            for consumer in state.consumers:
+                counts[consumer.transport] = counts.get(consumer.transport, 0) + 1
+            if state.waiters:
+                counts["longpoll"] = len(state.waiters)
+        return counts
+
+    def all_subscriber_counts(self) -> Dict[str, Dict[str, int]]:
+        return {queue: self.subscriber_counts(queue) for queue in self._queues}
+
+    # wake-ups
+
+    def wake(self, queue: str) -> None:
+        """Something may be waiting in ``queue``: deliver it (coalesced)."""
+        state = self._queues.get(queue)
+        if state is None or not state.ready:
+            return
+        for waiter in list(state.waiters):
+            waiter.wake()
+        if not state.consumers:
+            return
+        if state.busy:
+            state.again = True
+            return
+        defer.ensureDeferred(self._run(queue, state))
+
+    def sweep(self) -> None:
+        """The safety net: look at every queue that has consumers or waiters."""
+        for queue, state in list(self._queues.items()):
+            if not state.ready:
+                continue
+            if state.consumers:
+                self.wake(queue)
+            elif state.waiters and not state.busy:
+                defer.ensureDeferred(self._run(queue, state))
+
+    def resumed(self, queue: str) -> None:
+        """A consumer's buffer drained: it can take more."""
+        self.wake(queue)
+
+    async def _run(self, queue: str, state: _QueueState) -> None:
+        state.busy = True
+        try:
+            while True:
+                state.again = False
+                able = [c for c in state.consumers if c.can_take()]
+                broadcast_max = self.config.batch_size if able else 0
+                roundrobin_max = min(len(able) * self.roundrobin_depth, self.config.batch_size)
+                result = await self.store.dispatch(
+                    queue, broadcast_max, roundrobin_max, self.listener_ttl_ms,
+                    self.config.history_size)
+                state.policy = result.policy
+                if self._queues.get(queue) is not state:
+                    if result.policy is Policy.ROUNDROBIN and result.messages:
+                        await self.store.requeue(queue, result.messages)
+                    return
+                if result.policy is Policy.ROUNDROBIN and result.messages:
+                    await self._deal(queue, state, result.messages)
+                if result.length and state.waiters and result.started:
+                    for waiter in list(state.waiters):
+                        waiter.wake()
+                full = result.started and len(result.messages) >= max(
+                    1, broadcast_max if result.policy is Policy.BROADCAST else roundrobin_max)
+                if not (state.again or full) or not state.consumers:
+                    return
+        except RestMQError as exc:
+            # Redis is away; the sweep (or the reconnection) will try again
+            self.log.warn("Dispatch to {queue} failed: {error}", queue=queue, error=exc.message)
+        except Exception:
+            self.log.failure("Dispatch to {queue} failed", queue=queue)
+        finally:
+            state.busy = False
+
+    async def _deal(self, queue: str, state: _QueueState, messages: List[Message]) -> None:
+        able = [c for c in state.consumers if c.can_take()]
+        if not able:
+            await self.store.requeue(queue, messages)
+            return
+        for message, consumer in zip(messages, deal(able, state.cursor, len(messages))):
+            self._send(queue, consumer, message)
+        state.cursor = (state.cursor + len(messages)) % max(1, len(able))
+
+    def on_broadcast(self, queue: str, batch: Sequence[str]) -> None:
+        """A broadcast batch from the channel: hand it to every local consumer."""
+        state = self._queues.get(queue)
+        if state is None or not state.consumers:
+            return
+        messages = [Message(batch[i], batch[i + 1]) for i in range(0, len(batch) - 1, 2)]
+        for consumer in list(state.consumers):
+            for message in messages:
+                if consumer.overflowing():
+                    self._cut_off(queue, consumer)
+                    break
+                self._send(queue, consumer, message)
+
+    def _send(self, queue: str, consumer: Consumer, message: Message) -> None:
+        try:
+            consumer.send(message)
+        except Exception:
+            self.log.failure("Consumer {transport} of {queue} failed; dropped",
+                             transport=consumer.transport, queue=queue)
+            self.unsubscribe(queue, consumer)
+            return
+        if self.metrics is not None:
+            self.metrics.delivered(queue, consumer.transport, 1)
+
+    def _cut_off(self, queue: str, consumer: Consumer) -> None:
+        self.log.warn("Cut off a slow {transport} consumer of {queue}: over {limit} bytes behind",
+                      transport=consumer.transport, queue=queue, limit=self.config.buffer_limit)
+        if self.metrics is not None:
+            self.metrics.cut_off(queue, consumer.transport)
+        self.unsubscribe(queue, consumer)
+        consumer.close("too slow")
+
+    def close_queue(self, queue: str, reason: str = "queue purged") -> None:
+        """Close every consumer and waiter of ``queue`` (it was purged, or shutdown)."""
+        state = self._queues.get(queue)
+        if state is None:
+            return
+        for consumer in list(state.consumers):
+            self.unsubscribe(queue, consumer)
+            consumer.close(reason)
+        for waiter in list(state.waiters):
+            waiter.close()
+
+    def reconnected(self) -> None:
+        """The pub/sub connection came back: wake-ups may have been missed."""
+        self.sweep()

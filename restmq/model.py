@@ -1,0 +1,123 @@
+"""Small value objects shared by storage, dispatch and web."""
+
+from __future__ import annotations
+
+import enum
+from typing import Dict, Optional
+
+import attr
+import orjson
+
+__all__ = ["Policy", "QueueState", "Message", "QueueInfo"]
+
+
+class Policy(enum.Enum):
+    """How streaming subscribers share a queue. Values are the Redis encoding."""
+
+    BROADCAST = 1
+    ROUNDROBIN = 2
+
+    @classmethod
+    def from_redis(cls, raw: object) -> "Policy":
+        """Decode <q>:queuepolicy; missing or unknown means broadcast, as in the original."""
+        return cls.ROUNDROBIN if str(raw) == "2" else cls.BROADCAST
+
+    @classmethod
+    def from_name(cls, name: str) -> "Policy":
+        """:raises ValueError: for anything but "broadcast" or "roundrobin"."""
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError("unknown policy %r (use broadcast or roundrobin)" % name) from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class QueueState(enum.Enum):
+    """Whether consumers get messages. Values are the Redis encoding."""
+
+    STOPPED = 0
+    STARTED = 1
+
+    @classmethod
+    def from_redis(cls, raw: object) -> "QueueState":
+        """Decode queuestat::<q>; only "0" means stopped."""
+        return cls.STOPPED if str(raw) == "0" else cls.STARTED
+
+    @classmethod
+    def from_command(cls, word: str) -> "QueueState":
+        """:raises ValueError: for anything but "start" or "stop"."""
+        if word == "start":
+            return cls.STARTED
+        if word == "stop":
+            return cls.STOPPED
+        raise ValueError("unknown status %r (use start or stop)" % word)
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@attr.s(slots=True, frozen=False, auto_attribs=True)
+class Message:
+    """One message: its key "<q>:<n>", its body, how often it was handed out.
+
+    ``receipt`` is set when the message is leased (reserve / acked streaming).
+    Encodings for the streaming transports are computed once per message and
+    shared by every subscriber it is broadcast to.
+    """
+
+    key: str
+    value: str
+    deliveries: int = 0
+    receipt: Optional[str] = None
+    _encoded: Dict[str, bytes] = attr.ib(factory=dict, repr=False, eq=False)
+
+    def as_dict(self) -> dict:
+        out = {"key": self.key, "value": self.value}
+        if self.receipt is not None:
+            out["receipt"] = self.receipt
+            out["deliveries"] = self.deliveries
+        return out
+
+    def json(self) -> bytes:
+        """The JSON object ``{"key", "value"}`` (plus receipt when leased), cached."""
+        cached = self._encoded.get("json")
+        if cached is None:
+            cached = self._encoded["json"] = orjson.dumps(self.as_dict())
+        return cached
+
+    def encoded(self, name: str, encode) -> bytes:
+        """Cache ``encode(self)`` under ``name`` so a broadcast encodes once per transport."""
+        cached = self._encoded.get(name)
+        if cached is None:
+            cached = self._encoded[name] = encode(self)
+        return cached
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class QueueInfo:
+    """What /stats reports about one queue."""
+
+    name: str
+    length: int
+    state: QueueState
+    policy: Policy
+    inflight: int = 0
+    delayed: int = 0
+    dead: int = 0
+    oldest_age: Optional[float] = None
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "len": self.length,
+            "status": self.state.label,
+            "policy": self.policy.label,
+            "inflight": self.inflight,
+            "delayed": self.delayed,
+            "dead": self.dead,
+            "oldest_age": self.oldest_age,
+        }

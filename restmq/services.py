@@ -1,0 +1,56 @@
+"""IService wrappers: nothing starts in a constructor, everything stops in reverse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from restmq.storage.notify import Notifier
+from restmq.storage.pool import RedisPool
+
+__all__ = ["RedisService", "DispatcherService"]
+
+
+class RedisService(service.Service):
+    """Owns the connection pool."""
+
+    log = Logger()
+    name = "pool"
+
+    def __init__(self, pool: RedisPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self.pool.start()
+        self.log.info("Redis pool of {size} to {target}", size=self.pool.pool_size,
+                      target=self.pool.target.describe())
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        return self.pool.stop()
+
+
+class DispatcherService(service.Service):
+    """Starts the pub/sub listener and the dispatcher's sweep; closes consumers at stop."""
+
+    log = Logger()
+    name = "dispatcher"
+
+    def __init__(self, dispatcher: Any, notifier: Notifier) -> None:
+        self.dispatcher = dispatcher
+        self.notifier = notifier
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self.dispatcher.notifier = self.notifier
+        self.notifier.start()
+        self.dispatcher.start()
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        self.dispatcher.stop()
+        return self.notifier.stop()

@@ -1,0 +1,83 @@
+-- add.lua: store messages and queue their keys; wake streaming consumers on every process.
+-- KEYS[1] = <q>:UUID  KEYS[2] = <q>:queue  KEYS[3] = QUEUESET  KEYS[4] = queuestat::<q>
+-- KEYS[5] = <q>:listeners  KEYS[6] = <q>:settings  KEYS[7] = <q>:delayed
+-- KEYS[8] = <q>:idempotency  KEYS[9] = <q>:idempotencyexp  KEYS[10] = <q>:enqueued
+-- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = ttl seconds or ""
+-- ARGV[4] = delay ms or ""  ARGV[5] = idempotency key or ""  ARGV[6] = idempotency window ms
+-- ARGV[7..] = message bodies (a batch is atomic: all or none)
+-- Returns {replayed (0|1), key1, key2, ...}; error "QUEUEFULL ..." when the queue refuses.
+local queue = ARGV[1]
+local now = now_ms()
+local idem = ARGV[5]
+
+if idem ~= '' then
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', now, 'LIMIT', 0, 100)
+  if #stale > 0 then
+    redis.call('ZREM', KEYS[9], unpack(stale))
+    redis.call('HDEL', KEYS[8], unpack(stale))
+  end
+  local first = redis.call('HGET', KEYS[8], idem)
+  if first then
+    local keys = cjson.decode(first)
+    table.insert(keys, 1, 1)
+    return keys
+  end
+end
+
+local count = #ARGV - 6
+local settings = redis.call('HMGET', KEYS[6], 'maxlen', 'overflow', 'ttl')
+local maxlen = tonumber(settings[1])
+local ttl = ARGV[3]
+if ttl == '' and settings[3] then
+  ttl = settings[3]
+end
+if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
+  local length = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[7])
+  if length + count > maxlen then
+    return redis.error_reply('QUEUEFULL queue ' .. queue .. ' holds ' .. length .. ' of at most ' .. maxlen .. ' messages')
+  end
+end
+
+local last = redis.call('INCRBY', KEYS[1], count)
+local keys = {}
+for i = 1, count do
+  local key = queue .. ':' .. (last - count + i)
+  keys[i] = key
+  if ttl ~= '' then
+    redis.call('SET', key, ARGV[6 + i], 'EX', ttl)
+  else
+    redis.call('SET', key, ARGV[6 + i])
+  end
+  redis.call('HSET', KEYS[10], key, now)
+end
+
+if ARGV[4] ~= '' then
+  local due = now + tonumber(ARGV[4])
+  for i = 1, count do
+    redis.call('ZADD', KEYS[7], due, keys[i])
+  end
+else
+  for i = 1, count, 1000 do
+    redis.call('LPUSH', KEYS[2], unpack(keys, i, math.min(i + 999, count)))
+  end
+  if maxlen and maxlen > 0 and settings[2] == 'drop_oldest' then
+    while redis.call('LLEN', KEYS[2]) > maxlen do
+      local oldest = redis.call('RPOP', KEYS[2])
+      redis.call('DEL', oldest)
+      redis.call('HDEL', KEYS[10], oldest)
+    end
+  end
+end
+
+if redis.call('SADD', KEYS[3], queue) == 1 then
+  redis.call('SET', KEYS[4], '1', 'NX')
+end
+if idem ~= '' then
+  redis.call('HSET', KEYS[8], idem, cjson.encode(keys))
+  redis.call('ZADD', KEYS[9], now + tonumber(ARGV[6]), idem)
+end
+if ARGV[4] == '' and redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('PUBLISH', ARGV[2], 'w' .. queue)
+end
+table.insert(keys, 1, 0)
+return keys

@@ -1,0 +1,44 @@
+-- dispatch.lua: take messages for the streaming subscribers of one process.
+-- KEYS[1] = <q>:queue (the script also touches the other keys of <q> named in keys.py)
+-- ARGV[1] = queue name  ARGV[2] = max to pop when broadcast  ARGV[3] = max when roundrobin
+-- ARGV[4] = listeners ttl ms  ARGV[5] = history size  ARGV[6] = broadcast channel
+-- ARGV[7] = default max_receives
+-- Marks <q> as streamed (so publishers notify), and unless the queue is stopped pops
+-- messages. Broadcast batches go to the history and to the broadcast channel, from
+-- which every process (this one included) delivers them: one ordered stream.
+-- Returns {state (0 stopped|1 started), policy (1|2), length left, key, body, deliveries,
+-- token, ...}.
+local queue = ARGV[1]
+redis.call('SET', queue .. ':listeners', '1', 'PX', ARGV[4])
+local policy = redis.call('GET', queue .. ':queuepolicy') == '2' and 2 or 1
+if is_stopped(queue) then
+  return {0, policy, redis.call('LLEN', queue .. ':queue')}
+end
+local now = now_ms()
+promote(queue, now, tonumber(ARGV[7]))
+local n = tonumber(policy == 1 and ARGV[2] or ARGV[3])
+local out = pop(queue, n, 0, '', now)
+if policy == 1 and #out > 0 then
+  local size = tonumber(ARGV[5])
+  local batch = {}
+  for i = 1, #out, 4 do
+    batch[#batch + 1] = out[i]
+    batch[#batch + 1] = out[i + 1]
+    if size > 0 then
+      redis.call('LPUSH', queue .. ':history', out[i])
+      redis.call('HSET', queue .. ':historybodies', out[i], out[i + 1])
+    end
+  end
+  if size > 0 then
+    local extra = redis.call('LLEN', queue .. ':history') - size
+    if extra > 0 then
+      local old = redis.call('RPOP', queue .. ':history', extra)
+      redis.call('HDEL', queue .. ':historybodies', unpack(old))
+    end
+  end
+  redis.call('PUBLISH', ARGV[6], cjson.encode(batch))
+end
+table.insert(out, 1, redis.call('LLEN', queue .. ':queue'))
+table.insert(out, 1, policy)
+table.insert(out, 1, 1)
+return out

@@ -1,0 +1,32 @@
+-- stats.lua: counts for one queue, or for every queue in QUEUESET.
+-- KEYS[1] = QUEUESET
+-- ARGV[1] = queue name, or "" for all queues
+-- Returns a flat list, 8 fields per queue: name, length, status, policy, inflight,
+-- delayed, dead, age of the oldest waiting message in ms (-1 unknown).
+local names
+if ARGV[1] ~= '' then
+  names = {ARGV[1]}
+else
+  names = redis.call('SMEMBERS', KEYS[1])
+end
+local now = now_ms()
+local out = {}
+for _, q in ipairs(names) do
+  local oldest = redis.call('LINDEX', q .. ':queue', -1)
+  local age = -1
+  if oldest then
+    local at = tonumber(redis.call('HGET', q .. ':enqueued', oldest))
+    if at then
+      age = now - at
+    end
+  end
+  out[#out + 1] = q
+  out[#out + 1] = redis.call('LLEN', q .. ':queue')
+  out[#out + 1] = redis.call('GET', 'queuestat::' .. q) or '1'
+  out[#out + 1] = redis.call('GET', q .. ':queuepolicy') or '1'
+  out[#out + 1] = redis.call('ZCARD', q .. ':inflight')
+  out[#out + 1] = redis.call('ZCARD', q .. ':delayed')
+  out[#out + 1] = redis.call('LLEN', q .. ':dead:queue')
+  out[#out + 1] = age
+end
+return out

@@ -1,0 +1,19 @@
+-- take.lua: pop (or lease) up to N messages for a REST consumer.
+-- KEYS[1] = <q>:queue (the script also touches the other keys of <q> named in keys.py)
+-- ARGV[1] = queue name  ARGV[2] = N  ARGV[3] = lease ms (0: plain pop, the message is deleted)
+-- ARGV[4] = lease token prefix  ARGV[5] = "1" if a stopped queue holds pops
+-- ARGV[6] = default max_receives  ARGV[7] = listeners ttl ms (a long-poll waits: publishers
+-- must notify) or 0
+-- Returns {stopped (0|1), key, body, deliveries, token, ...}.
+local queue = ARGV[1]
+if ARGV[7] ~= '0' then
+  redis.call('SET', queue .. ':listeners', '1', 'PX', ARGV[7])
+end
+if ARGV[5] == '1' and is_stopped(queue) then
+  return {1}
+end
+local now = now_ms()
+promote(queue, now, tonumber(ARGV[6]))
+local out = pop(queue, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], now)
+table.insert(out, 1, 0)
+return out

@@ -1,0 +1,282 @@
+"""QueueStore: every Redis operation of RestMQ, one Lua script (one round trip) each."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import attr
+import txredisapi
+
+from restmq import keys
+from restmq.errors import (BackendUnavailable, InvalidQueueName, LeaseLost, MessageNotFound,
+                           QueueFull, RestMQError)
+from restmq.model import Message, Policy, QueueInfo, QueueState
+from restmq.storage.pool import RedisPool
+from restmq.storage.scripts import Script, load_scripts
+
+__all__ = ["QueueStore", "AddResult", "DispatchResult", "StorageFull"]
+
+
+class StorageFull(RestMQError):
+    """Redis is out of memory (maxmemory reached)."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class AddResult:
+    keys: List[str]
+    replayed: bool = False
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class DispatchResult:
+    started: bool
+    policy: Policy
+    messages: List[Message]
+    length: int = 0
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _messages(flat: Sequence[Any], start: int) -> List[Message]:
+    """Decode the key, body, deliveries, token groups that pop() in lib.lua returns."""
+    out = []
+    for i in range(start, len(flat), 4):
+        token = _text(flat[i + 3])
+        key = _text(flat[i])
+        out.append(Message(key, _text(flat[i + 1]), int(flat[i + 2] or 0),
+                           "%s:%s" % (key, token) if token else None))
+    return out
+
+
+def check_queue(queue: str) -> str:
+    """:raises InvalidQueueName: unless the name is in the safe set (keys.py)."""
+    if not keys.is_valid_queue_name(queue):
+        raise InvalidQueueName(
+            "invalid queue name %r: use 1-200 letters, digits and _ - . : @" % queue[:250])
+    return queue
+
+
+def split_receipt(queue: str, receipt: str) -> Tuple[str, str]:
+    """A receipt is "<message key>:<lease token>".
+
+    :raises MessageNotFound: when it is not a receipt of ``queue``.
+    """
+    key, sep, token = receipt.rpartition(":")
+    if not sep or not token or keys.queue_of_key(key) != queue:
+        raise MessageNotFound("%r is not a receipt of queue %r" % (receipt[:250], queue))
+    return key, token
+
+
+class QueueStore:
+    """Async queue operations over a txredisapi pool. Methods resolve to model objects.
+
+    Every method raises ``BackendUnavailable`` when Redis cannot be reached or
+    does not answer in time.
+    """
+
+    def __init__(self, pool: RedisPool, default_max_receives: int = 5,
+                 wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
+        self.pool = pool
+        self.default_max_receives = default_max_receives
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.scripts: Dict[str, Script] = load_scripts()
+
+    async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
+        connection = await self.pool.connection()
+        try:
+            return await self.scripts[name](connection, script_keys, args)
+        except txredisapi.ConnectionError as exc:
+            raise BackendUnavailable("Redis did not answer: %s" % exc) from None
+        except txredisapi.ResponseError as exc:
+            raise self._response_error(exc) from None
+
+    async def _command(self, *args: Any) -> Any:
+        connection = await self.pool.connection()
+        try:
+            return await connection.execute_command(*args)
+        except txredisapi.ConnectionError as exc:
+            raise BackendUnavailable("Redis did not answer: %s" % exc) from None
+        except txredisapi.ResponseError as exc:
+            raise self._response_error(exc) from None
+
+    @staticmethod
+    def _response_error(exc: Exception) -> Exception:
+        text = str(exc)
+        if "QUEUEFULL" in text:
+            return QueueFull(text[text.index("QUEUEFULL") + 10:])
+        if text.startswith(("LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "NOREPLICAS")):
+            return BackendUnavailable("Redis cannot serve now: %s" % text.split("\n")[0])
+        if text.startswith("OOM"):
+            return StorageFull("Redis is out of memory")
+        return exc
+
+    # producing
+
+    async def add(self, queue: str, bodies: Sequence[str], ttl: Optional[int] = None,
+                  delay_ms: Optional[int] = None, idempotency_key: Optional[str] = None,
+                  idempotency_window_ms: int = 300000) -> AddResult:
+        """Store ``bodies`` in ``queue`` atomically, in order.
+
+        :param ttl: seconds each message lives (default: the queue's ``ttl`` setting).
+        :param delay_ms: hide the messages for this long first.
+        :param idempotency_key: the same key within the window returns the first result.
+        :returns: the new message keys "<q>:<n>", ``replayed`` when the key was seen.
+        :raises QueueFull: the queue is at its max length and refuses.
+        """
+        check_queue(queue)
+        reply = await self._run("add", [
+            keys.uuid(queue), keys.queue_list(queue), keys.QUEUESET, keys.status(queue),
+            keys.listeners(queue), keys.settings(queue), keys.delayed(queue),
+            keys.idempotency(queue), keys.idempotency_expiry(queue), keys.enqueued(queue),
+        ], [queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
+            "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
+            *bodies])
+        if self.wait_replicas and not reply[0]:
+            await self._wait_replicas()
+        return AddResult([_text(k) for k in reply[1:]], bool(reply[0]))
+
+    async def _wait_replicas(self) -> None:
+        acknowledged = await self._command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        if int(acknowledged) < self.wait_replicas:
+            raise BackendUnavailable("only %s of %d replicas acknowledged the write"
+                                     % (acknowledged, self.wait_replicas))
+
+    # consuming
+
+    async def take(self, queue: str, count: int = 1, hold_if_stopped: bool = False,
+                   listen_ms: int = 0) -> List[Message]:
+        """Pop up to ``count`` messages, oldest first; expired ones are skipped.
+
+        :param listen_ms: a long-poll will wait: mark the queue as listened to.
+        :returns: [] when the queue is empty (or stopped and ``hold_if_stopped``).
+        """
+        check_queue(queue)
+        reply = await self._run("take", [keys.queue_list(queue)], [
+            queue, count, 0, "", "1" if hold_if_stopped else "0", self.default_max_receives,
+            listen_ms])
+        return _messages(reply, 1)
+
+    async def reserve(self, queue: str, count: int, lease_ms: int,
+                      hold_if_stopped: bool = False, listen_ms: int = 0) -> List[Message]:
+        """Lease up to ``count`` messages for ``lease_ms``; each carries a receipt."""
+        check_queue(queue)
+        reply = await self._run("take", [keys.queue_list(queue)], [
+            queue, count, lease_ms, os.urandom(8).hex() + "-",
+            "1" if hold_if_stopped else "0", self.default_max_receives, listen_ms])
+        return _messages(reply, 1)
+
+    async def requeue(self, queue: str, messages: Sequence[Message]) -> int:
+        """Put popped messages back at the head of the queue, in their order."""
+        args: List[str] = [queue]
+        for message in messages:
+            args += [message.key, message.value]
+        return int(await self._run("requeue", [keys.queue_list(queue)], args))
+
+    async def dispatch(self, queue: str, broadcast_max: int, roundrobin_max: int,
+                       listener_ttl_ms: int, history_size: int) -> DispatchResult:
+        """Take for this process's streaming subscribers (see dispatch.lua).
+
+        Broadcast batches are published on the queue's broadcast channel and
+        recorded in its history; the caller delivers them from the channel.
+        """
+        reply = await self._run("dispatch", [keys.queue_list(queue)], [
+            queue, broadcast_max, roundrobin_max, listener_ttl_ms, history_size,
+            keys.broadcast_channel(queue), self.default_max_receives])
+        return DispatchResult(bool(reply[0]), Policy(int(reply[1])), _messages(reply, 3),
+                              int(reply[2]))
+
+    async def peek(self, queue: str) -> Optional[Message]:
+        """The oldest message, left in place; its delivery count goes up by one."""
+        check_queue(queue)
+        reply = await self._run("peek", [keys.queue_list(queue), keys.deliveries(queue)], [queue])
+        if not reply:
+            return None
+        return Message(_text(reply[0]), _text(reply[1]), int(reply[2]))
+
+    async def delete(self, queue: str, key: str) -> bool:
+        """Remove one message by key; False when there was none."""
+        check_queue(queue)
+        reply = await self._run("delete", [keys.queue_list(queue)], [queue, key])
+        return bool(reply)
+
+    async def purge(self, queue: str) -> int:
+        """Remove every message of ``queue`` (bodies included) and drop it from QUEUESET.
+
+        Every process closes the queue's streaming consumers.
+        :returns: how many messages were removed.
+        """
+        check_queue(queue)
+        return int(await self._run("purge", [keys.queue_list(queue), keys.QUEUESET],
+                                   [queue, keys.NOTIFY_CHANNEL]))
+
+    async def history_after(self, queue: str, key: str) -> Tuple[bool, List[Message]]:
+        """Broadcast messages newer than ``key``, oldest first.
+
+        :returns: (found, messages); when ``key`` is not in the history, found is
+            False and messages is the whole history.
+        """
+        reply = await self._run("history", [keys.history(queue), keys.history_bodies(queue)], [key])
+        return bool(reply[0]), [Message(_text(reply[i]), _text(reply[i + 1]))
+                                for i in range(1, len(reply), 2)]
+
+    # queue configuration and views
+
+    async def queues(self) -> List[str]:
+        """Names of all queues, sorted."""
+        return sorted(_text(name) for name in await self._command("SMEMBERS", keys.QUEUESET))
+
+    async def get_policy(self, queue: str) -> Policy:
+        check_queue(queue)
+        return Policy.from_redis(await self._command("GET", keys.policy(queue)))
+
+    async def set_policy(self, queue: str, policy: Policy) -> Policy:
+        check_queue(queue)
+        await self._command("SET", keys.policy(queue), policy.value)
+        return policy
+
+    async def get_state(self, queue: str) -> QueueState:
+        check_queue(queue)
+        return QueueState.from_redis(await self._command("GET", keys.status(queue)))
+
+    async def set_state(self, queue: str, state: QueueState) -> QueueState:
+        """Start or stop a queue's consumers; a start wakes its streams on every process."""
+        check_queue(queue)
+        await self._run("status", [keys.status(queue), keys.listeners(queue)],
+                        [state.value, queue, keys.NOTIFY_CHANNEL])
+        return state
+
+    async def stats(self, queue: Optional[str] = None) -> List[QueueInfo]:
+        """Counts for one queue, or for every queue when ``queue`` is None."""
+        if queue is not None:
+            check_queue(queue)
+        reply = await self._run("stats", [keys.QUEUESET], [queue or ""])
+        infos = []
+        for i in range(0, len(reply), 8):
+            age = int(reply[i + 7])
+            infos.append(QueueInfo(
+                name=_text(reply[i]), length=int(reply[i + 1]),
+                state=QueueState.from_redis(_text(reply[i + 2])),
+                policy=Policy.from_redis(_text(reply[i + 3])),
+                inflight=int(reply[i + 4]), delayed=int(reply[i + 5]), dead=int(reply[i + 6]),
+                oldest_age=None if age < 0 else age / 1000.0))
+        return sorted(infos, key=lambda info: info.name)
+
+    async def jobs(self, queue: str, count: int = 10) -> Tuple[int, List[Message]]:
+        """The newest ``count`` waiting messages (body "" if expired) and the length."""
+        check_queue(queue)
+        reply = await self._run("jobs", [keys.queue_list(queue)], [count])
+        return int(reply[0]), [Message(_text(reply[i]), _text(reply[i + 1]))
+                               for i in range(1, len(reply), 2)]
+
+    async def ping(self) -> float:
+        """One round trip to Redis; resolves to its duration in seconds."""
+        started = time.perf_counter()
+        await self._command("PING")
+        return time.perf_counter() - started

@@ -1,0 +1,145 @@
+"""twistd Options and makeService: wires the pieces, holds no logic."""
+
+from __future__ import annotations
+
+import sys
+from typing import Dict, Tuple
+
+from twisted.application import internet, service
+from twisted.python import usage
+
+from restmq.config import Config, load_config
+from restmq.errors import ConfigError
+
+__all__ = ["Options", "makeService"]
+
+# command line flag -> (section, key) of restmq.conf
+_FLAG_KEYS: Dict[str, Tuple[str, str]] = {
+    "port": ("server", "port"),
+    "listen": ("server", "listen"),
+    "redis": ("redis", "url"),
+    "redis-host": ("redis", "host"),
+    "redis-port": ("redis", "port"),
+    "redis-pool": ("redis", "pool_size"),
+    "redis-db": ("redis", "db"),
+    "redis-wait": ("redis", "wait_replicas"),
+    "acl": ("acl", "file"),
+    "data-dir": ("redis", "data_dir"),
+}
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("RestMQ: an HTTP/JSON message broker on Redis. With no Redis configured "
+                "it starts its own redis-server in --data-dir.")
+    optParameters = [
+        ["config", "c", None, "INI configuration file (see etc/restmq.conf)"],
+        ["port", "p", None, "TCP port to listen on [8888]"],
+        ["listen", "l", None, "interface to listen on [127.0.0.1]"],
+        ["redis", None, None, "redis://[:password@]host:port/db, unix:///path?db=N "
+                              "or sentinel://host:port[,host:port]/master"],
+        ["redis-host", None, None, "Redis host (the original's flag)"],
+        ["redis-port", None, None, "Redis port [6379]"],
+        ["redis-pool", None, None, "Redis connection pool size [10]"],
+        ["redis-db", None, None, "Redis database number [0]"],
+        ["redis-wait", None, None, "acknowledge a publish once N replicas have it (WAIT)"],
+        ["acl", None, None, "ACL file (sections rest:producer, rest:consumer, ...)"],
+        ["data-dir", None, None, "where the embedded redis-server keeps its files [var/redis]"],
+    ]
+    optFlags = [
+        ["access-log", None, "log one line per request"],
+        ["json-log", None, "(ignored by twistd; use --logger restmq.logs.json_observer)"],
+        ["reuse-port", None, "listen with SO_REUSEPORT so several processes share the port"],
+    ]
+
+    def postOptions(self) -> None:
+        overrides = {_FLAG_KEYS[flag]: str(value) for flag, value in self.items()
+                     if flag in _FLAG_KEYS and value is not None}
+        if self["access-log"]:
+            overrides[("server", "access_log")] = "true"
+        if self["reuse-port"]:
+            overrides[("server", "reuse_port")] = "true"
+        try:
+            self.config: Config = load_config(self["config"], overrides)
+            if self.config.acl_file:
+                from restmq.acl import load_acl
+                load_acl(self.config.acl_file)
+        except ConfigError as exc:
+            raise usage.UsageError(exc.message) from None
+
+
+def makeService(options: Options) -> service.MultiService:
+    """redis (embedded only), pool, dispatcher, http: started in this order."""
+    from twisted.internet import reactor
+
+    from restmq.acl import Acl, load_acl
+    from restmq.dispatch import Dispatcher
+    from restmq.redisproc import EmbeddedRedis, EmbeddedRedisError
+    from restmq.services import DispatcherService, RedisService
+    from restmq.storage.notify import Notifier
+    from restmq.storage.pool import RedisPool
+    from restmq.storage.store import QueueStore
+    from restmq.web.app import make_app
+    from restmq.web.base import Context
+
+    config: Config = options.config
+    top = _Guarded(EmbeddedRedisError)
+    target = config.redis.target
+    if target is None:
+        try:
+            embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary)
+        except ConfigError as exc:
+            raise usage.UsageError(exc.message) from None
+        embedded.setServiceParent(top)
+        target = embedded.target
+
+    pool = RedisPool(target, config.redis.pool_size, config.redis.connect_timeout,
+                     config.redis.reply_timeout, reactor)
+    RedisService(pool).setServiceParent(top)
+    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas)
+    dispatcher = Dispatcher(store, reactor, config.dispatch)
+    notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
+                        dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
+    DispatcherService(dispatcher, notifier).setServiceParent(top)
+
+    acl = load_acl(config.acl_file) if config.acl_file else Acl()
+    context = Context(store=store, dispatcher=dispatcher, acl=acl, config=config, clock=reactor)
+    app = make_app(context)
+    if config.server.reuse_port:
+        from restmq.reuseport import ReusePortServer
+        http = ReusePortServer(config.server.port, app, config.server.listen)
+    else:
+        http = internet.TCPServer(config.server.port, app, interface=config.server.listen)
+    http.setName("http")
+    http.setServiceParent(top)
+    return top
+
+
+class _Guarded(service.MultiService):
+    """Turns a startup failure of a child into one clear line and exit status 1."""
+
+    def __init__(self, *fatal: type) -> None:
+        super().__init__()
+        self.fatal = fatal
+
+    def privilegedStartService(self) -> None:
+        from twisted.internet.error import CannotListenError
+        try:
+            super().privilegedStartService()
+        except CannotListenError as exc:
+            sys.stderr.write("restmq: cannot listen on %s:%s: %s\n"
+                             % (exc.interface or "*", exc.port, exc.socketError))
+            raise SystemExit(1)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except self.fatal as exc:
+            sys.stderr.write("restmq: %s\n" % exc)
+            self._stop_started()
+            raise SystemExit(1)
+
+    def _stop_started(self) -> None:
+        for child in reversed(list(self)):
+            if child.running:
+                child.stopService()

@@ -1,0 +1,1 @@
+"""The HTTP layer: Cyclone handlers, thin (parse -> store/dispatcher -> render)."""

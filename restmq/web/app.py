@@ -1,0 +1,73 @@
+"""make_app: the route table, and the Cyclone Application on the hardened connection."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import cyclone.web
+from twisted.logger import Logger
+
+from restmq.web import control, protocol, queues
+from restmq.web.base import Context, NotFoundHandler
+from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
+
+__all__ = ["make_app", "RestMQApplication"]
+
+_Q = r"([^/]+)"
+
+
+class RestMQApplication(cyclone.web.Application):
+    """Cyclone's Application on this project's HTTPConnection and transforms."""
+
+    protocol = HTTPConnection
+    noisy = False
+
+
+def _access_logger(access_log: bool):
+    log = Logger(namespace="restmq.access")
+
+    def log_request(handler: Any) -> None:
+        if not access_log:
+            return
+        request = handler.request
+        log.info("{method} {route} {status} {duration_ms:.1f}ms {queue}",
+                 method=request.method, route=request.path, status=handler.get_status(),
+                 duration_ms=1000.0 * (time.time() - request._start_time),
+                 queue=(handler.path_args[0] if getattr(handler, "path_args", None) else ""),
+                 remote=request.remote_ip)
+
+    return log_request
+
+
+def routes(context: Context) -> list:
+    """(pattern, handler, kwargs) for every route; each handler names its ACL categories."""
+    from restmq.web import streams
+    deps = {"context": context}
+    return [
+        (r"/", queues.IndexHandler, deps),
+        (r"/q/?", queues.QueueListHandler, deps),
+        (r"/q/%s/?" % _Q, queues.QueueHandler, deps),
+        (r"/queue/?", protocol.ProtocolHandler, deps),
+        (r"/c/%s/?" % _Q, streams.CometHandler, deps),
+        (r"/sse/%s/?" % _Q, streams.CometHandler, deps),
+        (r"/ws/%s/?" % _Q, streams.WebSocketHandler, deps),
+        (r"/p/%s/?" % _Q, control.PolicyHandler, deps),
+        (r"/control/%s/?" % _Q, control.ControlHandler, deps),
+        (r"/stats/?", control.StatsHandler, deps),
+        (r"/stats/%s/?" % _Q, control.StatsHandler, deps),
+        (r"/j/%s/?" % _Q, control.JobsHandler, deps),
+        (r".*", NotFoundHandler, deps),
+    ]
+
+
+def make_app(context: Context) -> RestMQApplication:
+    """The Cyclone application serving every route, bound to ``context``."""
+    server = context.config.server
+    limits = HttpLimits(
+        max_request_bytes=server.max_request_bytes, max_header_bytes=server.max_header_bytes,
+        request_timeout=server.request_timeout, idle_timeout=server.idle_timeout)
+    return RestMQApplication(
+        routes(context), transforms=[ChunkedTransferEncoding],
+        http_limits=limits, clock=context.clock, xheaders=server.xheaders,
+        log_function=_access_logger(server.access_log))

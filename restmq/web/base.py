@@ -1,0 +1,231 @@
+"""BaseHandler: JSON in and out, the error format, ACL checks, the async adapter."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from typing import Any, Awaitable, Callable, Dict, List, Optional
+
+import attr
+import cyclone.web
+import orjson
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from restmq.acl import Acl, Credentials
+from restmq.config import Config
+from restmq.errors import BadRequest, MessageTooLarge, RestMQError, Unauthorized
+from restmq.web.errors import status_for
+
+__all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK"]
+
+JSONP_CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,63}\Z", re.ASCII)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Context:
+    """What handlers need, handed to them through the route table."""
+
+    store: Any
+    dispatcher: Any
+    acl: Acl
+    config: Config
+    clock: Any
+    metrics: Any = None
+
+
+def async_handler(method: Callable[..., Awaitable[Any]]) -> Callable[..., defer.Deferred]:
+    """Let Cyclone run an ``async def`` handler method (it only understands Deferreds)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args: Any, **kwargs: Any) -> defer.Deferred:
+        return defer.ensureDeferred(method(self, *args, **kwargs))
+
+    return wrapper
+
+
+class BaseHandler(cyclone.web.RequestHandler):
+    """Parses arguments strictly, checks the ACL, renders JSON and JSON errors.
+
+    ``acl_categories`` maps HTTP method -> ACL category; every route has one.
+    """
+
+    log = Logger()
+    SUPPORTED_METHODS = ("GET", "POST", "DELETE", "OPTIONS", "HEAD")
+    acl_categories: Dict[str, str] = {}
+
+    def initialize(self, context: Context) -> None:
+        self.context = context
+        self.store = context.store
+        self.config = context.config
+
+    def set_default_headers(self) -> None:
+        self._headers["Content-Type"] = "application/json"
+
+    def compute_etag(self) -> None:
+        # a pop must never be answered 304 because an earlier pop looked alike
+        return None
+
+    # access control
+
+    def prepare(self) -> None:
+        category = self.acl_categories.get(self.request.method)
+        if category is not None and self.context.acl.enabled:
+            self.context.acl.check(category, self.request.remote_ip, self.credentials())
+
+    def credentials(self) -> Credentials:
+        username = password = token = None
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise Unauthorized("malformed Basic credentials") from None
+            username, _, password = decoded.partition(":")
+        elif scheme.lower() == "bearer":
+            token = value.strip()
+        if token is None:
+            token = self.argument("token")
+        return Credentials(username, password, token)
+
+    # input
+
+    def arguments(self, name: str) -> List[str]:
+        """Every value of a query or form field, decoded as strict UTF-8, exact."""
+        raw = getattr(self.request, "raw_arguments", {}).get(name, [])
+        try:
+            return [value.decode("utf-8") for value in raw]
+        except UnicodeDecodeError:
+            raise BadRequest("field %r is not valid UTF-8" % name) from None
+
+    def argument(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The last value of a field, or ``default``."""
+        values = self.arguments(name)
+        return values[-1] if values else default
+
+    def required(self, name: str) -> str:
+        value = self.argument(name)
+        if value is None:
+            raise BadRequest("missing field %r" % name)
+        return value
+
+    def number(self, name: str, default: Optional[float] = None, low: float = 0,
+               high: Optional[float] = None, integer: bool = False) -> Optional[float]:
+        """A numeric field within [low, high]; ``default`` when absent."""
+        text = self.argument(name)
+        if text is None or text == "":
+            return default
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise BadRequest("field %r must be a number" % name) from None
+        if value != value or value < low or (high is not None and value > high):
+            raise BadRequest("field %r must be between %s and %s" % (name, low, high))
+        return value
+
+    def message_body(self, value: str) -> str:
+        """:raises MessageTooLarge: over max_message_bytes."""
+        limit = self.config.server.max_message_bytes
+        if len(value) > limit // 4 and len(value.encode("utf-8")) > limit:
+            raise MessageTooLarge("message larger than %d bytes" % limit)
+        return value
+
+    def json_body(self) -> Any:
+        """The request body parsed as JSON. :raises BadRequest: when it is not."""
+        try:
+            return orjson.loads(self.request.body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest("malformed JSON: %s" % exc) from None
+
+    def is_json_request(self) -> bool:
+        return self.request.headers.get("Content-Type", "").startswith("application/json")
+
+    def jsonp_callback(self) -> Optional[str]:
+        callback = self.argument("callback")
+        if callback is not None and not JSONP_CALLBACK.match(callback):
+            raise BadRequest("unsafe JSONP callback name")
+        return callback
+
+    # output
+
+    def respond(self, payload: Any, status: int = 200) -> None:
+        """Write ``payload`` as JSON (wrapped in the JSONP callback if one was asked)."""
+        self.set_status(status)
+        body = orjson.dumps(payload)
+        callback = self.jsonp_callback()
+        if callback:
+            self.set_header("Content-Type", "application/javascript")
+            body = b"%s(%s);" % (callback.encode(), body)
+        self.finish(body)
+
+    def respond_text(self, text: str, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(text.encode("utf-8"))
+
+    def no_content(self) -> None:
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+    def wants_json(self) -> bool:
+        return "application/json" in self.request.headers.get("Accept", "")
+
+    # errors
+
+    def _handle_request_exception(self, error: Any) -> None:
+        exc = error.value if isinstance(error, Failure) else error
+        if isinstance(exc, cyclone.web.HTTPError):
+            status = exc.status_code
+            code = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
+            if status >= 500:
+                code = "internal_error"
+            self._send_json_error(status, code, exc.log_message or self._reason_for(status))
+            return
+        status, code = status_for(exc)
+        if status == 500:
+            failure = error if isinstance(error, Failure) else Failure(exc)
+            self.log.failure("Unhandled error in {method} {uri}", failure,
+                             method=self.request.method, uri=self.request.path)
+            message = "internal error (see the broker's log)"
+        else:
+            message = exc.message if isinstance(exc, RestMQError) else str(exc)
+        if isinstance(exc, Unauthorized):
+            self.set_header("WWW-Authenticate", 'Basic realm="%s"' % exc.realm)
+        self._send_json_error(status, code, message)
+
+    @staticmethod
+    def _reason_for(status: int) -> str:
+        from http import HTTPStatus
+        try:
+            return HTTPStatus(status).phrase
+        except ValueError:
+            return "error"
+
+    def _send_json_error(self, status: int, code: str, message: str) -> None:
+        if self._finished:
+            return
+        if self._headers_written:
+            # a stream already started: all we can do is end it
+            self.finish()
+            return
+        authenticate = self._headers.get("WWW-Authenticate")
+        self.clear()
+        if authenticate:
+            self.set_header("WWW-Authenticate", authenticate)
+        self.set_status(status)
+        self.finish(orjson.dumps({"error": {"code": code, "message": message}}))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish(orjson.dumps({"error": {"code": "error", "message": self._reason_for(status_code)}}))
+
+
+class NotFoundHandler(BaseHandler):
+    """Every path no route matches."""
+
+    def prepare(self) -> None:
+        raise cyclone.web.HTTPError(404, "no route for %s" % self.request.path)

@@ -1,0 +1,207 @@
+"""/, /q/ and /q/<name>: add, pop (plain, long-poll, reserve), purge, list."""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import orjson
+from twisted.internet.defer import CancelledError
+
+from restmq.errors import BadRequest
+from restmq.model import Message
+from restmq.web.base import BaseHandler, async_handler
+
+__all__ = ["IndexHandler", "QueueListHandler", "QueueHandler"]
+
+
+class _Producing(BaseHandler):
+    """Shared by the routes that add messages."""
+
+    def bodies(self) -> List[str]:
+        """The message(s) of this request: ``value``/``msg`` fields, a raw text
+        body, or a JSON body (an array is a batch; an object has ``value``)."""
+        value = self.argument("value")
+        if value is None:
+            value = self.argument("msg")
+        if value is not None:
+            return [self.message_body(value)]
+        body = self.request.body
+        content_type = self.request.headers.get("Content-Type", "")
+        if body and content_type.startswith("application/json"):
+            parsed = self.json_body()
+            items = parsed if isinstance(parsed, list) else [parsed]
+            if not items:
+                raise BadRequest("empty batch")
+            return [self.message_body(self._json_item(item)) for item in items]
+        if body and content_type.startswith(("text/plain", "application/octet-stream")):
+            try:
+                return [self.message_body(body.decode("utf-8"))]
+            except UnicodeDecodeError:
+                raise BadRequest("message body is not valid UTF-8") from None
+        raise BadRequest("missing field 'value' (or 'msg')")
+
+    @staticmethod
+    def _json_item(item: object) -> str:
+        if isinstance(item, dict) and ("value" in item or "msg" in item):
+            item = item.get("value", item.get("msg"))
+        if isinstance(item, str):
+            return item
+        return orjson.dumps(item).decode("utf-8")
+
+    async def produce(self, queue: str) -> None:
+        bodies = self.bodies()
+        delivery = self.config.delivery
+        if len(bodies) > delivery.max_batch:
+            raise BadRequest("a batch holds at most %d messages" % delivery.max_batch)
+        ttl = self.number("ttl", None, low=1, high=10 * 365 * 86400, integer=True)
+        delay = self.number("delay", None, low=0, high=delivery.max_delay)
+        idempotency_key = self.request.headers.get("Idempotency-Key")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+            raise BadRequest("Idempotency-Key must be 1-200 characters")
+        result = await self.store.add(
+            queue, bodies, ttl=ttl, delay_ms=int(delay * 1000) if delay else None,
+            idempotency_key=idempotency_key,
+            idempotency_window_ms=int(delivery.idempotency_window * 1000))
+        if self.context.metrics is not None:
+            self.context.metrics.published(queue, 0 if result.replayed else len(bodies))
+        if result.replayed:
+            self.set_header("Idempotent-Replayed", "true")
+        if len(bodies) > 1 or self.is_json_request():
+            self.respond({"queue": queue, "keys": result.keys})
+        elif self.wants_json():
+            self.respond({"queue": queue, "key": result.keys[0]})
+        elif self.jsonp_callback():
+            self.respond(result.keys[0])
+        else:
+            # the original answered the bare key, and its clients parse that
+            self.respond_text(result.keys[0] + "\r\n")
+
+
+def message_payload(message: Message) -> dict:
+    """The JSON a pop answers; ``count`` is kept for the original's clients."""
+    payload = message.as_dict()
+    payload["count"] = message.deliveries
+    return payload
+
+
+class _Consuming(_Producing):
+    """Shared by the routes that pop."""
+
+    async def consume(self, queue: str) -> None:
+        delivery = self.config.delivery
+        count = self.number("count", None, low=1, high=delivery.max_batch, integer=True)
+        wait = self.number("wait", None, low=0, high=self.config.dispatch.max_wait)
+        lease_ms = None
+        if self.argument("reserve") is not None:
+            lease = self.number("reserve", delivery.lease_seconds, low=0.001, high=12 * 3600)
+            lease_ms = int(lease * 1000)
+        messages = await self._pop(queue, int(count or 1), lease_ms, 0)
+        if not messages and wait:
+            messages = await self._long_poll(queue, int(count or 1), lease_ms, wait)
+            if messages is None:
+                return  # the client went away
+        if self.context.metrics is not None and messages:
+            self.context.metrics.delivered(queue, "rest", len(messages))
+        if not messages:
+            self.no_content()
+        elif count is None:
+            self.respond(message_payload(messages[0]))
+        else:
+            self.respond({"queue": queue, "messages": [message_payload(m) for m in messages]})
+
+    async def _pop(self, queue: str, count: int, lease_ms: Optional[int], listen_ms: int) -> List[Message]:
+        hold = self.config.delivery.stop_holds_pops
+        if lease_ms is not None:
+            return await self.store.reserve(queue, count, lease_ms, hold, listen_ms)
+        return await self.store.take(queue, count, hold, listen_ms)
+
+    async def _long_poll(self, queue: str, count: int, lease_ms: Optional[int],
+                         wait: float) -> Optional[List[Message]]:
+        """Pop again at every wake-up of ``queue`` until a message comes or ``wait`` ends.
+
+        Nothing blocks in Redis: the first pop marks the queue as listened to,
+        so publishers notify, and the waiter is registered before it.
+        """
+        dispatcher = self.context.dispatcher
+        clock = self.context.clock
+        deadline = clock.seconds() + wait
+        waiter = dispatcher.waiter(queue)
+        gone: List[bool] = []
+        pending: List[Any] = []
+
+        def client_left(_: Any) -> None:
+            gone.append(True)
+            for deferred in pending:
+                deferred.cancel()
+
+        self.notifyFinish().addBoth(client_left)
+        try:
+            messages = await self._pop(queue, count, lease_ms, dispatcher.listener_ttl_ms)
+            while not messages and not gone:
+                remaining = deadline - clock.seconds()
+                if remaining <= 0:
+                    break
+                woken = waiter.next_wake(remaining)
+                pending[:] = [woken]
+                try:
+                    if not await woken:
+                        break
+                except CancelledError:
+                    break
+                messages = await self._pop(queue, count, lease_ms, dispatcher.listener_ttl_ms)
+        finally:
+            waiter.close()
+        if gone:
+            if messages and lease_ms is None:
+                await self.store.requeue(queue, messages)
+            return None
+        return messages
+
+
+class IndexHandler(_Consuming):
+    """The very first API: POST queue+value adds, GET ?queue= pops."""
+
+    acl_categories = {"GET": "rest:consumer", "POST": "rest:producer"}
+
+    @async_handler
+    async def get(self) -> None:
+        queue = self.argument("queue")
+        if queue is None:
+            from restmq import __version__
+            self.respond({"restmq": __version__, "queues": "/q/", "stats": "/stats/"})
+            return
+        await self.consume(queue)
+
+    @async_handler
+    async def post(self) -> None:
+        await self.produce(self.required("queue"))
+
+
+class QueueListHandler(BaseHandler):
+    """GET /q/: the names of all queues."""
+
+    acl_categories = {"GET": "rest:consumer"}
+
+    @async_handler
+    async def get(self) -> None:
+        self.respond({"queues": await self.store.queues()})
+
+
+class QueueHandler(_Consuming):
+    """/q/<name>: GET pops, POST adds, DELETE purges and closes the queue's streams."""
+
+    acl_categories = {"GET": "rest:consumer", "POST": "rest:producer", "DELETE": "rest:producer"}
+
+    @async_handler
+    async def get(self, queue: str) -> None:
+        await self.consume(queue)
+
+    @async_handler
+    async def post(self, queue: str) -> None:
+        await self.produce(queue)
+
+    @async_handler
+    async def delete(self, queue: str) -> None:
+        removed = await self.store.purge(queue)
+        self.context.dispatcher.close_queue(queue)
+        self.respond({"queue": queue, "purged": removed})

@@ -1,0 +1,310 @@
+"""Streaming consumers: COMET (/c/<q>), Server-Sent Events and WebSocket (/ws/<q>).
+
+Each connection is a small adapter onto the Dispatcher's Consumer interface.
+It is also the push producer of its TCP transport, so Twisted tells it when
+the client stops reading: it then takes no round-robin messages, and past
+``buffer_limit`` bytes behind a broadcast it is cut off.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Set
+from urllib.parse import urlsplit
+
+import orjson
+from twisted.logger import Logger
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import CloseConnection, Message as WsMessage, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+from restmq.errors import BadRequest, Forbidden
+from restmq.model import Message
+from restmq.storage.store import check_queue
+from restmq.web.base import BaseHandler, async_handler
+
+__all__ = ["StreamConsumer", "CometHandler", "WebSocketHandler", "sse_frame", "comet_line"]
+
+
+def comet_line(message: Message) -> bytes:
+    return message.json() + b"\r\n"
+
+
+def sse_frame(message: Message) -> bytes:
+    return b"id: %s\ndata: %s\n\n" % (message.key.encode("utf-8"), message.json())
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@implementer(IPushProducer)
+class StreamConsumer:
+    """A streaming connection as the dispatcher sees it (see dispatch.Consumer).
+
+    ``encode`` turns a message into this transport's bytes; the result is
+    cached on the message under ``cache_name`` so a broadcast encodes once.
+    """
+
+    log = Logger()
+
+    def __init__(self, transport_name: str, write: Callable[[bytes], None],
+                 encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
+                 on_resume: Callable[[], None], on_close: Callable[[str], None]) -> None:
+        self.transport = transport_name
+        self._write = write
+        self._encode = encode
+        self._cache_name = cache_name
+        self._buffer_limit = buffer_limit
+        self._on_resume = on_resume
+        self._on_close = on_close
+        self.paused = False
+        self.closed = False
+        self._behind = 0
+        # while replaying history (SSE resume) live messages wait here
+        self.backlog: Optional[List[Message]] = None
+
+    # dispatch.Consumer
+
+    def send(self, message: Message) -> None:
+        if self.closed:
+            return
+        if self.backlog is not None:
+            self.backlog.append(message)
+            return
+        self.write_message(message)
+
+    def write_message(self, message: Message) -> None:
+        data = message.encoded(self._cache_name, self._encode)
+        if self.paused:
+            self._behind += len(data)
+        self._write(data)
+
+    def write_raw(self, data: bytes) -> None:
+        if not self.closed:
+            if self.paused:
+                self._behind += len(data)
+            self._write(data)
+
+    def can_take(self) -> bool:
+        return not self.paused and not self.closed
+
+    def overflowing(self) -> bool:
+        return self._behind > self._buffer_limit
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._on_close(reason)
+
+    # IPushProducer: Twisted calls these as the socket's send buffer fills and drains
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._behind = 0
+        if not self.closed:
+            self._on_resume()
+
+    def stopProducing(self) -> None:
+        self.closed = True
+
+
+class CometHandler(BaseHandler):
+    """GET /c/<q>: one JSON object per line (JSONP with ``callback``), or
+    Server-Sent Events when the client accepts ``text/event-stream`` (and
+    always on /sse/<q>)."""
+
+    acl_categories = {"GET": "comet:consumer"}
+
+    @async_handler
+    async def get(self, queue: str) -> None:
+        check_queue(queue)
+        self._auto_finish = False
+        dispatch = self.context.config.dispatch
+        sse = self.request.path.startswith("/sse/") or \
+            "text/event-stream" in self.request.headers.get("Accept", "")
+        callback = None if sse else self.jsonp_callback()
+        connection = self.request.connection
+        chunked = self.request.supports_http_1_1()
+        if sse:
+            name, encode = "sse", sse_frame
+            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        elif callback:
+            prefix = callback.encode()
+            name = "jsonp:" + callback
+            encode = lambda m: b"%s(%s);\r\n" % (prefix, m.json())  # noqa: E731
+            self.set_header("Content-Type", "application/javascript; charset=utf-8")
+        else:
+            name, encode = "comet", comet_line
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if chunked:
+            cache_name, frame = name + "/chunked", (lambda m, e=encode: _chunk(e(m)))
+        else:
+            cache_name, frame = name, encode
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+
+        dispatcher = self.context.dispatcher
+        consumer = StreamConsumer(
+            "sse" if sse else "comet", connection.write, frame, cache_name,
+            dispatch.buffer_limit, lambda: dispatcher.resumed(queue),
+            lambda reason: self._end(reason))
+        self._consumer = consumer
+        self._queue = queue
+        last_id = None
+        if sse:
+            last_id = self.request.headers.get("Last-Event-ID") or self.argument("lastEventId")
+            consumer.backlog = [] if last_id else None
+        # headers now; the body is written frame by frame below
+        if sse:
+            self.write(b"retry: %d\n\n" % dispatch.sse_retry_ms)
+        self.flush()
+        transport = connection.transport
+        transport.registerProducer(consumer, True)
+        self.notifyFinish().addBoth(self._gone)
+        dispatcher.subscribe(queue, consumer)
+        if sse:
+            self._heartbeat = (lambda: consumer.write_raw(_chunk(b":\n\n") if chunked else b":\n\n"))
+            dispatcher.add_heartbeat(consumer, self._heartbeat)
+        if last_id:
+            await self._replay(queue, last_id, consumer, chunked)
+
+    async def _replay(self, queue: str, last_id: str, consumer: StreamConsumer, chunked: bool) -> None:
+        await self.context.dispatcher.ready(queue)
+        found, history = await self.store.history_after(queue, last_id)
+        if consumer.closed:
+            return
+        if not found:
+            gap = b"event: gap\ndata: %s\n\n" % orjson.dumps({
+                "last_event_id": last_id, "oldest": history[0].key if history else None,
+                "message": "messages after this id are no longer in the history"})
+            consumer.write_raw(_chunk(gap) if chunked else gap)
+        seen: Set[str] = set()
+        for message in history:
+            seen.add(message.key)
+            consumer.write_message(message)
+        backlog, consumer.backlog = consumer.backlog or [], None
+        for message in backlog:
+            if message.key not in seen:
+                consumer.write_message(message)
+
+    def _gone(self, _: Any) -> None:
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.closed = True
+            self.context.dispatcher.unsubscribe(self._queue, consumer)
+            self.context.dispatcher.remove_heartbeat(consumer)
+
+    def _end(self, reason: str) -> None:
+        self.context.dispatcher.remove_heartbeat(self._consumer)
+        transport = self.request.connection.transport
+        if reason == "too slow":
+            transport.abortConnection()
+            return
+        transport.unregisterProducer()
+        if not self._finished:
+            self.finish()
+
+
+class WebSocketHandler(BaseHandler):
+    """GET /ws/<q>: a WebSocket (RFC 6455, wsproto) that carries the same JSON
+    as text frames. Origin is checked against ``websocket_origins``."""
+
+    acl_categories = {"GET": "websocket:consumer"}
+
+    def _check_origin(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin is None:
+            return
+        allowed = self.context.config.dispatch.websocket_origins
+        if "*" in allowed or origin in allowed:
+            return
+        if urlsplit(origin).netloc == self.request.headers.get("Host", ""):
+            return
+        raise Forbidden("origin %s is not allowed" % origin)
+
+    @async_handler
+    async def get(self, queue: str) -> None:
+        check_queue(queue)
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket" or \
+                "upgrade" not in headers.get("Connection", "").lower():
+            raise BadRequest("this route speaks WebSocket: send Upgrade: websocket")
+        key = headers.get("Sec-WebSocket-Key")
+        if headers.get("Sec-WebSocket-Version") != "13" or not key:
+            self.set_header("Sec-WebSocket-Version", "13")
+            raise BadRequest("WebSocket version 13 with a Sec-WebSocket-Key is required")
+        self._check_origin()
+        self._auto_finish = False
+        self._finished = True  # cyclone must not write an HTTP response after the 101
+        connection = self.request.connection
+        connection.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: %s\r\n\r\n" % generate_accept_token(key.encode("latin-1")))
+        session = _WebSocketSession(self, queue)
+        connection.upgrade(session)
+
+
+class _WebSocketSession:
+    """The WebSocket after the handshake: frames in, messages out."""
+
+    log = Logger()
+
+    def __init__(self, handler: WebSocketHandler, queue: str) -> None:
+        self.handler = handler
+        self.queue = queue
+        self.context = handler.context
+        self.transport = handler.request.connection.transport
+        self.ws = Connection(ConnectionType.SERVER)
+        dispatcher = self.context.dispatcher
+        self.consumer = StreamConsumer(
+            "websocket", self.transport.write, self._frame, "ws-frame",
+            self.context.config.dispatch.buffer_limit, lambda: dispatcher.resumed(queue),
+            self._closed_by_broker)
+        self.transport.registerProducer(self.consumer, True)
+        dispatcher.subscribe(queue, self.consumer)
+        dispatcher.add_heartbeat(self.consumer, self._ping)
+
+    def _frame(self, message: Message) -> bytes:
+        # a server frame is not masked, so the same bytes serve every connection
+        return self.ws.send(TextMessage(data=message.json().decode("utf-8")))
+
+    def _ping(self) -> None:
+        self.consumer.write_raw(self.ws.send(Ping()))
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, Ping):
+                    self.transport.write(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self.transport.write(self.ws.send(event.response()))
+                    self.transport.loseConnection()
+                elif isinstance(event, WsMessage):
+                    self.messageReceived(event)
+        except RemoteProtocolError:
+            self.transport.abortConnection()
+
+    def messageReceived(self, event: WsMessage) -> None:
+        """Client frames carry commands once acked streaming exists; ignored here."""
+
+    def _closed_by_broker(self, reason: str) -> None:
+        if reason == "too slow":
+            self.transport.abortConnection()
+            return
+        try:
+            self.transport.write(self.ws.send(CloseConnection(code=1001, reason=reason)))
+        except LocalProtocolError:
+            pass  # a close is already under way
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        dispatcher = self.context.dispatcher
+        self.consumer.closed = True
+        dispatcher.unsubscribe(self.queue, self.consumer)
+        dispatcher.remove_heartbeat(self.consumer)
