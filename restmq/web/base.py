@@ -75,6 +75,8 @@ class BaseHandler(cyclone.web.RequestHandler):
         category = self.acl_categories.get(self.request.method)
         if category is not None and self.context.acl.enabled:
             self.context.acl.check(category, self.request.remote_ip, self.credentials())
+        # refuse an unsafe callback before anything is popped
+        self.jsonp_callback()
 
     def credentials(self) -> Credentials:
         username = password = token = None

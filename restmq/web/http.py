@@ -68,8 +68,13 @@ class ChunkedTransferEncoding(cyclone.web.OutputTransform):
 def parse_form(body: bytes) -> Dict[str, List[bytes]]:
     """Split an urlencoded body or query into raw byte values (decoded later, strictly)."""
     fields: Dict[str, List[bytes]] = {}
-    for name, value in urllib.parse.parse_qsl(body, keep_blank_values=True):
-        fields.setdefault(name.decode("latin-1"), []).append(value)
+    unquote = urllib.parse.unquote_to_bytes
+    for pair in body.split(b"&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition(b"=")
+        fields.setdefault(unquote(name.replace(b"+", b" ")).decode("latin-1"), []).append(
+            unquote(value.replace(b"+", b" ")))
     return fields
 
 
