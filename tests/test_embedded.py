@@ -1,0 +1,157 @@
+"""`twistd -n restmq` as users run it: embedded Redis start, stop, persistence, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.helpers import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def twistd(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "--pidfile=", "-n", "restmq", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_http(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/stats/" % port, timeout=2).read()
+            return
+        except (urllib.error.URLError, ConnectionError):
+            if proc.poll() is not None:
+                raise AssertionError("restmq exited: %s" % proc.stdout.read().decode())
+            if time.monotonic() > deadline:
+                raise AssertionError("restmq did not answer on port %d" % port)
+            time.sleep(0.05)
+
+
+def post(port: int, queue: str, value: str) -> str:
+    data = ("value=" + value).encode()
+    return urllib.request.urlopen("http://127.0.0.1:%d/q/%s" % (port, queue), data=data, timeout=5).read().decode()
+
+
+def pop(port: int, queue: str) -> bytes:
+    return urllib.request.urlopen("http://127.0.0.1:%d/q/%s" % (port, queue), timeout=5).read()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    with open("/proc/%d/stat" % pid) as stat:
+        return stat.read().split(") ")[1][0] != "Z"
+
+
+def wait_dead(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < deadline, "process %d is still alive" % pid
+        time.sleep(0.05)
+
+
+def redis_pid(data_dir) -> int:
+    return int((data_dir / "redis.pid").read_text().strip())
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    return out.decode()
+
+
+def test_embedded_redis_starts_persists_and_stops(tmp_path):
+    data = tmp_path / "data"
+    port = free_port()
+    proc = twistd("--port", str(port), "--data-dir", str(data))
+    try:
+        wait_http(port, proc)
+        assert post(port, "persist", "kept across restarts") == "persist:1\r\n"
+        child = redis_pid(data)
+        assert alive(child)
+    finally:
+        stop(proc)
+    # twistd re-raises the signal it stopped on, so a clean stop reports SIGTERM
+    assert proc.returncode in (0, -signal.SIGTERM)
+    wait_dead(child)
+    assert (data / "appendonly.aof").exists()
+
+    port = free_port()
+    proc = twistd("--port", str(port), "--data-dir", str(data))
+    try:
+        wait_http(port, proc)
+        assert b'"value":"kept across restarts"' in pop(port, "persist")
+    finally:
+        stop(proc)
+
+
+def test_killed_restmq_leaves_no_orphan_redis(tmp_path):
+    data = tmp_path / "data"
+    port = free_port()
+    proc = twistd("--port", str(port), "--data-dir", str(data))
+    wait_http(port, proc)
+    child = redis_pid(data)
+    proc.kill()
+    proc.wait(timeout=10)
+    wait_dead(child)
+
+
+def test_unstartable_redis_is_one_clear_line_and_exit_1(tmp_path):
+    conf = tmp_path / "r.conf"
+    conf.write_text("[redis]\nserver_binary = /bin/false\ndata_dir = %s\n" % (tmp_path / "d"))
+    proc = twistd("--config", str(conf), "--port", str(free_port()))
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "restmq: redis-server exited at start" in out.decode()
+
+
+def test_second_restmq_on_the_same_data_dir_is_refused(tmp_path):
+    data = tmp_path / "data"
+    port = free_port()
+    first = twistd("--port", str(port), "--data-dir", str(data))
+    try:
+        wait_http(port, first)
+        second = twistd("--port", str(free_port()), "--data-dir", str(data))
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert "already serves" in out.decode()
+    finally:
+        stop(first)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--port", "notaport"], "[server] port"),
+    (["--redis", "nope://x"], "[redis] url"),
+])
+def test_bad_option_exits_non_zero_with_one_line(args, needle):
+    proc = twistd(*args)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert needle in out.decode()
+
+
+def test_port_in_use_is_one_clear_line(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = twistd("--port", str(port), "--data-dir", str(tmp_path / "d"))
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "restmq: cannot listen" in out.decode()
