@@ -37,6 +37,7 @@ class ServerConfig:
     json_log: bool = False
     xheaders: bool = False
     reuse_port: bool = False
+    metrics_max_queues: int = 200
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -170,6 +171,7 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("server", "json_log"): (_boolean, "server.json_log"),
     ("server", "xheaders"): (_boolean, "server.xheaders"),
     ("server", "reuse_port"): (_boolean, "server.reuse_port"),
+    ("server", "metrics_max_queues"): (_positive_int, "server.metrics_max_queues"),
     ("redis", "url"): (_text, "redis.url"),
     ("redis", "host"): (_text, "redis.host"),
     ("redis", "port"): (_port, "redis.port"),

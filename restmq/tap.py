@@ -74,6 +74,7 @@ def makeService(options: Options) -> service.MultiService:
 
     from restmq.acl import Acl, load_acl
     from restmq.dispatch import Dispatcher
+    from restmq.metrics import Metrics
     from restmq.redisproc import EmbeddedRedis, EmbeddedRedisError
     from restmq.services import DispatcherService, RedisService
     from restmq.storage.notify import Notifier
@@ -96,14 +97,17 @@ def makeService(options: Options) -> service.MultiService:
     pool = RedisPool(target, config.redis.pool_size, config.redis.connect_timeout,
                      config.redis.reply_timeout, reactor)
     RedisService(pool).setServiceParent(top)
-    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas)
-    dispatcher = Dispatcher(store, reactor, config.dispatch)
+    metrics = Metrics(config.server.metrics_max_queues)
+    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas,
+                       observe=metrics.observe_redis)
+    dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
     DispatcherService(dispatcher, notifier).setServiceParent(top)
 
     acl = load_acl(config.acl_file) if config.acl_file else Acl()
-    context = Context(store=store, dispatcher=dispatcher, acl=acl, config=config, clock=reactor)
+    context = Context(store=store, dispatcher=dispatcher, acl=acl, config=config, clock=reactor,
+                      metrics=metrics)
     app = make_app(context)
     if config.server.reuse_port:
         from restmq.reuseport import ReusePortServer

@@ -17,6 +17,7 @@ from twisted.web.client import HTTPConnectionPool
 from restmq.acl import Acl
 from restmq.config import Config, DispatchConfig, RedisConfig, RedisTarget, ServerConfig, load_config
 from restmq.dispatch import Dispatcher
+from restmq.metrics import Metrics
 from restmq.redisproc import find_redis_server
 from restmq.storage.notify import Notifier
 from restmq.storage.pool import RedisPool
@@ -85,6 +86,7 @@ class RunningApp:
     listener: Any
     config: Config
     http_pool: Any
+    metrics: Metrics
 
     def get(self, path: str, **kwargs: Any) -> defer.Deferred:
         return treq.get(self.url + path, pool=self.http_pool, **kwargs)
@@ -107,20 +109,22 @@ async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: O
     config = config or test_config(dispatch={"sweep_interval": 1.0})
     pool = RedisPool(target, 4, config.redis.connect_timeout, config.redis.reply_timeout, reactor)
     pool.start()
-    store = QueueStore(pool, config.delivery.max_receives)
-    dispatcher = Dispatcher(store, reactor, config.dispatch)
+    metrics = Metrics(config.server.metrics_max_queues)
+    store = QueueStore(pool, config.delivery.max_receives, observe=metrics.observe_redis)
+    dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
     dispatcher.notifier = notifier
     notifier.start()
     dispatcher.start()
-    context = Context(store=store, dispatcher=dispatcher, acl=acl or Acl(), config=config, clock=reactor)
+    context = Context(store=store, dispatcher=dispatcher, acl=acl or Acl(), config=config, clock=reactor,
+                      metrics=metrics)
     listener = reactor.listenTCP(0, make_app(context), interface="127.0.0.1")
     port = listener.getHost().port
     if wait_ready:
         await wait_until(lambda: pool.connected and notifier.connected)
     return RunningApp("http://127.0.0.1:%d" % port, port, store, dispatcher, pool, notifier,
-                      listener, config, HTTPConnectionPool(reactor, persistent=False))
+                      listener, config, HTTPConnectionPool(reactor, persistent=False), metrics)
 
 
 async def stop_app(app: RunningApp) -> None:

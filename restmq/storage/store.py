@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 import txredisapi
@@ -78,33 +78,46 @@ class QueueStore:
 
     Every method raises ``BackendUnavailable`` when Redis cannot be reached or
     does not answer in time.
+
+    :param observe: called with the duration in seconds of every round trip
+        (the metrics hook; storage itself knows nothing of Prometheus).
     """
 
     def __init__(self, pool: RedisPool, default_max_receives: int = 5,
-                 wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
+                 wait_replicas: int = 0, wait_timeout_ms: int = 1000,
+                 observe: Optional[Callable[[float], None]] = None) -> None:
         self.pool = pool
         self.default_max_receives = default_max_receives
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.observe = observe
         self.scripts: Dict[str, Script] = load_scripts()
 
     async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
         connection = await self.pool.connection()
+        started = time.perf_counter()
         try:
             return await self.scripts[name](connection, script_keys, args)
         except txredisapi.ConnectionError as exc:
             raise BackendUnavailable("Redis did not answer: %s" % exc) from None
         except txredisapi.ResponseError as exc:
             raise self._response_error(exc) from None
+        finally:
+            if self.observe is not None:
+                self.observe(time.perf_counter() - started)
 
     async def _command(self, *args: Any) -> Any:
         connection = await self.pool.connection()
+        started = time.perf_counter()
         try:
             return await connection.execute_command(*args)
         except txredisapi.ConnectionError as exc:
             raise BackendUnavailable("Redis did not answer: %s" % exc) from None
         except txredisapi.ResponseError as exc:
             raise self._response_error(exc) from None
+        finally:
+            if self.observe is not None:
+                self.observe(time.perf_counter() - started)
 
     @staticmethod
     def _response_error(exc: Exception) -> Exception:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any
+from typing import Any, Callable, List, Pattern, Tuple
 
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import control, protocol, queues
+from restmq.web import control, ops, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
@@ -24,16 +25,39 @@ class RestMQApplication(cyclone.web.Application):
     noisy = False
 
 
-def _access_logger(access_log: bool):
+def route_label(pattern: str) -> str:
+    """The label of a route pattern in logs and metrics: r"/q/([^/]+)/?" -> "/q/{queue}"."""
+    if pattern == r".*":
+        return "(unmatched)"
+    label = pattern.replace(_Q, "{queue}").replace("\\", "")
+    return label[:-2] if label.endswith("/?") and len(label) > 2 else label
+
+
+def _request_logger(access_log: bool, metrics: Any,
+                    table: List[Tuple[str, type, dict]]) -> Callable[[Any], None]:
+    """Cyclone's log_function: the access log line and the HTTP metrics of each request."""
     log = Logger(namespace="restmq.access")
+    patterns: List[Tuple[Pattern[str], str]] = [
+        (re.compile(pattern + "$"), route_label(pattern)) for pattern, _, _ in table]
+
+    def route_of(path: str) -> str:
+        # the first pattern that matches is the one Cyclone routed the request by
+        for regex, label in patterns:
+            if regex.match(path):
+                return label
+        return "(unmatched)"
 
     def log_request(handler: Any) -> None:
+        request = handler.request
+        duration = time.time() - request._start_time
+        route = route_of(request.path)
+        if metrics is not None:
+            metrics.http(route, handler.get_status(), request.method, duration)
         if not access_log:
             return
-        request = handler.request
         log.info("{method} {route} {status} {duration_ms:.1f}ms {queue}",
-                 method=request.method, route=request.path, status=handler.get_status(),
-                 duration_ms=1000.0 * (time.time() - request._start_time),
+                 method=request.method, route=route, path=request.path, status=handler.get_status(),
+                 duration_ms=1000.0 * duration,
                  queue=(handler.path_args[0] if getattr(handler, "path_args", None) else ""),
                  remote=request.remote_ip)
 
@@ -57,6 +81,7 @@ def routes(context: Context) -> list:
         (r"/stats/?", control.StatsHandler, deps),
         (r"/stats/%s/?" % _Q, control.StatsHandler, deps),
         (r"/j/%s/?" % _Q, control.JobsHandler, deps),
+        *ops.routes(context),
         (r".*", NotFoundHandler, deps),
     ]
 
@@ -67,7 +92,8 @@ def make_app(context: Context) -> RestMQApplication:
     limits = HttpLimits(
         max_request_bytes=server.max_request_bytes, max_header_bytes=server.max_header_bytes,
         request_timeout=server.request_timeout, idle_timeout=server.idle_timeout)
+    table = routes(context)
     return RestMQApplication(
-        routes(context), transforms=[ChunkedTransferEncoding],
+        table, transforms=[ChunkedTransferEncoding],
         http_limits=limits, clock=context.clock, xheaders=server.xheaders,
-        log_function=_access_logger(server.access_log))
+        log_function=_request_logger(server.access_log, context.metrics, table))

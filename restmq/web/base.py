@@ -20,9 +20,11 @@ from restmq.config import Config
 from restmq.errors import BadRequest, MessageTooLarge, RestMQError, Unauthorized
 from restmq.web.errors import status_for
 
-__all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK"]
+__all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK", "MAX_TTL_SECONDS"]
 
 JSONP_CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,63}\Z", re.ASCII)
+#: the longest ``ttl`` a message may be given (Redis refuses absurd expiry times)
+MAX_TTL_SECONDS = 10 * 365 * 86400
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -186,6 +188,9 @@ class BaseHandler(cyclone.web.RequestHandler):
             code = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
             if status >= 500:
                 code = "internal_error"
+            if status == 405:
+                # RFC 9110: a 405 names the methods the route does serve
+                self.set_header("Allow", ", ".join(self.allowed_methods()))
             self._send_json_error(status, code, exc.log_message or self._reason_for(status))
             return
         status, code = status_for(exc)
@@ -199,6 +204,12 @@ class BaseHandler(cyclone.web.RequestHandler):
         if isinstance(exc, Unauthorized):
             self.set_header("WWW-Authenticate", 'Basic realm="%s"' % exc.realm)
         self._send_json_error(status, code, message)
+
+    def allowed_methods(self) -> List[str]:
+        """The methods this handler implements (Cyclone's defaults answer 405)."""
+        base = cyclone.web.RequestHandler
+        return [method for method in self.SUPPORTED_METHODS
+                if getattr(type(self), method.lower(), None) is not getattr(base, method.lower(), None)]
 
     @staticmethod
     def _reason_for(status: int) -> str:
@@ -215,10 +226,10 @@ class BaseHandler(cyclone.web.RequestHandler):
             # a stream already started: all we can do is end it
             self.finish()
             return
-        authenticate = self._headers.get("WWW-Authenticate")
+        kept = {name: self._headers[name] for name in ("WWW-Authenticate", "Allow") if name in self._headers}
         self.clear()
-        if authenticate:
-            self.set_header("WWW-Authenticate", authenticate)
+        for name, value in kept.items():
+            self.set_header(name, value)
         self.set_status(status)
         self.finish(orjson.dumps({"error": {"code": code, "message": message}}))
 

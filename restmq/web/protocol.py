@@ -7,7 +7,7 @@ from typing import Any, Awaitable, Callable, Dict
 import orjson
 
 from restmq.errors import BadRequest
-from restmq.web.base import BaseHandler, async_handler
+from restmq.web.base import MAX_TTL_SECONDS, BaseHandler, async_handler
 
 __all__ = ["ProtocolHandler"]
 
@@ -58,8 +58,9 @@ class ProtocolHandler(BaseHandler):
         if not isinstance(value, str):
             value = orjson.dumps(value).decode("utf-8")
         ttl = command.get("ttl")
-        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1):
-            raise BadRequest("ttl must be a positive integer")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
+                                or not 1 <= ttl <= MAX_TTL_SECONDS):
+            raise BadRequest("ttl must be an integer from 1 to %d" % MAX_TTL_SECONDS)
         result = await self.store.add(queue, [self.message_body(value)], ttl=ttl)
         self.respond({"queue": queue, "value": value, "key": result.keys[0]})
 

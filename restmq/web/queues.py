@@ -9,9 +9,12 @@ from twisted.internet.defer import CancelledError
 
 from restmq.errors import BadRequest
 from restmq.model import Message
-from restmq.web.base import BaseHandler, async_handler
+from restmq.web.base import MAX_TTL_SECONDS, BaseHandler, async_handler
 
 __all__ = ["IndexHandler", "QueueListHandler", "QueueHandler"]
+
+# the fields of a pop, which GET / without a queue refuses rather than ignores
+_POP_FIELDS = ("wait", "count", "reserve", "callback")
 
 
 class _Producing(BaseHandler):
@@ -53,7 +56,7 @@ class _Producing(BaseHandler):
         delivery = self.config.delivery
         if len(bodies) > delivery.max_batch:
             raise BadRequest("a batch holds at most %d messages" % delivery.max_batch)
-        ttl = self.number("ttl", None, low=1, high=10 * 365 * 86400, integer=True)
+        ttl = self.number("ttl", None, low=1, high=MAX_TTL_SECONDS, integer=True)
         delay = self.number("delay", None, low=0, high=delivery.max_delay)
         idempotency_key = self.request.headers.get("Idempotency-Key")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
@@ -159,17 +162,23 @@ class _Consuming(_Producing):
 
 
 class IndexHandler(_Consuming):
-    """The very first API: POST queue+value adds, GET ?queue= pops."""
+    """The very first API: POST queue+value adds, GET ?queue= pops; GET / alone
+    goes to the dashboard."""
 
     acl_categories = {"GET": "rest:consumer", "POST": "rest:producer"}
 
     @async_handler
     async def get(self) -> None:
         queue = self.argument("queue")
-        if queue is None:
-            from restmq import __version__
-            self.respond({"restmq": __version__, "queues": "/q/", "stats": "/stats/"})
+        if queue is None and not any(self.arguments(name) for name in _POP_FIELDS):
+            # the original's page was here; relative, so a proxy's path prefix is kept
+            self.set_status(302)
+            self.clear_header("Content-Type")
+            self.set_header("Location", "dashboard/")
+            self.finish()
             return
+        if queue is None:
+            raise BadRequest("missing field 'queue'")
         await self.consume(queue)
 
     @async_handler

@@ -1,0 +1,236 @@
+"""Metrics: the Prometheus counters, gauges and histograms of one RestMQ process.
+
+Counters and histograms are updated as things happen (handlers, dispatcher,
+store). Queue gauges (depth, in flight, delayed, dead, oldest age, paused) and
+subscriber counts are not kept here: ``/metrics`` reads them at scrape time
+(one ``store.stats()`` call) and hands them to :meth:`Metrics.render`.
+
+Every metric lives in the ``CollectorRegistry`` of its ``Metrics`` object, never
+in prometheus_client's global registry, so several apps can live in one process.
+The ``queue`` label takes at most ``max_queues`` distinct values: the first
+queues seen keep their own name, every later one is counted as ``_other``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from restmq.model import QueueState
+
+__all__ = ["Metrics", "OTHER", "DEFAULT_MAX_QUEUES", "CONTENT_TYPE"]
+
+#: the ``queue`` label of every queue past the cap
+OTHER = "_other"
+DEFAULT_MAX_QUEUES = 200
+#: the Content-Type of the text exposition format that :meth:`Metrics.render` writes
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_METHODS = frozenset(("GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH"))
+# Redis answers in well under a millisecond on a healthy host; the top buckets
+# catch the stalls that reply_timeout (1.5 s by default) turns into 503s.
+_REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                  0.1, 0.25, 0.5, 1.0, 2.5)
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The metrics of one RestMQ process, in a registry of their own.
+
+    :param max_queues: distinct values the ``queue`` label may take; later
+        queues share the series ``queue="_other"``.
+    """
+
+    def __init__(self, max_queues: int = DEFAULT_MAX_QUEUES,
+                 registry: Optional[CollectorRegistry] = None) -> None:
+        self.max_queues = max_queues
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._labelled: Set[str] = set()
+        # per queue label, for the dashboard's rates: [published, delivered]
+        self._totals: Dict[str, List[float]] = {}
+        self._published = Counter(
+            "restmq_messages_published", "Messages stored by producers through this process.",
+            ["queue"], registry=self.registry)
+        self._delivered = Counter(
+            "restmq_messages_delivered", "Messages handed to consumers by this process.",
+            ["queue", "transport"], registry=self.registry)
+        self._acked = Counter(
+            "restmq_messages_acked", "Leased messages acknowledged through this process.",
+            ["queue"], registry=self.registry)
+        self._redelivered = Counter(
+            "restmq_messages_redelivered", "Messages handed out again after a lease ran out or a nack.",
+            ["queue"], registry=self.registry)
+        self._cut_off = Counter(
+            "restmq_consumers_cut_off", "Streaming consumers cut off for falling too far behind.",
+            ["queue", "transport"], registry=self.registry)
+        self._redis = Histogram(
+            "restmq_redis_roundtrip_seconds", "Time of one Redis round trip (script or command).",
+            buckets=_REDIS_BUCKETS, registry=self.registry)
+        self._requests = Counter(
+            "restmq_http_requests", "HTTP requests answered, by route pattern, method and status.",
+            ["route", "method", "status"], registry=self.registry)
+        self._durations = Histogram(
+            "restmq_http_request_duration_seconds",
+            "Time from request to the end of the response, by route pattern.",
+            ["route"], buckets=_HTTP_BUCKETS, registry=self.registry)
+        self._snapshot: Optional[_Snapshot] = None
+        self.registry.register(_ScrapeCollector(self))
+
+    # labels
+
+    def queue_label(self, queue: str) -> str:
+        """``queue`` itself while fewer than ``max_queues`` names are in use, else ``_other``."""
+        if queue in self._labelled:
+            return queue
+        if len(self._labelled) < self.max_queues:
+            self._labelled.add(queue)
+            return queue
+        return OTHER
+
+    # events (called by handlers, the dispatcher and the store)
+
+    def published(self, queue: str, count: int) -> None:
+        """``count`` messages were stored in ``queue``."""
+        if count:
+            label = self.queue_label(queue)
+            self._published.labels(label).inc(count)
+            self._totals.setdefault(label, [0.0, 0.0])[0] += count
+
+    def delivered(self, queue: str, transport: str, count: int) -> None:
+        """``count`` messages of ``queue`` went to consumers over ``transport``."""
+        if count:
+            label = self.queue_label(queue)
+            self._delivered.labels(label, transport).inc(count)
+            self._totals.setdefault(label, [0.0, 0.0])[1] += count
+
+    def acked(self, queue: str, count: int) -> None:
+        if count:
+            self._acked.labels(self.queue_label(queue)).inc(count)
+
+    def redelivered(self, queue: str, count: int) -> None:
+        if count:
+            self._redelivered.labels(self.queue_label(queue)).inc(count)
+
+    def cut_off(self, queue: str, transport: str) -> None:
+        """A slow ``transport`` consumer of ``queue`` was cut off."""
+        self._cut_off.labels(self.queue_label(queue), transport).inc()
+
+    def observe_redis(self, seconds: float) -> None:
+        """One Redis round trip took ``seconds`` (the store's ``observe`` hook)."""
+        self._redis.observe(seconds)
+
+    def http(self, route: str, status: int, method: str = "GET",
+             seconds: Optional[float] = None) -> None:
+        """A request to ``route`` (a pattern such as ``/q/{queue}``) was answered."""
+        method = method if method in _METHODS else "other"
+        self._requests.labels(route, method, str(status)).inc()
+        if seconds is not None:
+            self._durations.labels(route).observe(seconds)
+
+    # reading
+
+    def totals(self) -> Dict[str, Dict[str, float]]:
+        """Published and delivered counts of this process by queue label, for the dashboard."""
+        return {label: {"published": values[0], "delivered": values[1]}
+                for label, values in self._totals.items()}
+
+    def render(self, queues: Optional[Iterable[Any]],
+               subscribers: Mapping[str, Mapping[str, int]]) -> bytes:
+        """The text exposition of every metric, with queue gauges from this scrape.
+
+        :param queues: ``QueueInfo`` objects of ``store.stats()``; None when Redis
+            did not answer (``restmq_redis_up`` is then 0 and no queue gauge is given).
+        :param subscribers: ``dispatcher.all_subscriber_counts()``.
+        """
+        self._snapshot = _Snapshot(self, queues, subscribers)
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._snapshot = None
+
+
+class _Snapshot:
+    """Queue gauges of one scrape, already folded under the label cap."""
+
+    _FIELDS = ("length", "inflight", "delayed", "dead")
+
+    def __init__(self, metrics: Metrics, queues: Optional[Iterable[Any]],
+                 subscribers: Mapping[str, Mapping[str, int]]) -> None:
+        self.redis_up = queues is not None
+        self.count = 0
+        self.values: Dict[str, Dict[str, float]] = {}
+        self.ages: Dict[str, float] = {}
+        self.paused: Dict[str, float] = {}
+        for info in queues or ():
+            self.count += 1
+            label = metrics.queue_label(info.name)
+            values = self.values.setdefault(label, dict.fromkeys(self._FIELDS, 0.0))
+            for field in self._FIELDS:
+                values[field] += getattr(info, field)
+            self.paused[label] = self.paused.get(label, 0.0) + (info.state is QueueState.STOPPED)
+            if info.oldest_age is not None:
+                self.ages[label] = max(self.ages.get(label, 0.0), info.oldest_age)
+        self.subscribers: Dict[Tuple[str, str], float] = {}
+        for queue, counts in subscribers.items():
+            label = metrics.queue_label(queue)
+            for transport, count in counts.items():
+                key = (label, transport)
+                self.subscribers[key] = self.subscribers.get(key, 0.0) + count
+
+
+class _ScrapeCollector:
+    """Yields the gauges of the scrape under way (none outside :meth:`Metrics.render`)."""
+
+    _GAUGES = (
+        ("restmq_queue_depth", "Messages waiting in the queue.", "length"),
+        ("restmq_queue_inflight", "Messages leased and not yet acknowledged.", "inflight"),
+        ("restmq_queue_delayed", "Messages waiting for their delay to pass.", "delayed"),
+        ("restmq_queue_dead", "Messages in the queue's dead-letter queue.", "dead"),
+    )
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> List[Metric]:
+        # registering must not call collect(): there is no snapshot then
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.metrics._snapshot
+        if snapshot is None:
+            return
+        up = GaugeMetricFamily("restmq_redis_up", "1 when Redis answered this scrape's stats call.")
+        up.add_metric([], 1.0 if snapshot.redis_up else 0.0)
+        yield up
+        if snapshot.redis_up:
+            yield from self._queue_gauges(snapshot)
+        subscribers = GaugeMetricFamily("restmq_subscribers",
+                                        "Streaming and long-poll subscribers on this process.",
+                                        labels=["queue", "transport"])
+        for (label, transport), count in sorted(snapshot.subscribers.items()):
+            subscribers.add_metric([label, transport], count)
+        yield subscribers
+
+    def _queue_gauges(self, snapshot: _Snapshot) -> Iterator[Metric]:
+        queues = GaugeMetricFamily("restmq_queues", "Queues known to Redis (QUEUESET).")
+        queues.add_metric([], snapshot.count)
+        yield queues
+        for name, documentation, field in self._GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["queue"])
+            for label, values in sorted(snapshot.values.items()):
+                family.add_metric([label], values[field])
+            yield family
+        age = GaugeMetricFamily("restmq_queue_oldest_message_age_seconds",
+                                "Age of the oldest waiting message.", labels=["queue"])
+        for label, seconds in sorted(snapshot.ages.items()):
+            age.add_metric([label], seconds)
+        yield age
+        paused = GaugeMetricFamily("restmq_queue_paused",
+                                   "1 while the queue is stopped (/control); for _other, how many are.",
+                                   labels=["queue"])
+        for label, value in sorted(snapshot.paused.items()):
+            paused.add_metric([label], value)
+        yield paused
