@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, 
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from restmq.model import QueueState
 
@@ -181,7 +182,7 @@ class _Snapshot:
                 self.subscribers[key] = self.subscribers.get(key, 0.0) + count
 
 
-class _ScrapeCollector:
+class _ScrapeCollector(Collector):
     """Yields the gauges of the scrape under way (none outside :meth:`Metrics.render`)."""
 
     _GAUGES = (

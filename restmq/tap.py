@@ -48,7 +48,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["access-log", None, "log one line per request"],
-        ["json-log", None, "(ignored by twistd; use --logger restmq.logs.json_observer)"],
+        ["json-log", None, "log JSON lines on standard output (twistd --logger restmq.logs.json_observer)"],
         ["reuse-port", None, "listen with SO_REUSEPORT so several processes share the port"],
     ]
 
@@ -59,6 +59,8 @@ class Options(usage.Options):
             overrides[("server", "access_log")] = "true"
         if self["reuse-port"]:
             overrides[("server", "reuse_port")] = "true"
+        if self["json-log"]:
+            overrides[("server", "json_log")] = "true"
         try:
             self.config: Config = load_config(self["config"], overrides)
             if self.config.acl_file:
@@ -66,6 +68,15 @@ class Options(usage.Options):
                 load_acl(self.config.acl_file)
         except ConfigError as exc:
             raise usage.UsageError(exc.message) from None
+        self._choose_logger()
+
+    def _choose_logger(self) -> None:
+        """With json_log, tell twistd (our parent Options, which starts logging
+        before any service runs) to use the JSON observer, unless --logger was given."""
+        parent = self.parent
+        if self.config.server.json_log and parent is not None and "logger" in parent \
+                and parent["logger"] is None:
+            parent["logger"] = "restmq.logs.json_observer"
 
 
 def makeService(options: Options) -> service.MultiService:
