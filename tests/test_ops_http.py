@@ -1,0 +1,222 @@
+"""/health, /metrics, /openapi.json and the dashboard's routes, over a real socket."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import pytest_twisted
+
+from restmq import __version__
+from restmq.acl import load_acl
+from restmq.web.ops import DashboardEventsHandler
+from tests.helpers import RedisProcess, open_raw, start_app, stop_app, test_config, wait_until
+from tests.test_metrics import value
+
+
+async def body_json(response):
+    return json.loads(await response.text())
+
+
+async def scrape(app) -> bytes:
+    response = await app.get("/metrics")
+    assert response.code == 200
+    assert response.headers.getRawHeaders("Content-Type") == ["text/plain; version=0.0.4; charset=utf-8"]
+    return await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_is_ok(app):
+    response = await app.get("/health")
+    assert response.code == 200
+    assert await body_json(response) == {"status": "ok"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_ready_makes_a_redis_round_trip(app):
+    payload = await body_json(await app.get("/health/ready"))
+    assert payload["status"] == "ok"
+    assert isinstance(payload["redis"]["target"], str)
+    assert payload["redis"]["latency_ms"] >= 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_redis_ready_is_503_while_health_and_metrics_answer():
+    server = RedisProcess().start()
+    app = await start_app(server.target)
+    try:
+        assert (await app.get("/health/ready")).code == 200
+        server.stop()
+        await wait_until(lambda: not app.pool.connected)
+        response = await app.get("/health/ready")
+        assert response.code == 503
+        assert (await body_json(response))["error"]["code"] == "backend_unavailable"
+        assert (await app.get("/health")).code == 200
+        text = await scrape(app)
+        assert value(text, "restmq_redis_up") == 0
+        assert value(text, "restmq_http_requests_total", route="/health/ready", method="GET", status="503") == 1
+    finally:
+        await stop_app(app)
+        server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_count_publishes_pops_and_requests(app):
+    for body in ("a", "b", "c"):
+        assert (await app.post("/q/jobs", data={"value": body})).code == 200
+    assert (await app.get("/q/jobs")).code == 200
+    text = await scrape(app)
+    assert value(text, "restmq_messages_published_total", queue="jobs") == 3
+    assert value(text, "restmq_messages_delivered_total", queue="jobs", transport="rest") == 1
+    assert value(text, "restmq_queue_depth", queue="jobs") == 2
+    assert value(text, "restmq_queue_oldest_message_age_seconds", queue="jobs") >= 0
+    assert value(text, "restmq_queue_paused", queue="jobs") == 0
+    assert value(text, "restmq_http_requests_total", route="/q/{queue}", method="POST", status="200") == 3
+    assert value(text, "restmq_redis_roundtrip_seconds_count") >= 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_count_streaming_subscribers_and_deliveries(app):
+    stream = await open_raw(app.port)
+    try:
+        stream.transport.write(b"GET /c/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        await wait_until(lambda: app.dispatcher.subscriber_counts("live") == {"comet": 1})
+        assert value(await scrape(app), "restmq_subscribers", queue="live", transport="comet") == 1
+        await app.post("/q/live", data={"value": "pushed"})
+        await wait_until(lambda: b"pushed" in stream.data)
+        assert value(await scrape(app), "restmq_messages_delivered_total", queue="live", transport="comet") == 1
+    finally:
+        stream.transport.loseConnection()
+    await wait_until(lambda: app.dispatcher.subscriber_counts("live") == {})
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_queue_label_cap_is_configurable(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(server={"metrics_max_queues": 2}))
+    try:
+        for queue in ("q1", "q2", "q3", "q4"):
+            await running.post("/q/" + queue, data={"value": "x"})
+        text = await scrape(running)
+        assert value(text, "restmq_messages_published_total", queue="_other") == 2
+        assert value(text, "restmq_queue_depth", queue="_other") == 2
+        assert value(text, "restmq_queue_depth", queue="q3") is None
+    finally:
+        await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_paths_share_one_route_label(app):
+    for path in ("/nope", "/nope/again", "/%s" % ("x" * 50)):
+        assert (await app.get(path)).code == 404
+    text = await scrape(app)
+    assert value(text, "restmq_http_requests_total", route="(unmatched)", method="GET", status="404") == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_openapi_document_is_served_with_this_servers_limits(app):
+    response = await app.get("/openapi.json")
+    assert response.code == 200
+    document = await body_json(response)
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["version"] == __version__
+    parameters = document["components"]["parameters"]
+    assert parameters["wait"]["schema"]["maximum"] == app.config.dispatch.max_wait
+    assert parameters["count"]["schema"]["maximum"] == app.config.delivery.max_batch
+
+
+@pytest_twisted.ensureDeferred
+async def test_root_without_a_queue_goes_to_the_dashboard(app):
+    response = await app.get("/", allow_redirects=False)
+    assert response.code == 302
+    assert response.headers.getRawHeaders("Location") == ["dashboard/"]
+    response = await app.get("/dashboard", allow_redirects=False)
+    assert response.code == 302
+    assert response.headers.getRawHeaders("Location") == ["dashboard/"]
+    # pop fields without a queue are a mistake, not a visit
+    response = await app.get("/?wait=1", allow_redirects=False)
+    assert response.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_dashboard_page_and_its_files(app):
+    page = await app.get("/dashboard/")
+    assert page.code == 200
+    assert page.headers.getRawHeaders("Content-Type") == ["text/html; charset=utf-8"]
+    assert "script-src 'self'" in page.headers.getRawHeaders("Content-Security-Policy")[0]
+    html = await page.text()
+    assert 'src="dashboard.js"' in html and 'href="dashboard.css"' in html
+    script = await app.get("/dashboard/dashboard.js")
+    assert script.headers.getRawHeaders("Content-Type") == ["application/javascript; charset=utf-8"]
+    assert "EventSource" in await script.text()
+    style = await app.get("/dashboard/dashboard.css")
+    assert style.headers.getRawHeaders("Content-Type") == ["text/css; charset=utf-8"]
+    assert (await app.get("/dashboard/other.js")).code == 404
+
+
+def _feed(app):
+    for _, specs in app.listener.factory.handlers:
+        for spec in specs:
+            if spec.handler_class is DashboardEventsHandler:
+                return spec.kwargs["feed"]
+    raise AssertionError("no /dashboard/events route")
+
+
+def _snapshots(data: bytes):
+    return [json.loads(frame) for frame in re.findall(rb"event: stats\ndata: (.*)\n\n", data)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_dashboard_events_push_a_snapshot_every_second(app):
+    await app.post("/q/watched", data={"value": "one"})
+    stream = await open_raw(app.port)
+    try:
+        stream.transport.write(b"GET /dashboard/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        await wait_until(lambda: _snapshots(stream.data))
+        assert b"text/event-stream" in stream.data.split(b"\r\n\r\n")[0]
+        first = _snapshots(stream.data)[0]
+        assert first["count"] == 1
+        assert first["queues"][0]["name"] == "watched" and first["queues"][0]["len"] == 1
+        assert first["queues"][0]["published"] == 1
+        await app.post("/q/watched", data={"value": "two"})
+        await wait_until(lambda: _snapshots(stream.data)[-1]["queues"][0]["len"] == 2, timeout=5)
+        assert _feed(app).watching == 1
+    finally:
+        stream.transport.loseConnection()
+    # the last dashboard gone, the feed stops asking Redis
+    await wait_until(lambda: _feed(app).watching == 0)
+    assert _feed(app)._loop is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_405_names_the_allowed_methods(app):
+    response = await app.delete("/health")
+    assert response.code == 405
+    assert response.headers.getRawHeaders("Allow") == ["GET"]
+    assert (await body_json(response))["error"]["code"] == "method_not_allowed"
+    response = await app.post("/stats/")
+    assert response.headers.getRawHeaders("Allow") == ["GET"]
+    import treq
+    response = await treq.request("PUT", app.url + "/q/jobs", pool=app.http_pool)
+    assert response.code == 405
+    assert response.headers.getRawHeaders("Allow") == ["GET, POST, DELETE"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ops_routes_follow_the_ops_section_of_the_acl(redis, redis_server, tmp_path):
+    path = tmp_path / "acl.conf"
+    path.write_text(textwrap.dedent("""\
+        [ops]
+        token = 0ps
+        """))
+    running = await start_app(redis_server.target, acl=load_acl(str(path)))
+    try:
+        for route in ("/health", "/health/ready", "/metrics", "/openapi.json", "/dashboard/",
+                      "/dashboard/dashboard.js", "/dashboard/events"):
+            assert (await running.get(route)).code == 401, route
+        assert (await running.get("/health?token=0ps")).code == 200
+        assert (await running.get("/metrics", headers={"Authorization": "Bearer 0ps"})).code == 200
+        # the other categories have no section here: open
+        assert (await running.get("/q/free")).code == 204
+    finally:
+        await stop_app(running)
