@@ -183,6 +183,9 @@
     const points = samples.map((depth, i) =>
       ((offset + i) * step).toFixed(1) + "," + (158 - (depth / max) * 150).toFixed(1));
     $("chart-line").setAttribute("points", points.join(" "));
+    const area = points.length
+      ? [((offset) * step).toFixed(1) + ",160"].concat(points, ["600,160"]) : [];
+    $("chart-area").setAttribute("points", area.join(" "));
     text($("chart-max"), max);
   }
 
