@@ -66,7 +66,8 @@ def test_twistd_with_json_log_writes_json_lines_with_access_fields(redis_server)
                   "--redis", "redis://127.0.0.1:%d/0" % redis_server.port)
     try:
         wait_http(port, proc)
-        body = urllib.request.urlopen("http://127.0.0.1:%d/q/logged" % port, data=b"value=v", timeout=5).read()
+        url = "http://127.0.0.1:%d/q/logged" % port
+        body = urllib.request.urlopen(url, data=b"value=v", timeout=5).read()
         assert body == b"logged:1\r\n"
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -142,7 +142,8 @@ async def test_dispatcher_counts_a_slow_consumer_cut_off(store):
     dispatcher.on_broadcast("news", ["news:1", "hello"])
     assert slow.closed_because == "too slow"
     assert slow.sent == []
-    assert value(metrics.render([], {}), "restmq_consumers_cut_off_total", queue="news", transport="comet") == 1
+    text = metrics.render([], {})
+    assert value(text, "restmq_consumers_cut_off_total", queue="news", transport="comet") == 1
     assert dispatcher.subscriber_counts("news") == {}
     dispatcher.stop()
 

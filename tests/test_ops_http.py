@@ -55,7 +55,8 @@ async def test_without_redis_ready_is_503_while_health_and_metrics_answer():
         assert (await app.get("/health")).code == 200
         text = await scrape(app)
         assert value(text, "restmq_redis_up") == 0
-        assert value(text, "restmq_http_requests_total", route="/health/ready", method="GET", status="503") == 1
+        assert value(text, "restmq_http_requests_total",
+                     route="/health/ready", method="GET", status="503") == 1
     finally:
         await stop_app(app)
         server.stop()
@@ -85,7 +86,8 @@ async def test_metrics_count_streaming_subscribers_and_deliveries(app):
         assert value(await scrape(app), "restmq_subscribers", queue="live", transport="comet") == 1
         await app.post("/q/live", data={"value": "pushed"})
         await wait_until(lambda: b"pushed" in stream.data)
-        assert value(await scrape(app), "restmq_messages_delivered_total", queue="live", transport="comet") == 1
+        text = await scrape(app)
+        assert value(text, "restmq_messages_delivered_total", queue="live", transport="comet") == 1
     finally:
         stream.transport.loseConnection()
     await wait_until(lambda: app.dispatcher.subscriber_counts("live") == {})
