@@ -103,7 +103,7 @@ async def test_protocol_ttl_beyond_redis_is_refused_not_a_500(app):
     assert json.loads(await response.text())["error"]["code"] == "bad_request"
 
 
-def _schemathesis(url: str, excluded: List[str]) -> subprocess.CompletedProcess:
+def _schemathesis(url: str, excluded: List[str], workdir: str) -> subprocess.CompletedProcess:
     command = [os.path.join(os.path.dirname(sys.executable), "schemathesis"),
                "--config-file", os.path.join(ROOT, "tests", "schemathesis.toml"),
                "run", url + "/openapi.json",
@@ -116,17 +116,18 @@ def _schemathesis(url: str, excluded: List[str]) -> subprocess.CompletedProcess:
     for operation_id in excluded:
         command += ["--exclude-operation-id", operation_id]
     env = dict(os.environ, PYTHONPATH=ROOT, SCHEMATHESIS_HOOKS="tests.schemathesis_hooks")
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    # its cache folder (.schemathesis/) goes to the test's own directory
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=540)
 
 
 @pytest.mark.timeout(600)
 @pytest_twisted.ensureDeferred
-async def test_live_server_conforms_to_the_document(redis, redis_server):
+async def test_live_server_conforms_to_the_document(redis, redis_server, tmp_path):
     # short long-polls, so that the allowed `wait` never looks like a hang
     config = test_config(dispatch={"sweep_interval": 1.0, "max_wait": 0.5})
     running = await start_app(redis_server.target, config)
     try:
-        result = await deferToThread(_schemathesis, running.url, sorted(unserved()))
+        result = await deferToThread(_schemathesis, running.url, sorted(unserved()), str(tmp_path))
     finally:
         await stop_app(running)
     assert result.returncode == 0, "schemathesis found problems:\n%s\n%s" % (
