@@ -206,6 +206,8 @@ class CometHandler(BaseHandler):
             transport.abortConnection()
             return
         transport.unregisterProducer()
+        # the stream is over: end the response and the connection with it
+        self.request.connection.no_keep_alive = True
         if not self._finished:
             self.finish()
 
