@@ -103,7 +103,7 @@ def test_config(**sections: Any) -> Config:
 
 
 async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: Optional[Acl] = None,
-                    wait_ready: bool = True) -> RunningApp:
+                    wait_ready: bool = True, extra_routes: tuple = ()) -> RunningApp:
     config = config or test_config(dispatch={"sweep_interval": 1.0})
     pool = RedisPool(target, 4, config.redis.connect_timeout, config.redis.reply_timeout, reactor)
     pool.start()
@@ -115,7 +115,7 @@ async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: O
     notifier.start()
     dispatcher.start()
     context = Context(store=store, dispatcher=dispatcher, acl=acl or Acl(), config=config, clock=reactor)
-    listener = reactor.listenTCP(0, make_app(context), interface="127.0.0.1")
+    listener = reactor.listenTCP(0, make_app(context, extra_routes), interface="127.0.0.1")
     port = listener.getHost().port
     if wait_ready:
         await wait_until(lambda: pool.connected and notifier.connected)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import cyclone.web
 from twisted.logger import Logger
@@ -61,13 +61,17 @@ def routes(context: Context) -> list:
     ]
 
 
-def make_app(context: Context) -> RestMQApplication:
-    """The Cyclone application serving every route, bound to ``context``."""
+def make_app(context: Context, extra_routes: Sequence[tuple] = ()) -> RestMQApplication:
+    """The Cyclone application serving every route, bound to ``context``.
+
+    :param extra_routes: more (pattern, handler, kwargs), matched before RestMQ's
+        own (for embedding RestMQ beside other handlers).
+    """
     server = context.config.server
     limits = HttpLimits(
         max_request_bytes=server.max_request_bytes, max_header_bytes=server.max_header_bytes,
         request_timeout=server.request_timeout, idle_timeout=server.idle_timeout)
     return RestMQApplication(
-        routes(context), transforms=[ChunkedTransferEncoding],
+        list(extra_routes) + routes(context), transforms=[ChunkedTransferEncoding],
         http_limits=limits, clock=context.clock, xheaders=server.xheaders,
         log_function=_access_logger(server.access_log))
