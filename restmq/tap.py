@@ -97,7 +97,7 @@ def makeService(options: Options) -> service.MultiService:
                      config.redis.reply_timeout, reactor)
     RedisService(pool).setServiceParent(top)
     store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas)
-    dispatcher = Dispatcher(store, reactor, config.dispatch)
+    dispatcher = Dispatcher(store, reactor, config.dispatch, lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
     DispatcherService(dispatcher, notifier).setServiceParent(top)

@@ -108,7 +108,7 @@ async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: O
     pool = RedisPool(target, 4, config.redis.connect_timeout, config.redis.reply_timeout, reactor)
     pool.start()
     store = QueueStore(pool, config.delivery.max_receives)
-    dispatcher = Dispatcher(store, reactor, config.dispatch)
+    dispatcher = Dispatcher(store, reactor, config.dispatch, lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
     dispatcher.notifier = notifier

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import control, protocol, queues
+from restmq.web import control, leases, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
@@ -48,6 +48,10 @@ def routes(context: Context) -> list:
         (r"/", queues.IndexHandler, deps),
         (r"/q/?", queues.QueueListHandler, deps),
         (r"/q/%s/?" % _Q, queues.QueueHandler, deps),
+        (r"/q/%s/(ack|nack|extend)/?" % _Q, leases.SettleHandler, deps),
+        (r"/q/%s/redrive/?" % _Q, leases.RedriveHandler, deps),
+        (r"/q/%s/dead/?" % _Q, leases.DeadLettersHandler, deps),
+        (r"/settings/%s/?" % _Q, leases.SettingsHandler, deps),
         (r"/queue/?", protocol.ProtocolHandler, deps),
         (r"/c/%s/?" % _Q, streams.CometHandler, deps),
         (r"/sse/%s/?" % _Q, streams.CometHandler, deps),
