@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import txredisapi
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from restmq.config import RedisTarget
 from restmq.errors import BackendUnavailable
+from restmq.storage.fastproto import fast_protocol, overdue
 
 __all__ = ["RedisPool", "connect_subscriber"]
 
@@ -40,17 +41,37 @@ class RedisPool:
         self._factory: Any = None
         self._next = 0
         self._was_connected = False
+        self._watchdog: Optional[task.LoopingCall] = None
 
     def start(self) -> None:
         """Start connecting (returns at once; connections come up in the background)."""
+        # replies are timed by the watchdog below, not by a timer per command
         self._handler = _connect(self.target, self.pool_size, self.connect_timeout,
-                                 self.reply_timeout, txredisapi)
+                                 None, txredisapi)
         self._factory = self._handler._factory
+        # connections are built on a later reactor turn, so this applies to all of them
+        self._factory.protocol = fast_protocol(self._factory.protocol)
         self._factory.maxDelay = _MAX_RECONNECT_DELAY
         self._factory.initialDelay = min(self._factory.initialDelay, _MAX_RECONNECT_DELAY / 4)
+        self._watchdog = task.LoopingCall(self._check_replies)
+        self._watchdog.clock = self.clock
+        self._watchdog.start(min(0.25, self.reply_timeout / 4), now=False)
+
+    def _check_replies(self) -> None:
+        """Drop a connection whose oldest command waits longer than reply_timeout:
+        txredisapi then fails every command pending on it (BackendUnavailable)."""
+        import time
+        now = time.monotonic()
+        for conn in list(self._factory.pool if self._factory else ()):
+            if conn.transport is not None and overdue(conn, now, self.reply_timeout):
+                self.log.warn("Redis did not answer within {timeout} s; dropping a connection",
+                              timeout=self.reply_timeout)
+                conn.transport.abortConnection()
 
     def stop(self) -> defer.Deferred:
         """Close every connection; resolves when they are closed."""
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
         if self._factory is None:
             return defer.succeed(None)
         factory, self._factory, self._handler = self._factory, None, None

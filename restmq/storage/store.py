@@ -140,11 +140,7 @@ class QueueStore:
         :raises QueueFull: the queue is at its max length and refuses.
         """
         check_queue(queue)
-        reply = await self._run("add", [
-            keys.uuid(queue), keys.queue_list(queue), keys.QUEUESET, keys.status(queue),
-            keys.listeners(queue), keys.settings(queue), keys.delayed(queue),
-            keys.idempotency(queue), keys.idempotency_expiry(queue), keys.enqueued(queue),
-        ], [queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
+        reply = await self._run("add", [keys.queue_list(queue)], [queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
             *bodies])
         if self.wait_replicas and not reply[0]:
