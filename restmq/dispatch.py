@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from restmq.config import DispatchConfig
 from restmq.errors import RestMQError
-from restmq.model import Message, Policy
+from restmq.model import Batch, Message, Policy
 
 __all__ = ["Consumer", "AckedConsumer", "Dispatcher", "Waiter", "deal", "deal_by_credit"]
 
@@ -38,6 +38,9 @@ class Consumer(Protocol):
 
     def send(self, message: Message) -> None:
         """Write one message (it must not raise for a closed connection)."""
+
+    def send_batch(self, batch: Batch) -> None:
+        """Write several messages at once (one write on the connection)."""
 
     def can_take(self) -> bool:
         """False while its connection's buffer is full (slow reader)."""
@@ -427,8 +430,13 @@ class Dispatcher:
         if not able:
             await self.store.requeue(queue, messages)
             return
+        groups: Dict[int, List[Message]] = {}
+        owners: Dict[int, Consumer] = {}
         for message, consumer in zip(messages, deal(able, state.cursor, len(messages))):
-            self._send(queue, consumer, message)
+            groups.setdefault(id(consumer), []).append(message)
+            owners[id(consumer)] = consumer
+        for key, group in groups.items():
+            self._send_batch(queue, owners[key], Batch(group))
         state.cursor = (state.cursor + len(messages)) % max(1, len(able))
 
     def on_broadcast(self, queue: str, batch: Sequence[str]) -> None:
@@ -436,13 +444,25 @@ class Dispatcher:
         state = self._queues.get(queue)
         if state is None or not state.consumers:
             return
-        messages = [Message(batch[i], batch[i + 1]) for i in range(0, len(batch) - 1, 2)]
+        shared = Batch([Message(batch[i], batch[i + 1]) for i in range(0, len(batch) - 1, 2)])
         for consumer in list(state.consumers):
-            for message in messages:
-                if consumer.overflowing():
-                    self._cut_off(queue, consumer)
-                    break
-                self._send(queue, consumer, message)
+            if getattr(consumer, "acked", False):
+                continue  # acked consumers only get leased messages
+            if consumer.overflowing():
+                self._cut_off(queue, consumer)
+                continue
+            self._send_batch(queue, consumer, shared)
+
+    def _send_batch(self, queue: str, consumer: Consumer, batch: Batch) -> None:
+        try:
+            consumer.send_batch(batch)
+        except Exception:
+            self.log.failure("Consumer {transport} of {queue} failed; dropped",
+                             transport=consumer.transport, queue=queue)
+            self.unsubscribe(queue, consumer)
+            return
+        if self.metrics is not None:
+            self.metrics.delivered(queue, consumer.transport, len(batch))
 
     def _send(self, queue: str, consumer: Consumer, message: Message) -> None:
         try:

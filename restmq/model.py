@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import attr
 import orjson
 
-__all__ = ["Policy", "QueueState", "Message", "QueueInfo", "SETTINGS", "parse_setting"]
+__all__ = ["Policy", "QueueState", "Message", "Batch", "QueueInfo", "SETTINGS", "parse_setting"]
 
 
 class Policy(enum.Enum):
@@ -95,6 +95,26 @@ class Message:
         if cached is None:
             cached = self._encoded[name] = encode(self)
         return cached
+
+
+class Batch:
+    """Messages delivered together: each transport's bytes for the whole batch are
+    joined once and shared by every subscriber (one write per connection)."""
+
+    __slots__ = ("messages", "_joined")
+
+    def __init__(self, messages: "list[Message]") -> None:
+        self.messages = messages
+        self._joined: Dict[str, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def encoded(self, name: str, encode) -> bytes:
+        joined = self._joined.get(name)
+        if joined is None:
+            joined = self._joined[name] = b"".join(m.encoded(name, encode) for m in self.messages)
+        return joined
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)

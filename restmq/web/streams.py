@@ -21,7 +21,7 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
 from restmq.errors import BadRequest, Forbidden
-from restmq.model import Message
+from restmq.model import Batch, Message
 from restmq.storage.store import check_queue
 from restmq.web.base import BaseHandler, async_handler
 
@@ -97,6 +97,17 @@ class StreamConsumer:
             self.backlog.append(message)
             return
         self.write_message(message)
+
+    def send_batch(self, batch: Batch) -> None:
+        if self.closed:
+            return
+        if self.backlog is not None:
+            self.backlog.extend(batch.messages)
+            return
+        data = batch.encoded(self._cache_name, self._encode)
+        if self.paused:
+            self._behind += len(data)
+        self._write(data)
 
     def write_message(self, message: Message) -> None:
         data = message.encoded(self._cache_name, self._encode)
