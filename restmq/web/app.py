@@ -8,7 +8,7 @@ from typing import Any
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import control, protocol, queues
+from restmq.web import collectd, control, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
@@ -57,6 +57,8 @@ def routes(context: Context) -> list:
         (r"/stats/?", control.StatsHandler, deps),
         (r"/stats/%s/?" % _Q, control.StatsHandler, deps),
         (r"/j/%s/?" % _Q, control.JobsHandler, deps),
+        (r"/collectd/data/?", collectd.DataHandler, deps),
+        (r"/collectd/event/?", collectd.EventHandler, deps),
         (r".*", NotFoundHandler, deps),
     ]
 
