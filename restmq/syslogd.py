@@ -95,6 +95,11 @@ class SyslogIngest:
     def full(self) -> bool:
         return self.pending_bytes >= self.max_pending_bytes
 
+    @property
+    def paused(self) -> bool:
+        """Whether TCP senders are paused because too much waits for Redis."""
+        return self._paused
+
     def put(self, queue: str, body: str) -> None:
         """Queue one message for ``queue``; it is written on a later reactor turn."""
         self.pending.setdefault(queue, collections.deque()).append(body)
@@ -195,6 +200,7 @@ class SyslogIngest:
         else:
             self._release(size)
             self.counts["stored"] += len(batch)
+            self.counts["batches"] += 1
             if self._outage:
                 self._outage = False
                 self.log.info("Storing syslog messages again")
