@@ -106,12 +106,14 @@ def _json_value_list(item: Any, index: int) -> Dict[str, Any]:
     return out
 
 
-def _identity(item: Dict[str, Any], where: str, required: Tuple[str, ...] = ("host", "plugin", "type")) -> Dict[str, Any]:
+def _identity(item: Dict[str, Any], where: str,
+              required: Tuple[str, ...] = ("host", "plugin", "type")) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for name in _IDENTITY:
         value = item.get(name, "" if name not in required else None)
         if not isinstance(value, str) or (name in required and not value):
-            raise BadRequest("%s: '%s' must be a%s string" % (where, name, " non-empty" if name in required else ""))
+            raise BadRequest("%s: '%s' must be a%s string"
+                             % (where, name, " non-empty" if name in required else ""))
         out[name] = value
     return out
 
@@ -280,7 +282,8 @@ def _json_notification(item: Any, index: int, now: float) -> Dict[str, Any]:
         raise BadRequest("%s: expected an object" % where)
     if "labels" in item:
         return _alert(item, where, now)
-    out = _notification(item.get("severity"), _number_field(item, "time", where), item.get("message", ""), where)
+    out = _notification(item.get("severity"), _number_field(item, "time", where),
+                        item.get("message", ""), where)
     out.update(_identity(item, where, required=()))
     if out["time"] is None:
         out["time"] = now
@@ -295,7 +298,7 @@ def _alert(item: Dict[str, Any], where: str, now: float) -> Dict[str, Any]:
     """write_http's notification: ``[{"labels": {alertname, instance, severity,
     service, ...}, "annotations": {summary, ...}, "startsAt": RFC 3339}]``."""
     labels = item["labels"]
-    annotations = item.get("annotations") or {}
+    annotations = item.get("annotations", {})
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise BadRequest("%s: 'labels' must be an object of strings" % where)
     if not isinstance(annotations, dict):

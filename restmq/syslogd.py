@@ -167,7 +167,9 @@ class SyslogIngest:
             return
         batch: List[str] = []
         size = 0
-        while waiting and len(batch) < self.batch_size and (not batch or size + len(waiting[0]) <= self.batch_bytes):
+        while waiting and len(batch) < self.batch_size:
+            if batch and size + len(waiting[0]) > self.batch_bytes:
+                break
             body = waiting.popleft()
             batch.append(body)
             size += len(body)
@@ -245,6 +247,7 @@ class SyslogStream(protocol.Protocol):
     """One TCP sender: octet-counted or newline-framed messages (RFC 6587)."""
 
     factory: "SyslogStreamFactory"
+    transport: Any
     framer: Optional[Framer] = None
 
     def connectionMade(self) -> None:
@@ -285,7 +288,7 @@ class SyslogStreamFactory(protocol.ServerFactory):
     """Builds a ``SyslogStream`` per TCP connection, at most ``max_connections`` at once."""
 
     log = Logger()
-    protocol = SyslogStream
+    protocol = SyslogStream  # type: ignore[assignment]
     noisy = False
 
     def __init__(self, ingest: SyslogIngest, clock: Any, max_line: int,
@@ -361,9 +364,10 @@ class SyslogService(service.Service):
         if self.tcp_port is None and self.udp_port is None:
             self.privilegedStartService()
         service.Service.startService(self)
+        transports = [name for name, on in (("tcp", self.tcp), ("udp", self.udp)) if on]
         self.log.info("syslogd listening on {interface} port {port} ({transports})",
                       interface=self.interface, port=self.listening_port,
-                      transports=" and ".join(name for name, on in (("tcp", self.tcp), ("udp", self.udp)) if on))
+                      transports=" and ".join(transports))
 
     @property
     def listening_port(self) -> int:

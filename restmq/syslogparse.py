@@ -80,7 +80,8 @@ class Framer:
                 continue
             if 0x31 <= buffer[0] <= 0x39:  # a digit: maybe "<len> <msg>"
                 match = _OCTET_COUNT.match(buffer)
-                if match is None and len(buffer) < _MAX_COUNT_PREFIX and buffer.lstrip(b"0123456789") in (b"", b" "):
+                if (match is None and len(buffer) < _MAX_COUNT_PREFIX
+                        and buffer.lstrip(b"0123456789") in (b"", b" ")):
                     break  # the length prefix is still arriving
                 if match is not None:
                     if not self._octet_frame(buffer, match, frames):

@@ -8,7 +8,7 @@ of a RestMQ using the same ``--data-dir``, or one of its own there.
 from __future__ import annotations
 
 import sys
-from typing import Dict, Tuple
+from typing import Dict, Tuple, Type
 
 from twisted.application import service
 from twisted.internet import defer
@@ -127,7 +127,7 @@ class _Guarded(service.MultiService):
     and stops the children one after the other (MultiService stops them all at
     once), so the listeners drain into Redis before the pool and Redis go."""
 
-    def __init__(self, *fatal: type) -> None:
+    def __init__(self, *fatal: Type[BaseException]) -> None:
         super().__init__()
         self.fatal = fatal
 
@@ -139,15 +139,6 @@ class _Guarded(service.MultiService):
             sys.stderr.write("restmq-syslogd: cannot listen on %s:%s: %s\n"
                              % (exc.interface or "*", exc.port, exc.socketError))
             raise SystemExit(1)
-
-    def stopService(self) -> defer.Deferred:
-        service.Service.stopService(self)
-        return defer.ensureDeferred(self._stop_in_turn())
-
-    async def _stop_in_turn(self) -> None:
-        for child in reversed(list(self)):
-            if child.running:
-                await defer.maybeDeferred(child.stopService)
 
     def startService(self) -> None:
         try:

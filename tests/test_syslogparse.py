@@ -33,8 +33,8 @@ def test_octet_counted_frames_may_hold_newlines_and_split_anywhere():
 
 def test_framing_is_recognised_per_frame():
     framer = Framer(1024)
-    assert framer.feed(b"4 <1>x<13>line\n6 <2>abc") == [(b"<1>x", False), (b"<13>line", False),
-                                                      (b"<2>abc", False)]
+    assert framer.feed(b"4 <1>x<13>line\n6 <2>abc") == [
+        (b"<1>x", False), (b"<13>line", False), (b"<2>abc", False)]
 
 
 def test_a_line_starting_with_digits_is_not_taken_for_a_length():
@@ -117,7 +117,8 @@ def test_rfc5424_nil_values_and_no_message():
 
 
 def test_rfc3164_the_originals_example():
-    fields = parse_line(b"<22>Nov  1 00:12:04 gleicon-vm1 postfix/smtpd[4880]: connect from localhost[127.0.0.1]")
+    fields = parse_line(b"<22>Nov  1 00:12:04 gleicon-vm1 postfix/smtpd[4880]: "
+                        b"connect from localhost[127.0.0.1]")
     assert {key: fields[key] for key in ("format", "facility", "severity", "timestamp", "hostname",
                                          "app", "procid", "message")} == {
         "format": "rfc3164", "facility": "mail", "severity": "info", "timestamp": "Nov  1 00:12:04",
