@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from restmq.errors import BackendUnavailable, QueueFull
 from restmq.redisproc import EmbeddedRedis
 from restmq.storage.store import QueueStore, StorageFull
-from restmq.syslogparse import Framer, parse_line
+from restmq.syslogparse import Framer, decode_line, parse_text
 
 __all__ = ["QUEUE_PREFIX", "sender_queue", "SyslogIngest", "SyslogStreamFactory",
            "SyslogDatagram", "SyslogService", "LocalRedis"]
@@ -51,10 +51,11 @@ def sender_queue(address: str) -> str:
 def encode_message(raw: bytes, sender: str, received: float, transport: str,
                    truncated: bool) -> str:
     """The JSON message stored for one syslog line."""
+    text = decode_line(raw)
     message: Dict[str, Any] = {"host": sender, "tstamp": received, "transport": transport}
-    message.update(parse_line(raw))
+    message.update(parse_text(text))
     message["truncated"] = truncated
-    message["line"] = raw.decode("utf-8", "backslashreplace")
+    message["line"] = text
     return orjson.dumps(message).decode("utf-8")
 
 

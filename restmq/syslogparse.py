@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ["FACILITIES", "SEVERITIES", "Framer", "Frame", "parse_line", "FIELDS"]
+__all__ = ["FACILITIES", "SEVERITIES", "Framer", "Frame", "decode_line", "parse_line", "parse_text",
+           "FIELDS"]
 
 # The original RestMQ's names, kept so its consumers read the same values.
 SEVERITIES = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
@@ -144,15 +145,23 @@ def _empty_fields(text: str) -> Dict[str, Any]:
     return fields
 
 
+def decode_line(raw: bytes) -> str:
+    """The text of a syslog message; bytes that are not UTF-8 become ``\\xNN`` escapes."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def parse_line(raw: bytes) -> Dict[str, Any]:
     """Parse one syslog message (RFC 5424, else RFC 3164) into ``FIELDS``.
 
     A message without a valid ``<PRI>``, or with a broken RFC 5424 header or
     structured data, comes back with ``malformed`` True, an ``error`` saying
     why, and as much as could be read (``message`` is then the raw text).
-    Bytes that are not UTF-8 are kept as ``\\xNN`` escapes.
     """
-    text = raw.decode("utf-8", "backslashreplace")
+    return parse_text(decode_line(raw))
+
+
+def parse_text(text: str) -> Dict[str, Any]:
+    """``parse_line`` of a message already decoded with ``decode_line``."""
     fields = _empty_fields(text)
     pri_match = _PRI.match(text)
     if pri_match is None:
