@@ -60,6 +60,11 @@ class Redis:
         self.conn.close()
 
 
+def listening(port: int) -> bool:
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    return True
+
+
 def wait_for(what: str, check, timeout: float, proc: Optional[subprocess.Popen] = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -139,8 +144,7 @@ def main(argv: List[str]) -> int:
                  "-n", "restmq-syslogd", "--port", str(syslog_port),
                  "--redis", "redis://127.0.0.1:%d/0" % redis_port],
                 cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=log, stderr=subprocess.STDOUT)
-        wait_for("restmq-syslogd", lambda: socket.create_connection(("127.0.0.1", syslog_port)).close() is None,
-                 20, syslogd)
+        wait_for("restmq-syslogd", lambda: listening(syslog_port), 20, syslogd)
         counter = Redis(redis_port)
         print("machine: %s" % machine())
         print("sending for %.0f s from %d client process(es), %d-byte lines, TCP newline framing"
@@ -172,11 +176,13 @@ def main(argv: List[str]) -> int:
 
         for at, count in samples:
             print("  t=%5.1f s  stored %9d" % (at, count))
-        print("sent %d lines in %.2f s; %d stored in Redis after %.2f s" % (total, send_done, stored, elapsed))
+        print("sent %d lines in %.2f s; %d stored in Redis after %.2f s"
+              % (total, send_done, stored, elapsed))
         if stored < total:
             print("bench: only %d of %d lines reached Redis within the drain timeout" % (stored, total))
             return 1
-        print("RESULT: %.0f syslog lines/s into one queue (stored in Redis / time to store)" % (stored / elapsed))
+        print("RESULT: %.0f syslog lines/s into one queue (stored in Redis / time to store)"
+              % (stored / elapsed))
         return 0
     finally:
         if syslogd is not None and syslogd.poll() is None:
