@@ -89,6 +89,7 @@ class SyslogIngest:
         self._producers: Set[Any] = set()
         self._idle: List[defer.Deferred] = []
         self._outage = False
+        self._dropped_since = 0  # datagrams dropped since the limit was last reached
 
     # what listeners call
 
@@ -114,9 +115,10 @@ class SyslogIngest:
 
     def drop(self, count: int = 1) -> None:
         """Count datagrams refused because the pending messages are at their limit."""
-        if not self.counts["dropped"]:
+        if not self._dropped_since:
             self.log.warn("Dropping UDP syslog datagrams: {pending_bytes} bytes wait for Redis",
                           pending_bytes=self.pending_bytes)
+        self._dropped_since += count
         self.counts["dropped"] += count
 
     def add_producer(self, transport: Any) -> None:
@@ -217,8 +219,13 @@ class SyslogIngest:
 
     def _release(self, size: int) -> None:
         self.pending_bytes -= size
-        if self._paused and self.pending_bytes <= self.max_pending_bytes // 2:
-            self._resume_producers()
+        if self.pending_bytes <= self.max_pending_bytes // 2:
+            if self._paused:
+                self._resume_producers()
+            if self._dropped_since:
+                self.log.warn("Accepting UDP syslog datagrams again; {count} were dropped",
+                              count=self._dropped_since)
+                self._dropped_since = 0
 
     def _pause_producers(self) -> None:
         self._paused = True
