@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import control, leases, protocol, queues
+from restmq.web import collectd, control, leases, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
@@ -61,6 +61,8 @@ def routes(context: Context) -> list:
         (r"/stats/?", control.StatsHandler, deps),
         (r"/stats/%s/?" % _Q, control.StatsHandler, deps),
         (r"/j/%s/?" % _Q, control.JobsHandler, deps),
+        (r"/collectd/data/?", collectd.DataHandler, deps),
+        (r"/collectd/event/?", collectd.EventHandler, deps),
         (r".*", NotFoundHandler, deps),
     ]
 
