@@ -6,6 +6,7 @@ import sys
 from typing import Dict, Tuple
 
 from twisted.application import internet, service
+from twisted.internet import defer
 from twisted.python import usage
 
 from restmq.config import Config, load_config
@@ -138,6 +139,17 @@ class _Guarded(service.MultiService):
             sys.stderr.write("restmq: %s\n" % exc)
             self._stop_started()
             raise SystemExit(1)
+
+    async def _stop_in_order(self) -> None:
+        # MultiService stops its children all at once; the embedded Redis must
+        # outlive the pool and the listeners that still use it
+        for child in reversed(list(self)):
+            if child.running:
+                await defer.maybeDeferred(child.stopService)
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        return defer.ensureDeferred(self._stop_in_order())
 
     def _stop_started(self) -> None:
         for child in reversed(list(self)):
