@@ -116,9 +116,12 @@ class EmbeddedRedis(service.Service):
             raise EmbeddedRedisError(
                 "a redis-server already serves %s (another RestMQ on this --data-dir?); "
                 "point this one at it with --redis unix://%s" % (self.socket_path, self.socket_path))
+        # Its own process group: a terminal's Ctrl-C reaches RestMQ only, which
+        # stops Redis after itself (its last writes still land).
         self.process = subprocess.Popen(
             self.command(binary), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent, close_fds=True)
+            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent, close_fds=True,
+            process_group=0)
         deadline = time.monotonic() + self.start_timeout
         while not _pinged(self.socket_path):
             if self.process.poll() is not None:

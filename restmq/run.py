@@ -76,7 +76,7 @@ def _run_workers(workers: int, args: List[str]) -> int:
         except (ConfigError, EmbeddedRedisError) as exc:
             sys.stderr.write("restmq: %s\n" % exc)
             return 1
-        _say("embedded redis-server on %s" % embedded.socket_path)
+        _say("embedded redis-server %d on %s" % (embedded.process.pid, embedded.socket_path))
         # a later --redis wins over any Redis setting of a --config file
         args = args + ["--redis", "unix://" + embedded.socket_path]
 
