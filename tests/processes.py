@@ -92,11 +92,15 @@ class Broker(Process):
 
 
 def wait_http(port: int, process: Process, timeout: float = 30.0) -> None:
-    """Block until RestMQ answers /stats/ on ``port`` (fails if ``process`` exits)."""
+    """Block until RestMQ answers HTTP on ``port`` (fails if ``process`` exits).
+
+    Any answer counts (a 503 too: Redis may be away on purpose)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             urllib.request.urlopen("http://127.0.0.1:%d/stats/" % port, timeout=2).read()
+            return
+        except urllib.error.HTTPError:
             return
         except (urllib.error.URLError, ConnectionError, OSError):
             if process.proc is not None and process.proc.poll() is not None:

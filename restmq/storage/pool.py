@@ -3,7 +3,9 @@
 A request never waits for a connection that is not there: with no live
 connection it fails at once with ``BackendUnavailable`` (at startup it waits
 up to ``connect_timeout`` for the first one). Replies are bounded by
-txredisapi's ``replyTimeout``; the pool reconnects by itself.
+txredisapi's ``replyTimeout``; the pool reconnects by itself. With Sentinel
+every (re)connection asks the sentinels for the master and checks the role of
+what it reached, so pool and pub/sub connection follow a failover.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from restmq.config import RedisTarget
 from restmq.errors import BackendUnavailable
 
 __all__ = ["RedisPool", "connect_subscriber"]
+
+log = Logger()
 
 # txredisapi backs off up to 10 s between reconnection attempts; a broker should
 # notice a returning Redis quickly.
@@ -99,24 +103,89 @@ class RedisPool:
 
 
 def _connect(target: RedisTarget, pool_size: int, connect_timeout: float,
-             reply_timeout: float, api: Any, subscriber: bool = False) -> Any:
-    common = dict(dbid=target.db, password=target.password, connectTimeout=connect_timeout,
-                  replyTimeout=None if subscriber else reply_timeout, convertNumbers=False)
+             reply_timeout: float, api: Any) -> Any:
+    common = dict(dbid=target.db, password=target.password, replyTimeout=reply_timeout,
+                  convertNumbers=False)
     if target.kind == "unix":
-        return api.lazyUnixConnectionPool(target.path, poolsize=pool_size, **common)
+        return api.lazyUnixConnectionPool(target.path, poolsize=pool_size,
+                                          connectTimeout=connect_timeout, **common)
     if target.kind == "sentinel":
-        sentinel = api.Sentinel(list(target.sentinels))
-        sentinel.discovery_timeout = connect_timeout
-        return sentinel.master_for(target.master_name, poolsize=pool_size, **common)
-    return api.lazyConnectionPool(target.host, target.port, poolsize=pool_size, **common)
+        # The endpoint asks the sentinels for the master before every connection
+        # attempt and the protocol checks ROLE, so the pool follows a failover.
+        return _sentinel(target, connect_timeout).master_for(
+            target.master_name, factory_class=_SentinelFactory, poolsize=pool_size,
+            isLazy=True, **common)
+    return api.lazyConnectionPool(target.host, target.port, poolsize=pool_size,
+                                  connectTimeout=connect_timeout, **common)
+
+
+def _sentinel(target: RedisTarget, connect_timeout: float) -> Any:
+    """A txredisapi Sentinel manager: one connection to each sentinel."""
+    manager = txredisapi.Sentinel(list(target.sentinels), connectTimeout=connect_timeout,
+                                  replyTimeout=connect_timeout)
+    # Discovery fails after this long (no sentinel knows a healthy master: a
+    # failover is under way) and the connection attempt is retried.
+    manager.discovery_timeout = connect_timeout
+    for handler in manager.sentinels:
+        handler._factory.maxDelay = _MAX_RECONNECT_DELAY
+    return manager
+
+
+class _SentinelFactory(txredisapi.SentinelConnectionFactory):
+    """A connection factory that also closes its sentinel connections on disconnect."""
+
+    maxDelay = _MAX_RECONNECT_DELAY
+
+    def disconnect(self) -> defer.Deferred:
+        closing = super().disconnect()
+        closing.addBoth(lambda result: self.sentinel_manager.disconnect().addBoth(lambda _: result))
+        return closing
+
+
+def _master_only(protocol_class: type) -> type:
+    """``protocol_class`` that first checks it reached a master, else hangs up.
+
+    A pub/sub connection must follow the master like the pool does: a stale
+    sentinel answer (the failover is just happening) must not leave RestMQ
+    listening on a replica. ``INFO replication`` rather than ROLE, because a
+    SubscriberProtocol keeps only the last three items of a list reply.
+    """
+
+    class MasterOnly(protocol_class):  # type: ignore[valid-type, misc]
+        def connectionMade(self) -> Any:
+            if self.password is not None:
+                self.auth(self.password)
+            return self.execute_command("INFO", "replication").addCallback(self._check_role)
+
+        def _check_role(self, info: Any) -> Any:
+            if isinstance(info, bytes):
+                info = info.decode("utf-8", "replace")
+            if "role:master" not in str(info).split():
+                log.warn("The pub/sub connection reached a Redis that is not the master; "
+                         "asking the sentinels again")
+                self.transport.loseConnection()
+                return None
+            return protocol_class.connectionMade(self)
+
+    MasterOnly.__name__ = "MasterOnly" + protocol_class.__name__
+    return MasterOnly
 
 
 def connect_subscriber(target: RedisTarget, protocol_class: type, connect_timeout: float) -> Any:
     """A reconnecting pub/sub connection built from ``protocol_class``.
 
     Returns the txredisapi factory; its ``protocol`` instances are created
-    anew on every reconnection (``connectionMade`` resubscribes).
+    anew on every reconnection (``connectionMade`` resubscribes). With a
+    Sentinel target every connection goes to the current master.
     """
+    if target.kind == "sentinel":
+        factory = _SentinelFactory(
+            sentinel_manager=_sentinel(target, connect_timeout), service_name=target.master_name,
+            is_master=True, uuid=None, dbid=target.db, poolsize=1, isLazy=True,
+            password=target.password, convertNumbers=False)
+        factory.protocol = _master_only(protocol_class)
+        factory.startConnecting(txredisapi._SentinelEndpoint(factory))
+        return factory
     factory = txredisapi.SubscriberFactory(isLazy=True)
     factory.protocol = protocol_class
     factory.dbid = target.db
@@ -128,15 +197,6 @@ def connect_subscriber(target: RedisTarget, protocol_class: type, connect_timeou
         from twisted.internet import reactor
         from twisted.internet.endpoints import UNIXClientEndpoint
         endpoint = UNIXClientEndpoint(reactor, target.path, timeout=connect_timeout)
-    elif target.kind == "sentinel":
-        sentinel = txredisapi.Sentinel(list(target.sentinels))
-        factory = txredisapi.SentinelConnectionFactory(
-            sentinel_manager=sentinel, service_name=target.master_name, is_master=True,
-            uuid=None, dbid=target.db, poolsize=1, isLazy=True, password=target.password,
-            convertNumbers=False)
-        factory.protocol = protocol_class
-        factory.maxDelay = _MAX_RECONNECT_DELAY
-        endpoint = txredisapi._SentinelEndpoint(factory)
     else:
         endpoint = txredisapi._makeEndpoint(target.host, target.port, connect_timeout)
     factory.startConnecting(endpoint)
