@@ -175,6 +175,30 @@ def listens_on(pid: int, port: int) -> bool:
     return False
 
 
+def connections_to(pid: int, port: int) -> int:
+    """How many established TCP connections process ``pid`` has to ``port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                lines = handle.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] == "01":  # 01 = ESTABLISHED
+                inodes.add("socket:[%s]" % fields[9])
+    count = 0
+    fd_dir = "/proc/%d/fd" % pid
+    for name in os.listdir(fd_dir):
+        try:
+            count += os.readlink(os.path.join(fd_dir, name)) in inodes
+        except OSError:
+            continue
+    return count
+
+
 class _StreamBody(protocol.Protocol):
     def __init__(self, client: "StreamClient") -> None:
         self.client = client

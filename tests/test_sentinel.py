@@ -18,8 +18,8 @@ import txredisapi
 
 from restmq.storage.pool import _master_only
 from tests.helpers import RedisProcess, free_port, sleep, start_app, stop_app, test_config, wait_until
-from tests.processes import Broker, StreamClient
-from tests.sentinels import SentinelCluster
+from tests.processes import Broker, StreamClient, connections_to
+from tests.sentinels import MASTER_NAME, SentinelCluster, command, wait_for
 
 # a hung request fails the test; RestMQ itself answers within about reply_timeout
 HANG = 10
@@ -195,3 +195,44 @@ async def test_pubsub_connection_to_a_replica_is_refused():
     finally:
         replica.stop()
         master.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_switchover_is_followed_before_the_old_master_is_demoted(tmp_path, http_pool):
+    cluster = SentinelCluster(replicas=2)
+    broker = stream = None
+    try:
+        cluster.start()
+        conf = tmp_path / "restmq.conf"
+        conf.write_text("[dispatch]\nsweep_interval = 3600\n")
+        broker = Broker(free_port(), ["--config", str(conf), "--redis", cluster.url, "--redis-wait", "1",
+                                      "--redis-pool", "2"], str(tmp_path / "restmq.log")).start()
+        url = broker.url
+        stream = await StreamClient.open(url, "live", http_pool)
+        assert (await request("POST", url + "/q/kept", http_pool, data={"value": "k"}))[0] == 200
+        old_master = cluster.master_port()
+        # A planned switchover: the old master stays up, still a master that
+        # accepts writes, until Sentinel demotes it seconds later (writes made
+        # there meanwhile are lost then). RestMQ must leave it on +switch-master.
+        assert command(cluster.sentinels[0].port, "SENTINEL", "FAILOVER", MASTER_NAME) == "OK"
+        wait_for(lambda: cluster.master_port() not in (None, old_master), "the switchover")
+        new_master = cluster.master_port()
+        # the pool (2) and the pub/sub connection (1) are all on the new master
+        wait_for(lambda: connections_to(broker.pid, new_master) == 3
+                 and connections_to(broker.pid, old_master) == 0, "RestMQ on the new master")
+        assert "role:master" in command(old_master, "INFO", "replication"), \
+            "RestMQ only moved once Sentinel demoted the old master"
+
+        deadline = time.monotonic() + 60
+        while (await request("POST", url + "/q/live", http_pool, data={"value": "after"}))[0] != 200:
+            assert time.monotonic() < deadline, "publishing never worked again"
+            await sleep(0.05)
+        await wait_until(lambda: "after" in stream.values, timeout=30)
+        status, body = await request("GET", url + "/q/kept", http_pool)
+        assert status == 200 and json.loads(body)["value"] == "k"
+    finally:
+        if stream is not None:
+            await stream.close()
+        if broker is not None:
+            broker.stop()
+        cluster.stop()

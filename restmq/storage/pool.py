@@ -5,7 +5,8 @@ connection it fails at once with ``BackendUnavailable`` (at startup it waits
 up to ``connect_timeout`` for the first one). Replies are bounded by
 txredisapi's ``replyTimeout``; the pool reconnects by itself. With Sentinel
 every (re)connection asks the sentinels for the master and checks the role of
-what it reached, so pool and pub/sub connection follow a failover.
+what it reached, and a ``+switch-master`` announcement drops the connections
+at once, so pool and pub/sub connection follow a failover within a moment.
 """
 
 from __future__ import annotations
@@ -110,17 +111,25 @@ def _connect(target: RedisTarget, pool_size: int, connect_timeout: float,
         return api.lazyUnixConnectionPool(target.path, poolsize=pool_size,
                                           connectTimeout=connect_timeout, **common)
     if target.kind == "sentinel":
-        # The endpoint asks the sentinels for the master before every connection
-        # attempt and the protocol checks ROLE, so the pool follows a failover.
-        return _sentinel(target, connect_timeout).master_for(
-            target.master_name, factory_class=_SentinelFactory, poolsize=pool_size,
-            isLazy=True, **common)
+        return _sentinel_factory(target, connect_timeout, pool_size, reply_timeout).handler
     return api.lazyConnectionPool(target.host, target.port, poolsize=pool_size,
                                   connectTimeout=connect_timeout, **common)
 
 
-def _sentinel(target: RedisTarget, connect_timeout: float) -> Any:
-    """A txredisapi Sentinel manager: one connection to each sentinel."""
+# Sentinel announces a new master on this channel of every sentinel:
+# "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+_SWITCH_MASTER_CHANNEL = "+switch-master"
+
+
+def _sentinel_factory(target: RedisTarget, connect_timeout: float, pool_size: int,
+                      reply_timeout: Optional[float], protocol: Optional[type] = None) -> Any:
+    """Connections to the master of ``target.master_name``, following failovers.
+
+    Every connection attempt asks the sentinels for the master (txredisapi's
+    ``_SentinelEndpoint``) and checks the role of what it reached; on a
+    ``+switch-master`` from any sentinel every connection is dropped and made
+    again, to the new master.
+    """
     manager = txredisapi.Sentinel(list(target.sentinels), connectTimeout=connect_timeout,
                                   replyTimeout=connect_timeout)
     # Discovery fails after this long (no sentinel knows a healthy master: a
@@ -128,18 +137,69 @@ def _sentinel(target: RedisTarget, connect_timeout: float) -> Any:
     manager.discovery_timeout = connect_timeout
     for handler in manager.sentinels:
         handler._factory.maxDelay = _MAX_RECONNECT_DELAY
-    return manager
+    factory = _SentinelFactory(
+        sentinel_manager=manager, service_name=target.master_name, is_master=True, uuid=None,
+        dbid=target.db, poolsize=pool_size, isLazy=True, password=target.password,
+        replyTimeout=reply_timeout, convertNumbers=False)
+    if protocol is not None:
+        factory.protocol = protocol
+    factory.watch_switches(target.sentinels, connect_timeout)
+    factory.startConnecting(txredisapi._SentinelEndpoint(factory))
+    return factory
+
+
+class _SwitchListener(txredisapi.SubscriberProtocol):
+    """Listens for +switch-master on one sentinel."""
+
+    owner: "_SentinelFactory"
+
+    def connectionMade(self) -> Any:
+        ready = super().connectionMade()
+        ready.addCallback(lambda _: self.subscribe(_SWITCH_MASTER_CHANNEL))
+        ready.addErrback(lambda failure: log.failure("Listening to a sentinel failed", failure))
+        return ready
+
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+        self.owner.switched(message)
 
 
 class _SentinelFactory(txredisapi.SentinelConnectionFactory):
-    """A connection factory that also closes its sentinel connections on disconnect."""
+    """Connections to a Sentinel-managed master.
+
+    An old master that is still up keeps accepting writes until Sentinel
+    demotes it, which can be many seconds after the switch; writes made there
+    meanwhile would be lost. So on ``+switch-master`` the connections are
+    dropped at once. ``disconnect`` also closes the sentinel connections.
+    """
 
     maxDelay = _MAX_RECONNECT_DELAY
 
+    def watch_switches(self, sentinels: Any, connect_timeout: float) -> None:
+        listener = type("SwitchListener", (_SwitchListener,), {"owner": self})
+        self._switch_watchers = []
+        for host, port in sentinels:
+            watcher = txredisapi.SubscriberFactory(isLazy=True)
+            watcher.protocol = listener
+            watcher.convertNumbers = False
+            watcher.maxDelay = _MAX_RECONNECT_DELAY
+            watcher.startConnecting(txredisapi._makeEndpoint(host, port, connect_timeout))
+            self._switch_watchers.append(watcher)
+
+    def switched(self, message: Any) -> None:
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        words = str(message).split()
+        if len(words) != 5 or words[0] != self.service_name or self.disconnectCalled:
+            return
+        log.warn("Sentinel switched {name} to {host}:{port}; reconnecting",
+                 name=self.service_name, host=words[3], port=words[4])
+        for conn in list(self.pool):
+            conn.transport.loseConnection()
+
     def disconnect(self) -> defer.Deferred:
-        closing = super().disconnect()
-        closing.addBoth(lambda result: self.sentinel_manager.disconnect().addBoth(lambda _: result))
-        return closing
+        closing = [super().disconnect(), self.sentinel_manager.disconnect()]
+        closing += [watcher.disconnect() for watcher in getattr(self, "_switch_watchers", [])]
+        return defer.gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
 
 
 def _master_only(protocol_class: type) -> type:
@@ -179,13 +239,8 @@ def connect_subscriber(target: RedisTarget, protocol_class: type, connect_timeou
     Sentinel target every connection goes to the current master.
     """
     if target.kind == "sentinel":
-        factory = _SentinelFactory(
-            sentinel_manager=_sentinel(target, connect_timeout), service_name=target.master_name,
-            is_master=True, uuid=None, dbid=target.db, poolsize=1, isLazy=True,
-            password=target.password, convertNumbers=False)
-        factory.protocol = _master_only(protocol_class)
-        factory.startConnecting(txredisapi._SentinelEndpoint(factory))
-        return factory
+        # no reply timeout: a subscription waits for messages as long as it lives
+        return _sentinel_factory(target, connect_timeout, 1, None, _master_only(protocol_class))
     factory = txredisapi.SubscriberFactory(isLazy=True)
     factory.protocol = protocol_class
     factory.dbid = target.db
