@@ -81,3 +81,18 @@ def test_twistd_reuse_port_on_a_busy_port_is_one_clear_line_and_exit_1(tmp_path)
     assert broker.proc.returncode == 1
     assert "restmq: cannot listen on 127.0.0.1:%d" % port in broker.log()
     assert "Traceback" not in broker.log()
+
+
+def test_make_service_with_reuse_port_builds_a_reuse_port_server(tmp_path):
+    from restmq import tap
+    options = tap.Options()
+    options.parseOptions(["--redis", "redis://127.0.0.1:6399/0", "--port", "0", "--reuse-port"])
+    http = tap.makeService(options).getServiceNamed("http")
+    assert isinstance(http, ReusePortServer) and not http.running
+
+
+def test_reuse_port_from_the_config_file(tmp_path):
+    from restmq.config import load_config
+    conf = tmp_path / "r.conf"
+    conf.write_text("[server]\nreuse_port = true\n")
+    assert load_config(str(conf)).server.reuse_port
