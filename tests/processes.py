@@ -87,7 +87,11 @@ class Broker(Process):
 
     def start(self) -> "Broker":
         super().start()
-        wait_http(self.port, self)
+        try:
+            wait_http(self.port, self)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
 
