@@ -30,7 +30,8 @@ def listen_reuse_port(port: int, factory: Any, interface: str = "", backlog: int
         SO_REUSEPORT on this platform).
     """
     if reactor is None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as global_reactor
+        reactor = global_reactor
     reuse_port = getattr(socket, "SO_REUSEPORT", None)
     if reuse_port is None:
         raise CannotListenError(interface, port, OSError("SO_REUSEPORT is not available here"))

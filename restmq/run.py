@@ -18,7 +18,10 @@ import os
 import signal
 import subprocess
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
+
+if TYPE_CHECKING:
+    from restmq.redisproc import EmbeddedRedis
 
 __all__ = ["main"]
 
@@ -55,7 +58,7 @@ def _run_workers(workers: int, args: List[str]) -> int:
     from twisted.python import usage
 
     from restmq.errors import ConfigError
-    from restmq.redisproc import EmbeddedRedis, EmbeddedRedisError, _die_with_parent
+    from restmq.redisproc import EmbeddedRedis, EmbeddedRedisError, die_with_parent
     from restmq.tap import Options
 
     # The workers read the same options; reading them here too tells whether
@@ -68,7 +71,7 @@ def _run_workers(workers: int, args: List[str]) -> int:
         return 2
     config = options.config
 
-    embedded: Optional[EmbeddedRedis] = None
+    embedded: Optional["EmbeddedRedis"] = None
     if config.redis.target is None:
         try:
             embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary)
@@ -76,7 +79,8 @@ def _run_workers(workers: int, args: List[str]) -> int:
         except (ConfigError, EmbeddedRedisError) as exc:
             sys.stderr.write("restmq: %s\n" % exc)
             return 1
-        _say("embedded redis-server %d on %s" % (embedded.process.pid, embedded.socket_path))
+        redis_pid = embedded.process.pid if embedded.process is not None else 0
+        _say("embedded redis-server %d on %s" % (redis_pid, embedded.socket_path))
         # a later --redis wins over any Redis setting of a --config file
         args = args + ["--redis", "unix://" + embedded.socket_path]
 
@@ -98,9 +102,9 @@ def _run_workers(workers: int, args: List[str]) -> int:
             # its own process group: a terminal's Ctrl-C reaches the launcher
             # only, which then stops workers first and Redis last
             children.append(subprocess.Popen(_twistd(args + ["--reuse-port"]),
-                                             preexec_fn=_die_with_parent, process_group=0))
-        _say("%d workers on port %d: %s" % (len(children), config.server.port,
-                                           " ".join(str(child.pid) for child in children)))
+                                             preexec_fn=die_with_parent, process_group=0))
+        pids = " ".join(str(child.pid) for child in children)
+        _say("%d workers on port %d: %s" % (len(children), config.server.port, pids))
         status = _supervise(children, embedded, stopping)
     finally:
         stop(signal.SIGTERM, None)
@@ -118,10 +122,10 @@ def _run_workers(workers: int, args: List[str]) -> int:
     return status
 
 
-def _supervise(children: List[subprocess.Popen], embedded: Optional[object],
+def _supervise(children: List[subprocess.Popen], embedded: Optional["EmbeddedRedis"],
                stopping: List[int]) -> int:
     """Wait until a stop is asked (0) or a child exits on its own (1)."""
-    redis = getattr(embedded, "process", None)
+    redis = embedded.process if embedded is not None else None
     while not stopping:
         try:
             # WNOWAIT: only learn that some child exited; poll() below reaps it.

@@ -225,7 +225,7 @@ def _master_only(protocol_class: type) -> type:
                          "asking the sentinels again")
                 self.transport.loseConnection()
                 return None
-            return protocol_class.connectionMade(self)
+            return super().connectionMade()
 
     MasterOnly.__name__ = "MasterOnly" + protocol_class.__name__
     return MasterOnly
