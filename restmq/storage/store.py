@@ -143,7 +143,8 @@ class QueueStore:
         reply = await self._run("add", [keys.queue_list(queue)], [queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
             *bodies])
-        if self.wait_replicas and not reply[0]:
+        if self.wait_replicas:
+            # a replayed key was stored by an earlier request that may have got a 503
             await self._wait_replicas()
         return AddResult([_text(k) for k in reply[1:]], bool(reply[0]))
 

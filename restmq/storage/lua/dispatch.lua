@@ -9,7 +9,7 @@
 -- Returns {state (0 stopped|1 started), policy (1|2), length left, ms until the next
 -- delayed message is due (-1 none), key, body, deliveries, token, ...}.
 local queue = ARGV[1]
-redis.call('SET', queue .. ':listeners', '1', 'PX', ARGV[4])
+listen(queue, ARGV[4])
 local policy = redis.call('GET', queue .. ':queuepolicy') == '2' and 2 or 1
 local now = now_ms()
 local function next_due()

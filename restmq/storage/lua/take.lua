@@ -8,7 +8,7 @@
 -- Returns {stopped (0|1), key, body, deliveries, token, ...}.
 local queue = ARGV[1]
 if ARGV[7] ~= '0' then
-  redis.call('SET', queue .. ':listeners', '1', 'PX', ARGV[7])
+  listen(queue, ARGV[7])
 end
 if ARGV[5] == '1' and is_stopped(queue) then
   return {1}
