@@ -35,6 +35,7 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="wrk runs per target (median reported)")
     parser.add_argument("--seconds", type=float, help="seconds per wrk run")
     parser.add_argument("--idle-connections", type=int, help="connections of the RSS figures")
+    parser.add_argument("--client-processes", type=int, help="SSE client processes per measurement [1]")
     parser.add_argument("--out", default=os.path.join(RESULTS, "latest.rst"), help="the .rst to write")
     parser.add_argument("--profile", action="store_true",
                         help="record the broker with py-spy in each phase (bench/results/profile-*); "
@@ -56,6 +57,8 @@ def main(argv: List[str]) -> int:
         plan.wrk_seconds = args.seconds
     if args.idle_connections:
         plan.idle_connections = args.idle_connections
+    if args.client_processes:
+        plan.client_processes = args.client_processes
     phases = [p.strip() for p in args.only.split(",") if p.strip()] or list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
@@ -63,7 +66,10 @@ def main(argv: List[str]) -> int:
         return 2
     phases = [p for p in PHASES if p in phases]
 
-    signal.signal(signal.SIGTERM, _terminate)
+    # whatever stops the run, the finally clauses stop every child
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # unix socket paths must stay short: a work folder in /tmp, not in the checkout
     workdir = tempfile.mkdtemp(prefix="restmq-bench-")
     procs = Procs(workdir)
@@ -115,4 +121,8 @@ def main(argv: List[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        _log("interrupted; every child process was stopped")
+        sys.exit(130)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
+import select
+import socket
 import shutil
 import subprocess
 import time
 import urllib.parse
 from typing import Callable, Dict, List, Optional, Tuple
 
-from bench.procs import BenchError
+from bench.procs import BenchError, die_with_parent as _die_with_parent
 
 __all__ = ["Wrk", "paced_publish", "stamp", "hotqueue_puts", "SMALL_MESSAGE"]
 
@@ -82,14 +83,20 @@ class Wrk:
         """wrk in the background (a publish flood); finish it with :meth:`finish`."""
         return subprocess.Popen(self.command(url, script, seconds, connections, threads),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+    @staticmethod
+    def kill(popen: subprocess.Popen) -> None:
+        """End a flood at once (the run is being interrupted)."""
+        if popen.poll() is None:
+            popen.kill()
+        popen.communicate()
 
     def finish(self, popen: subprocess.Popen, timeout: float) -> Dict[str, float]:
         try:
             out, err = popen.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, 9)
-            popen.communicate()
+            self.kill(popen)
             raise BenchError("wrk flood did not finish") from None
         return self.parse(out, err)
 
@@ -100,39 +107,79 @@ def stamp(size: int = 64) -> str:
     return text + "x" * max(0, size - len(text))
 
 
+class _Response:
+    """Reads one HTTP/1.1 response off a socket (Content-Length or chunked)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def feed(self, data: bytes) -> Optional[int]:
+        """The status once the whole response is in, else None."""
+        self.data += data
+        head_end = self.data.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        head = self.data[:head_end].lower()
+        status = int(head[9:12])
+        body = self.data[head_end + 4:]
+        length = re.search(rb"\r\ncontent-length: *(\d+)", head)
+        if length is not None:
+            done = len(body) >= int(length.group(1))
+        elif b"transfer-encoding: chunked" in head:
+            done = body.endswith(b"0\r\n\r\n")
+        else:
+            done = status in (204, 304)
+        return status if done else None
+
+
 def paced_publish(port: int, path: str, rate: float, seconds: float,
-                  body_for: Callable[[], Tuple[bytes, str]]) -> Dict[str, float]:
-    """POST ``body_for()`` to ``path`` ``rate`` times a second for ``seconds``, on
-    one keep-alive connection; each body is made (and stamped) just before it is sent."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                  body_for: Callable[[], Tuple[bytes, str]], connections: int = 4) -> Dict[str, float]:
+    """POST ``body_for()`` to ``path`` ``rate`` times a second for ``seconds``.
+
+    Open loop: each request leaves at its time on a keep-alive connection that
+    is not waiting for an answer, so a slow answer does not delay the next
+    message. Each body is made (and stamped) just before it is sent.
+    """
+    socks = []
+    for _ in range(connections):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(sock)
+    waiting: Dict[socket.socket, _Response] = {}
     interval = 1.0 / rate
+    total = int(round(rate * seconds))
     start = time.monotonic()
     sent = errors = 0
     late = 0.0
+    head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: %%s\r\nContent-Length: %%d\r\n\r\n" % (path, port)
     try:
-        while True:
-            due = start + sent * interval
+        while sent < total or waiting:
             now = time.monotonic()
-            if due - start >= seconds:
-                break
-            if due > now:
-                time.sleep(due - now)
-            else:
+            due = start + sent * interval
+            idle = [sock for sock in socks if sock not in waiting]
+            if sent < total and due <= now and idle:
                 late = max(late, now - due)
-            body, content_type = body_for()
-            try:
-                connection.request("POST", path, body, {"Content-Type": content_type})
-                response = connection.getresponse()
-                response.read()
-                if response.status >= 300:
-                    errors += 1
-            except (OSError, http.client.HTTPException):
-                errors += 1
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            sent += 1
+                body, content_type = body_for()
+                idle[0].sendall((head % (content_type, len(body))).encode() + body)
+                waiting[idle[0]] = _Response()
+                sent += 1
+                continue
+            timeout = max(0.0, due - now) if sent < total and idle else 5.0
+            readable, _, _ = select.select(list(waiting), [], [], timeout)
+            if not readable and timeout == 5.0:
+                raise BenchError("a publish was not answered within 5 s")
+            for sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    raise BenchError("the server closed a publishing connection")
+                status = waiting[sock].feed(data)
+                if status is not None:
+                    del waiting[sock]
+                    if status >= 300:
+                        errors += 1
     finally:
-        connection.close()
+        for sock in socks:
+            sock.close()
     return {"sent": sent, "errors": errors, "max_late": late}
 
 

@@ -41,10 +41,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def die_with_parent() -> None:
+    """In a child between fork and exec: the kernel kills it if the harness dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _child_setup(nofile: int) -> Callable[[], None]:
     def setup() -> None:  # runs in the child, between fork and exec
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        die_with_parent()
         if nofile:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             try:
