@@ -69,7 +69,6 @@ class Row:
     unit: str
     restmq: Optional[float] = None
     baseline: Optional[float] = None
-    baseline_name: str = ""
     note: str = ""
     na: Optional[str] = None
 
@@ -132,7 +131,6 @@ class Bench:
         self.rows: List[Row] = []
         self.redis: Any = None
         self.wrk = Wrk(procs.workdir)
-        self.notes: List[str] = []
 
     # plumbing
 
@@ -259,8 +257,7 @@ class Bench:
         for key, name in (("e1", "form"), ("e2", "lpush"), ("e3", "evalsha"), ("e4", "hotqueue")):
             row = self._row(key, restmq=restmq, note=note)
             if name == "hotqueue" and hotqueue_error:
-                row.na = None
-                row.note = "baseline n/a: " + hotqueue_error
+                row.note = "; ".join(filter(None, [note, "baseline n/a: " + hotqueue_error]))
             else:
                 row.baseline = _median([r["rps"] for r in results[name]])
                 extra = _wrk_note(results[name])
@@ -595,6 +592,7 @@ class Bench:
                                     "idle", name="idle-%s" % system)
         began = time.monotonic()
         ready = client.wait_ready(240)
+        connected = time.monotonic() - began
         if ready["ready"] < 0.99 * plan.idle_connections:
             raise BenchError("%s: only %d of %d connections held: %s"
                              % (system, ready["ready"], plan.idle_connections, ready["failures"]))
@@ -604,7 +602,7 @@ class Bench:
             raise BenchError("%s dropped %d idle connections" % (system, ready["ready"] - held["open"]))
         result = {"rss": rss(), "rss0": rss0, "ready": held["open"]}
         self.log("  idle %s: %d connections in %.1f s, RSS %.1f MB (%.1f MB before)"
-                 % (system, held["open"], time.monotonic() - began, result["rss"] / 1024.0, rss0 / 1024.0))
+                 % (system, held["open"], connected, result["rss"] / 1024.0, rss0 / 1024.0))
         return result
 
     def _row(self, key: str, **fields: Any) -> Row:
@@ -622,7 +620,7 @@ FIGURES: Dict[str, tuple] = {
     "e1": ("e. POST /q small message; vs bare Cyclone form handler", "req/s"),
     "e2": ("e. POST /q small message; vs bare Cyclone + one LPUSH", "req/s"),
     "e3": ("e. POST /q small message; vs bare Cyclone + one EVALSHA", "req/s"),
-    "e4": ("e. POST /q small message; vs HotQueue put, in-process loop", "req/s"),
+    "e4": ("e. POST /q small message; vs HotQueue puts, in-process loop", "req/s"),
     "f": ("f. GET /q pop; vs bare Cyclone + one RPOP", "req/s"),
     "g": ("g. batch publish, one process; vs bare Cyclone JSON array + one LPUSH", "messages/s"),
     "h": ("h. fan-out to 100 SSE subscribers; vs nginx + nchan (1 worker)", "deliveries/s"),

@@ -151,7 +151,8 @@ def paced_publish(port: int, path: str, rate: float, seconds: float,
     start = time.monotonic()
     sent = errors = 0
     late = 0.0
-    head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: %%s\r\nContent-Length: %%d\r\n\r\n" % (path, port)
+    head = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % (path, port)
+            + "Content-Type: %s\r\nContent-Length: %d\r\n\r\n")
     try:
         while sent < total or waiting:
             now = time.monotonic()
