@@ -464,9 +464,12 @@ class Bench:
             client.lap()
             meter = self._meter(where["proc"], client)
             laps = []
+            backlog = []  # RestMQ: messages waiting in Redis at each lap (0: the publisher was the limit)
             for _ in range(plan.laps):
                 time.sleep(plan.lap_seconds)
                 laps.append(client.lap())
+                if system == "restmq":
+                    backlog.append(int(self.redis.client.llen("%s:queue" % queue)))
             cpu = meter.percent()
         except BaseException:
             self.wrk.kill(flood)
@@ -479,7 +482,7 @@ class Bench:
         result = {"rate": rate, "closed": closed, "spread": spread, "cpu": cpu,
                   "published": published["rps"] * per_request}
         if system == "restmq":
-            result["backlog"] = int(self.redis.client.llen("%s:queue" % queue))
+            result["backlog"] = "%d..%d" % (min(backlog), max(backlog))
         self.log("  flood %s: %.0f deliveries/s (published %.0f msg/s, %d cut off; CPU %s)"
                  % (system, rate, result["published"], closed, _cpu_text(cpu)))
         return result
@@ -499,7 +502,8 @@ class Bench:
         rows = []
         for key, baseline in (("b", "bare"), ("h", "nchan")):
             row = self._row(key, restmq=restmq["rate"])
-            notes = ["published %.0f msg/s, backlog %d left" % (restmq["published"], restmq["backlog"])]
+            notes = ["published %.0f msg/s, backlog %s waiting at the laps"
+                     % (restmq["published"], restmq["backlog"])]
             if restmq["closed"]:
                 notes.append("%d subscribers cut off" % restmq["closed"])
             other = found[baseline]
@@ -530,7 +534,7 @@ class Bench:
                 self._stop_system()
         restmq, bare = found["restmq"], found["bare"]
         row = self._row("c", restmq=restmq["rate"])
-        notes = ["published %.0f msg/s, backlog %d left; per subscriber %d..%d a window"
+        notes = ["published %.0f msg/s, backlog %s waiting at the laps; per subscriber %d..%d a lap"
                  % (restmq["published"], restmq["backlog"], *restmq["spread"])]
         if restmq["closed"]:
             notes.append("%d subscribers cut off" % restmq["closed"])
