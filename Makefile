@@ -58,7 +58,7 @@ bench-tools:
 	  || echo "make bench: could not install$$missing (needs root and apt); those rows will read n/a"; \
 	fi
 
-# `make bench` (about 6 minutes; BENCH_ARGS=--quick for a one-minute smoke run)
+# `make bench` (about 5 minutes; BENCH_ARGS=--quick for a one-minute smoke run)
 bench: $(VENV)/.installed-bench bench-tools
 	PYTHONPATH=. $(BIN)/python -m bench $(BENCH_ARGS)
 
