@@ -8,7 +8,7 @@ ARGS ?=
 WORKERS ?= 1
 PORT ?= 8888
 
-.PHONY: run test install install-test browser bench lint clean
+.PHONY: run test install install-test browser bench bench-tools lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,25 @@ run: install
 test: install-test
 	PYTHONPATH=. $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install-test
+$(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+# Debian's wrk (HTTP load) and nginx with nchan (the fan-out baseline); a row
+# whose tool is missing reads "n/a" instead of failing the run.
+bench-tools:
+	@missing=""; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing="$$missing libnginx-mod-nchan"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the benchmarks"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "make bench: could not install$$missing (needs root and apt); those rows will read n/a"; \
+	fi
+
+# `make bench` (about 5 minutes; BENCH_ARGS=--quick for a one-minute smoke run)
+bench: $(VENV)/.installed-bench bench-tools
 	PYTHONPATH=. $(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install-test

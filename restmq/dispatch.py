@@ -26,9 +26,9 @@ from twisted.logger import Logger
 
 from restmq.config import DispatchConfig
 from restmq.errors import RestMQError
-from restmq.model import Message, Policy
+from restmq.model import Batch, Message, Policy
 
-__all__ = ["Consumer", "Dispatcher", "Waiter", "deal"]
+__all__ = ["Consumer", "AckedConsumer", "Dispatcher", "Waiter", "deal", "deal_by_credit"]
 
 
 class Consumer(Protocol):
@@ -38,6 +38,9 @@ class Consumer(Protocol):
 
     def send(self, message: Message) -> None:
         """Write one message (it must not raise for a closed connection)."""
+
+    def send_batch(self, batch: Batch) -> None:
+        """Write several messages at once (one write on the connection)."""
 
     def can_take(self) -> bool:
         """False while its connection's buffer is full (slow reader)."""
@@ -49,9 +52,42 @@ class Consumer(Protocol):
         """End the stream (queue purged, cut off as too slow, shutdown)."""
 
 
+class AckedConsumer(Consumer, Protocol):
+    """A consumer that asked for at-least-once (``?ack=1``): it gets leased
+    messages, at most ``prefetch`` unacked at a time."""
+
+    acked: bool
+
+    def credit(self, now: float) -> int:
+        """How many more leased messages it may hold now (expired leases free credit)."""
+
+    def hold(self, message: Message, deadline: float) -> None:
+        """Remember a leased message until it is settled or its lease ends."""
+
+    def release(self, keys: Sequence[str]) -> bool:
+        """Forget settled messages; True if it held any of them."""
+
+    def outstanding(self) -> List[str]:
+        """Receipts of the leased messages it still holds."""
+
+
 def deal(consumers: Sequence[Consumer], cursor: int, count: int) -> List[Consumer]:
     """Round robin: the consumer for each of ``count`` messages, starting at ``cursor``."""
     return [consumers[(cursor + i) % len(consumers)] for i in range(count)]
+
+
+def deal_by_credit(consumers: Sequence[Any], credits: List[int], cursor: int, count: int) -> List[Any]:
+    """Round robin over consumers that still have credit; one consumer per message."""
+    credits = list(credits)
+    chosen = []
+    i = cursor
+    while len(chosen) < count and any(credits):
+        index = i % len(consumers)
+        if credits[index] > 0:
+            credits[index] -= 1
+            chosen.append(consumers[index])
+        i += 1
+    return chosen
 
 
 class Waiter:
@@ -110,6 +146,8 @@ class _QueueState:
     again: bool = False
     ready: bool = False
     ready_waiters: List[defer.Deferred] = attr.Factory(list)
+    due_timer: Any = None
+    acked_cursor: int = 0
     policy: Policy = Policy.BROADCAST
 
 
@@ -118,7 +156,8 @@ class Dispatcher:
 
     log = Logger()
 
-    def __init__(self, store: Any, clock: Any, config: DispatchConfig, metrics: Any = None) -> None:
+    def __init__(self, store: Any, clock: Any, config: DispatchConfig, metrics: Any = None,
+                 lease_seconds: float = 30.0) -> None:
         self.store = store
         self.clock = clock
         self.config = config
@@ -130,6 +169,8 @@ class Dispatcher:
         self._heartbeats: Dict[Any, Any] = {}
         # rr deals this many messages per consumer per round trip at most
         self.roundrobin_depth = 10
+        # lease of the messages given to acked streaming consumers
+        self.lease_seconds = lease_seconds
 
     @property
     def listener_ttl_ms(self) -> int:
@@ -174,7 +215,32 @@ class Dispatcher:
             state.consumers.remove(consumer)
         except ValueError:
             return
+        if getattr(consumer, "acked", False):
+            receipts = consumer.outstanding()
+            if receipts:
+                # its unacked messages go back to the head of the queue at once
+                defer.ensureDeferred(self._give_back(queue, receipts))
         self._forget_if_idle(queue, state)
+
+    async def _give_back(self, queue: str, receipts: List[str]) -> None:
+        try:
+            await self.store.nack(queue, receipts)
+        except RestMQError as exc:
+            self.log.warn("Could not give back {count} messages of {queue} ({error}); "
+                          "their leases will expire", count=len(receipts), queue=queue, error=exc.message)
+
+    def settled(self, queue: str, receipts: Sequence[str]) -> None:
+        """Receipts were acked or nacked: free the credit of whoever held them."""
+        state = self._queues.get(queue)
+        if state is None:
+            return
+        message_keys = [receipt.rpartition(":")[0] for receipt in receipts]
+        freed = False
+        for consumer in state.consumers:
+            if getattr(consumer, "acked", False) and consumer.release(message_keys):
+                freed = True
+        if freed:
+            self.wake(queue)
 
     def add_heartbeat(self, consumer: Any, beat: Any) -> None:
         """Call ``beat()`` every heartbeat_interval while ``consumer`` lives (one
@@ -231,6 +297,8 @@ class Dispatcher:
     def _forget_if_idle(self, queue: str, state: _QueueState) -> None:
         if not state.consumers and not state.waiters and self._queues.get(queue) is state:
             del self._queues[queue]
+            if state.due_timer is not None and state.due_timer.active():
+                state.due_timer.cancel()
             if self.notifier is not None:
                 self.notifier.unwatch(queue)
 
@@ -283,7 +351,7 @@ class Dispatcher:
         try:
             while True:
                 state.again = False
-                able = [c for c in state.consumers if c.can_take()]
+                able = [c for c in state.consumers if c.can_take() and not getattr(c, "acked", False)]
                 broadcast_max = self.config.batch_size if able else 0
                 roundrobin_max = min(len(able) * self.roundrobin_depth, self.config.batch_size)
                 result = await self.store.dispatch(
@@ -296,12 +364,16 @@ class Dispatcher:
                     return
                 if result.policy is Policy.ROUNDROBIN and result.messages:
                     await self._deal(queue, state, result.messages)
+                self._schedule_due(queue, state, result.next_due_ms)
+                leased_full = False
+                if result.started:
+                    leased_full = await self._lease(queue, state)
                 if result.length and state.waiters and result.started:
                     for waiter in list(state.waiters):
                         waiter.wake()
                 full = result.started and len(result.messages) >= max(
                     1, broadcast_max if result.policy is Policy.BROADCAST else roundrobin_max)
-                if not (state.again or full) or not state.consumers:
+                if not (state.again or full or leased_full) or not state.consumers:
                     return
         except RestMQError as exc:
             # Redis is away; the sweep (or the reconnection) will try again
@@ -311,13 +383,60 @@ class Dispatcher:
         finally:
             state.busy = False
 
+    async def _lease(self, queue: str, state: _QueueState) -> bool:
+        """Lease messages to the acked consumers, as many as their credit allows.
+
+        :returns: True when the full credit was used (there may be more to lease).
+        """
+        now = self.clock.seconds()
+        acked = [c for c in state.consumers if getattr(c, "acked", False) and c.can_take()]
+        credits = [c.credit(now) for c in acked]
+        wanted = min(sum(credits), self.config.batch_size)
+        if not wanted:
+            return False
+        lease_ms = int(self.lease_seconds * 1000)
+        messages = await self.store.reserve(queue, wanted, lease_ms, hold_if_stopped=True)
+        live = [c for c in acked if c in state.consumers and c.can_take()]
+        if not live:
+            if messages:
+                await self.store.nack(queue, [m.receipt for m in messages if m.receipt])
+            return False
+        credits = [c.credit(now) for c in live]
+        chosen = deal_by_credit(live, credits, state.acked_cursor, len(messages))
+        state.acked_cursor += len(messages)
+        deadline = now + self.lease_seconds
+        for message, consumer in zip(messages, chosen):
+            consumer.hold(message, deadline)
+            self._send(queue, consumer, message)
+        extra = messages[len(chosen):]
+        if extra:
+            await self.store.nack(queue, [m.receipt for m in extra if m.receipt])
+        return len(messages) >= wanted
+
+    def _schedule_due(self, queue: str, state: _QueueState, due_ms: int) -> None:
+        """Wake the queue when its next delayed message is due (not at the next sweep)."""
+        if due_ms < 0:
+            return
+        delay = due_ms / 1000.0 + 0.002
+        timer = state.due_timer
+        if timer is not None and timer.active():
+            if timer.getTime() <= self.clock.seconds() + delay:
+                return
+            timer.cancel()
+        state.due_timer = self.clock.callLater(delay, self.wake, queue)
+
     async def _deal(self, queue: str, state: _QueueState, messages: List[Message]) -> None:
         able = [c for c in state.consumers if c.can_take()]
         if not able:
             await self.store.requeue(queue, messages)
             return
+        groups: Dict[int, List[Message]] = {}
+        owners: Dict[int, Consumer] = {}
         for message, consumer in zip(messages, deal(able, state.cursor, len(messages))):
-            self._send(queue, consumer, message)
+            groups.setdefault(id(consumer), []).append(message)
+            owners[id(consumer)] = consumer
+        for key, group in groups.items():
+            self._send_batch(queue, owners[key], Batch(group))
         state.cursor = (state.cursor + len(messages)) % max(1, len(able))
 
     def on_broadcast(self, queue: str, batch: Sequence[str]) -> None:
@@ -325,13 +444,25 @@ class Dispatcher:
         state = self._queues.get(queue)
         if state is None or not state.consumers:
             return
-        messages = [Message(batch[i], batch[i + 1]) for i in range(0, len(batch) - 1, 2)]
+        shared = Batch([Message(batch[i], batch[i + 1]) for i in range(0, len(batch) - 1, 2)])
         for consumer in list(state.consumers):
-            for message in messages:
-                if consumer.overflowing():
-                    self._cut_off(queue, consumer)
-                    break
-                self._send(queue, consumer, message)
+            if getattr(consumer, "acked", False):
+                continue  # acked consumers only get leased messages
+            if consumer.overflowing():
+                self._cut_off(queue, consumer)
+                continue
+            self._send_batch(queue, consumer, shared)
+
+    def _send_batch(self, queue: str, consumer: Consumer, batch: Batch) -> None:
+        try:
+            consumer.send_batch(batch)
+        except Exception:
+            self.log.failure("Consumer {transport} of {queue} failed; dropped",
+                             transport=consumer.transport, queue=queue)
+            self.unsubscribe(queue, consumer)
+            return
+        if self.metrics is not None:
+            self.metrics.delivered(queue, consumer.transport, len(batch))
 
     def _send(self, queue: str, consumer: Consumer, message: Message) -> None:
         try:

@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import attr
 import orjson
 
-__all__ = ["Policy", "QueueState", "Message", "QueueInfo"]
+__all__ = ["Policy", "QueueState", "Message", "Batch", "QueueInfo", "SETTINGS", "parse_setting"]
 
 
 class Policy(enum.Enum):
@@ -97,6 +97,26 @@ class Message:
         return cached
 
 
+class Batch:
+    """Messages delivered together: each transport's bytes for the whole batch are
+    joined once and shared by every subscriber (one write per connection)."""
+
+    __slots__ = ("messages", "_joined")
+
+    def __init__(self, messages: "list[Message]") -> None:
+        self.messages = messages
+        self._joined: Dict[str, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def encoded(self, name: str, encode) -> bytes:
+        joined = self._joined.get(name)
+        if joined is None:
+            joined = self._joined[name] = b"".join(m.encoded(name, encode) for m in self.messages)
+        return joined
+
+
 @attr.s(slots=True, frozen=True, auto_attribs=True)
 class QueueInfo:
     """What /stats reports about one queue."""
@@ -121,3 +141,51 @@ class QueueInfo:
             "dead": self.dead,
             "oldest_age": self.oldest_age,
         }
+
+
+def _non_negative_int(text: str) -> str:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be zero or more")
+    return str(value)
+
+
+def _positive_int(text: str) -> str:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return str(value)
+
+
+def _positive_seconds(text: str) -> str:
+    value = float(text)
+    if not 0 < value <= 12 * 3600:
+        raise ValueError("must be between 0 and 43200 seconds")
+    return repr(value)
+
+
+def _overflow(text: str) -> str:
+    if text not in ("reject", "drop_oldest"):
+        raise ValueError("must be reject or drop_oldest")
+    return text
+
+
+# Per-queue settings (<q>:settings): name -> validator turning text into the stored text.
+SETTINGS = {
+    "maxlen": _non_negative_int,        # 0 or absent: unbounded
+    "overflow": _overflow,              # at maxlen: refuse with 429, or drop the oldest
+    "max_receives": _positive_int,      # deliveries before the dead-letter queue
+    "lease_seconds": _positive_seconds,  # default lease of reserve and acked streaming
+    "history_size": _non_negative_int,  # broadcast history kept for SSE resume
+    "ttl": _positive_int,               # default ttl of new messages, seconds
+}
+
+
+def parse_setting(name: str, text: str) -> str:
+    """Validate one setting. :raises ValueError: naming the setting and the rule."""
+    if name not in SETTINGS:
+        raise ValueError("unknown setting %r (known: %s)" % (name, ", ".join(sorted(SETTINGS))))
+    try:
+        return SETTINGS[name](text.strip())
+    except ValueError as exc:
+        raise ValueError("setting %r: %s" % (name, str(exc).split(":")[-1].strip())) from None

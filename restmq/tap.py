@@ -6,6 +6,7 @@ import sys
 from typing import Dict, Tuple
 
 from twisted.application import internet, service
+from twisted.internet import defer
 from twisted.python import usage
 
 from restmq.config import Config, load_config
@@ -111,7 +112,8 @@ def makeService(options: Options) -> service.MultiService:
     metrics = Metrics(config.server.metrics_max_queues)
     store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas,
                        observe=metrics.observe_redis)
-    dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics)
+    dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics,
+                            lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
     DispatcherService(dispatcher, notifier).setServiceParent(top)
@@ -153,6 +155,17 @@ class _Guarded(service.MultiService):
             sys.stderr.write("restmq: %s\n" % exc)
             self._stop_started()
             raise SystemExit(1)
+
+    async def _stop_in_order(self) -> None:
+        # MultiService stops its children all at once; the embedded Redis must
+        # outlive the pool and the listeners that still use it
+        for child in reversed(list(self)):
+            if child.running:
+                await defer.maybeDeferred(child.stopService)
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        return defer.ensureDeferred(self._stop_in_order())
 
     def _stop_started(self) -> None:
         for child in reversed(list(self)):

@@ -105,13 +105,15 @@ def test_config(**sections: Any) -> Config:
 
 
 async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: Optional[Acl] = None,
-                    wait_ready: bool = True) -> RunningApp:
+                    wait_ready: bool = True, extra_routes: tuple = ()) -> RunningApp:
     config = config or test_config(dispatch={"sweep_interval": 1.0})
     pool = RedisPool(target, 4, config.redis.connect_timeout, config.redis.reply_timeout, reactor)
     pool.start()
     metrics = Metrics(config.server.metrics_max_queues)
-    store = QueueStore(pool, config.delivery.max_receives, observe=metrics.observe_redis)
-    dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics)
+    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas,
+                       observe=metrics.observe_redis)
+    dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics,
+                            lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
     dispatcher.notifier = notifier
@@ -119,7 +121,7 @@ async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: O
     dispatcher.start()
     context = Context(store=store, dispatcher=dispatcher, acl=acl or Acl(), config=config, clock=reactor,
                       metrics=metrics)
-    listener = reactor.listenTCP(0, make_app(context), interface="127.0.0.1")
+    listener = reactor.listenTCP(0, make_app(context, extra_routes), interface="127.0.0.1")
     port = listener.getHost().port
     if wait_ready:
         await wait_until(lambda: pool.connected and notifier.connected)

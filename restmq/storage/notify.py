@@ -74,14 +74,28 @@ class Notifier:
         return self._protocol is not None
 
     def watch(self, queue: str) -> defer.Deferred:
-        """Receive broadcast batches of ``queue``; fires once subscribed."""
+        """Receive broadcast batches of ``queue``; fires once subscribed (after
+        the reconnection, if the connection is lost meanwhile)."""
         channel = keys.broadcast_channel(queue)
         self._channels.add(channel)
         if self._protocol is None:
-            waiter: defer.Deferred = defer.Deferred()
-            self._waiting.setdefault(channel, []).append(waiter)
-            return waiter
-        return self._protocol.subscribe(channel).addCallback(lambda _: None)
+            return self._when_attached(channel)
+        return self._protocol.subscribe(channel).addCallbacks(
+            lambda _: None, self._lost_while_subscribing, errbackArgs=(channel,))
+
+    def _when_attached(self, channel: str) -> defer.Deferred:
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiting.setdefault(channel, []).append(waiter)
+        return waiter
+
+    def _lost_while_subscribing(self, failure: Any, channel: str) -> defer.Deferred:
+        # The connection went away under this SUBSCRIBE; _attach subscribes every
+        # watched channel again once it is back. Without this the queue's state
+        # in the dispatcher would never become ready.
+        failure.trap(txredisapi.ConnectionError)
+        if channel not in self._channels:
+            raise defer.CancelledError()
+        return self._when_attached(channel)
 
     def unwatch(self, queue: str) -> None:
         channel = keys.broadcast_channel(queue)

@@ -3,7 +3,10 @@
 A request never waits for a connection that is not there: with no live
 connection it fails at once with ``BackendUnavailable`` (at startup it waits
 up to ``connect_timeout`` for the first one). Replies are bounded by
-txredisapi's ``replyTimeout``; the pool reconnects by itself.
+txredisapi's ``replyTimeout``; the pool reconnects by itself. With Sentinel
+every (re)connection asks the sentinels for the master and checks the role of
+what it reached, and a ``+switch-master`` announcement drops the connections
+at once, so pool and pub/sub connection follow a failover within a moment.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import txredisapi
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from restmq.config import RedisTarget
 from restmq.errors import BackendUnavailable
+from restmq.storage.fastproto import fast_protocol, overdue
 
 __all__ = ["RedisPool", "connect_subscriber"]
+
+log = Logger()
 
 # txredisapi backs off up to 10 s between reconnection attempts; a broker should
 # notice a returning Redis quickly.
@@ -40,17 +46,37 @@ class RedisPool:
         self._factory: Any = None
         self._next = 0
         self._was_connected = False
+        self._watchdog: Optional[task.LoopingCall] = None
 
     def start(self) -> None:
         """Start connecting (returns at once; connections come up in the background)."""
+        # replies are timed by the watchdog below, not by a timer per command
         self._handler = _connect(self.target, self.pool_size, self.connect_timeout,
-                                 self.reply_timeout, txredisapi)
+                                 None, txredisapi)
         self._factory = self._handler._factory
+        # connections are built on a later reactor turn, so this applies to all of them
+        self._factory.protocol = fast_protocol(self._factory.protocol)
         self._factory.maxDelay = _MAX_RECONNECT_DELAY
         self._factory.initialDelay = min(self._factory.initialDelay, _MAX_RECONNECT_DELAY / 4)
+        self._watchdog = task.LoopingCall(self._check_replies)
+        self._watchdog.clock = self.clock
+        self._watchdog.start(min(0.25, self.reply_timeout / 4), now=False)
+
+    def _check_replies(self) -> None:
+        """Drop a connection whose oldest command waits longer than reply_timeout:
+        txredisapi then fails every command pending on it (BackendUnavailable)."""
+        import time
+        now = time.monotonic()
+        for conn in list(self._factory.pool if self._factory else ()):
+            if conn.transport is not None and overdue(conn, now, self.reply_timeout):
+                self.log.warn("Redis did not answer within {timeout} s; dropping a connection",
+                              timeout=self.reply_timeout)
+                conn.transport.abortConnection()
 
     def stop(self) -> defer.Deferred:
         """Close every connection; resolves when they are closed."""
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
         if self._factory is None:
             return defer.succeed(None)
         factory, self._factory, self._handler = self._factory, None, None
@@ -99,24 +125,143 @@ class RedisPool:
 
 
 def _connect(target: RedisTarget, pool_size: int, connect_timeout: float,
-             reply_timeout: float, api: Any, subscriber: bool = False) -> Any:
-    common = dict(dbid=target.db, password=target.password, connectTimeout=connect_timeout,
-                  replyTimeout=None if subscriber else reply_timeout, convertNumbers=False)
+             reply_timeout: float, api: Any) -> Any:
+    common = dict(dbid=target.db, password=target.password, replyTimeout=reply_timeout,
+                  convertNumbers=False)
     if target.kind == "unix":
-        return api.lazyUnixConnectionPool(target.path, poolsize=pool_size, **common)
+        return api.lazyUnixConnectionPool(target.path, poolsize=pool_size,
+                                          connectTimeout=connect_timeout, **common)
     if target.kind == "sentinel":
-        sentinel = api.Sentinel(list(target.sentinels))
-        sentinel.discovery_timeout = connect_timeout
-        return sentinel.master_for(target.master_name, poolsize=pool_size, **common)
-    return api.lazyConnectionPool(target.host, target.port, poolsize=pool_size, **common)
+        return _sentinel_factory(target, connect_timeout, pool_size, reply_timeout).handler
+    return api.lazyConnectionPool(target.host, target.port, poolsize=pool_size,
+                                  connectTimeout=connect_timeout, **common)
+
+
+# Sentinel announces a new master on this channel of every sentinel:
+# "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+_SWITCH_MASTER_CHANNEL = "+switch-master"
+
+
+def _sentinel_factory(target: RedisTarget, connect_timeout: float, pool_size: int,
+                      reply_timeout: Optional[float], protocol: Optional[type] = None) -> Any:
+    """Connections to the master of ``target.master_name``, following failovers.
+
+    Every connection attempt asks the sentinels for the master (txredisapi's
+    ``_SentinelEndpoint``) and checks the role of what it reached; on a
+    ``+switch-master`` from any sentinel every connection is dropped and made
+    again, to the new master.
+    """
+    manager = txredisapi.Sentinel(list(target.sentinels), connectTimeout=connect_timeout,
+                                  replyTimeout=connect_timeout)
+    # Discovery fails after this long (no sentinel knows a healthy master: a
+    # failover is under way) and the connection attempt is retried.
+    manager.discovery_timeout = connect_timeout
+    for handler in manager.sentinels:
+        handler._factory.maxDelay = _MAX_RECONNECT_DELAY
+    factory = _SentinelFactory(
+        sentinel_manager=manager, service_name=target.master_name, is_master=True, uuid=None,
+        dbid=target.db, poolsize=pool_size, isLazy=True, password=target.password,
+        replyTimeout=reply_timeout, convertNumbers=False)
+    if protocol is not None:
+        factory.protocol = protocol
+    factory.watch_switches(target.sentinels, connect_timeout)
+    factory.startConnecting(txredisapi._SentinelEndpoint(factory))
+    return factory
+
+
+class _SwitchListener(txredisapi.SubscriberProtocol):
+    """Listens for +switch-master on one sentinel."""
+
+    owner: "_SentinelFactory"
+
+    def connectionMade(self) -> Any:
+        ready = super().connectionMade()
+        ready.addCallback(lambda _: self.subscribe(_SWITCH_MASTER_CHANNEL))
+        ready.addErrback(lambda failure: log.failure("Listening to a sentinel failed", failure))
+        return ready
+
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+        self.owner.switched(message)
+
+
+class _SentinelFactory(txredisapi.SentinelConnectionFactory):
+    """Connections to a Sentinel-managed master.
+
+    An old master that is still up keeps accepting writes until Sentinel
+    demotes it, which can be many seconds after the switch; writes made there
+    meanwhile would be lost. So on ``+switch-master`` the connections are
+    dropped at once. ``disconnect`` also closes the sentinel connections.
+    """
+
+    maxDelay = _MAX_RECONNECT_DELAY
+
+    def watch_switches(self, sentinels: Any, connect_timeout: float) -> None:
+        listener = type("SwitchListener", (_SwitchListener,), {"owner": self})
+        self._switch_watchers = []
+        for host, port in sentinels:
+            watcher = txredisapi.SubscriberFactory(isLazy=True)
+            watcher.protocol = listener
+            watcher.convertNumbers = False
+            watcher.maxDelay = _MAX_RECONNECT_DELAY
+            watcher.startConnecting(txredisapi._makeEndpoint(host, port, connect_timeout))
+            self._switch_watchers.append(watcher)
+
+    def switched(self, message: Any) -> None:
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        words = str(message).split()
+        if len(words) != 5 or words[0] != self.service_name or self.disconnectCalled:
+            return
+        log.warn("Sentinel switched {name} to {host}:{port}; reconnecting",
+                 name=self.service_name, host=words[3], port=words[4])
+        for conn in list(self.pool):
+            conn.transport.loseConnection()
+
+    def disconnect(self) -> defer.Deferred:
+        closing = [super().disconnect(), self.sentinel_manager.disconnect()]
+        closing += [watcher.disconnect() for watcher in getattr(self, "_switch_watchers", [])]
+        return defer.gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
+
+
+def _master_only(protocol_class: type) -> type:
+    """``protocol_class`` that first checks it reached a master, else hangs up.
+
+    A pub/sub connection must follow the master like the pool does: a stale
+    sentinel answer (the failover is just happening) must not leave RestMQ
+    listening on a replica. ``INFO replication`` rather than ROLE, because a
+    SubscriberProtocol keeps only the last three items of a list reply.
+    """
+
+    class MasterOnly(protocol_class):  # type: ignore[valid-type, misc]
+        def connectionMade(self) -> Any:
+            if self.password is not None:
+                self.auth(self.password)
+            return self.execute_command("INFO", "replication").addCallback(self._check_role)
+
+        def _check_role(self, info: Any) -> Any:
+            if isinstance(info, bytes):
+                info = info.decode("utf-8", "replace")
+            if "role:master" not in str(info).split():
+                log.warn("The pub/sub connection reached a Redis that is not the master; "
+                         "asking the sentinels again")
+                self.transport.loseConnection()
+                return None
+            return super().connectionMade()
+
+    MasterOnly.__name__ = "MasterOnly" + protocol_class.__name__
+    return MasterOnly
 
 
 def connect_subscriber(target: RedisTarget, protocol_class: type, connect_timeout: float) -> Any:
     """A reconnecting pub/sub connection built from ``protocol_class``.
 
     Returns the txredisapi factory; its ``protocol`` instances are created
-    anew on every reconnection (``connectionMade`` resubscribes).
+    anew on every reconnection (``connectionMade`` resubscribes). With a
+    Sentinel target every connection goes to the current master.
     """
+    if target.kind == "sentinel":
+        # no reply timeout: a subscription waits for messages as long as it lives
+        return _sentinel_factory(target, connect_timeout, 1, None, _master_only(protocol_class))
     factory = txredisapi.SubscriberFactory(isLazy=True)
     factory.protocol = protocol_class
     factory.dbid = target.db
@@ -128,15 +273,6 @@ def connect_subscriber(target: RedisTarget, protocol_class: type, connect_timeou
         from twisted.internet import reactor
         from twisted.internet.endpoints import UNIXClientEndpoint
         endpoint = UNIXClientEndpoint(reactor, target.path, timeout=connect_timeout)
-    elif target.kind == "sentinel":
-        sentinel = txredisapi.Sentinel(list(target.sentinels))
-        factory = txredisapi.SentinelConnectionFactory(
-            sentinel_manager=sentinel, service_name=target.master_name, is_master=True,
-            uuid=None, dbid=target.db, poolsize=1, isLazy=True, password=target.password,
-            convertNumbers=False)
-        factory.protocol = protocol_class
-        factory.maxDelay = _MAX_RECONNECT_DELAY
-        endpoint = txredisapi._SentinelEndpoint(factory)
     else:
         endpoint = txredisapi._makeEndpoint(target.host, target.port, connect_timeout)
     factory.startConnecting(endpoint)

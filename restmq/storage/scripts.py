@@ -15,7 +15,7 @@ import txredisapi
 __all__ = ["Script", "load_scripts", "SCRIPT_NAMES"]
 
 SCRIPT_NAMES = ("add", "take", "dispatch", "peek", "delete", "purge", "status",
-                "stats", "jobs", "history", "requeue", "ack", "nack", "extend", "redrive")
+                "stats", "jobs", "history", "requeue", "ack", "nack", "extend", "redrive", "settings")
 
 
 class Script:

@@ -35,6 +35,7 @@ class DispatchResult:
     policy: Policy
     messages: List[Message]
     length: int = 0
+    next_due_ms: int = -1
 
 
 def _text(value: Any) -> str:
@@ -52,6 +53,14 @@ def _messages(flat: Sequence[Any], start: int) -> List[Message]:
         out.append(Message(key, _text(flat[i + 1]), int(flat[i + 2] or 0),
                            "%s:%s" % (key, token) if token else None))
     return out
+
+
+def _json(value: Any) -> Any:
+    import orjson
+    try:
+        return orjson.loads(_text(value)) if value else None
+    except orjson.JSONDecodeError:
+        return _text(value)
 
 
 def check_queue(queue: str) -> str:
@@ -144,14 +153,11 @@ class QueueStore:
         :raises QueueFull: the queue is at its max length and refuses.
         """
         check_queue(queue)
-        reply = await self._run("add", [
-            keys.uuid(queue), keys.queue_list(queue), keys.QUEUESET, keys.status(queue),
-            keys.listeners(queue), keys.settings(queue), keys.delayed(queue),
-            keys.idempotency(queue), keys.idempotency_expiry(queue), keys.enqueued(queue),
-        ], [queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
+        reply = await self._run("add", [keys.queue_list(queue)], [queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
             *bodies])
-        if self.wait_replicas and not reply[0]:
+        if self.wait_replicas:
+            # a replayed key was stored by an earlier request that may have got a 503
             await self._wait_replicas()
         return AddResult([_text(k) for k in reply[1:]], bool(reply[0]))
 
@@ -177,13 +183,78 @@ class QueueStore:
         return _messages(reply, 1)
 
     async def reserve(self, queue: str, count: int, lease_ms: int,
-                      hold_if_stopped: bool = False, listen_ms: int = 0) -> List[Message]:
-        """Lease up to ``count`` messages for ``lease_ms``; each carries a receipt."""
+                      hold_if_stopped: bool = False, listen_ms: int = 0,
+                      default_lease: bool = False) -> List[Message]:
+        """Lease up to ``count`` messages: each is hidden for ``lease_ms`` (the queue's
+        ``lease_seconds`` setting when ``default_lease``), counted, and carries a
+        receipt for ack / nack / extend. An expired lease puts the message back at
+        the head of the queue (or in the dead letters after ``max_receives``)."""
         check_queue(queue)
         reply = await self._run("take", [keys.queue_list(queue)], [
             queue, count, lease_ms, os.urandom(8).hex() + "-",
-            "1" if hold_if_stopped else "0", self.default_max_receives, listen_ms])
+            "1" if hold_if_stopped else "0", self.default_max_receives, listen_ms,
+            "1" if default_lease else "0"])
         return _messages(reply, 1)
+
+    async def _settle(self, script: str, queue: str, receipts: Sequence[str],
+                      args: Sequence[Any], script_keys: Sequence[str]) -> Tuple[int, List[str]]:
+        check_queue(queue)
+        pairs: List[str] = []
+        for receipt in receipts:
+            pairs += split_receipt(queue, receipt)
+        reply = await self._run(script, script_keys, [queue, *args, *pairs])
+        return int(reply[0]), [_text(key) for key in reply[1:]]
+
+    async def ack(self, queue: str, receipts: Sequence[str]) -> Tuple[int, List[str]]:
+        """Remove leased messages for good.
+
+        :returns: (acked, refused keys): a receipt whose lease expired and went to
+            another consumer is refused and that consumer's lease is untouched.
+        :raises MessageNotFound: for a string that is not a receipt of ``queue``.
+        """
+        return await self._settle("ack", queue, receipts, [], [keys.inflight(queue)])
+
+    async def nack(self, queue: str, receipts: Sequence[str], delay_ms: int = 0) -> Tuple[int, List[str]]:
+        """Give leased messages back, at once (head of the queue) or after ``delay_ms``."""
+        return await self._settle("nack", queue, receipts, [delay_ms, self.default_max_receives],
+                                  [keys.inflight(queue)])
+
+    async def extend(self, queue: str, receipts: Sequence[str], lease_ms: int) -> Tuple[int, List[str]]:
+        """Move lease deadlines to ``lease_ms`` from now."""
+        return await self._settle("extend", queue, receipts, [lease_ms],
+                                  [keys.inflight(queue), keys.leases(queue)])
+
+    async def redrive(self, queue: str, count: int = 0) -> int:
+        """Move up to ``count`` (0 = all) dead letters of ``queue`` back to its end."""
+        check_queue(queue)
+        dead = keys.dead_letter_queue(queue)
+        return int(await self._run("redrive", [keys.queue_list(dead), keys.queue_list(queue)],
+                                   [queue, count, keys.NOTIFY_CHANNEL]))
+
+    async def dead_letters(self, queue: str, count: int = 10) -> List[Dict[str, Any]]:
+        """The oldest dead letters of ``queue`` with why they died."""
+        check_queue(queue)
+        dead = keys.dead_letter_queue(queue)
+        _, messages = await self.jobs(dead, count)
+        infos = await self._command("HMGET", keys.dead_info(dead), *[m.key for m in messages]) \
+            if messages else []
+        return [{"key": m.key, "value": m.value, "dead": _json(info)} for m, info in zip(messages, infos)]
+
+    async def get_settings(self, queue: str) -> Dict[str, str]:
+        """The queue's own settings (only those that were set)."""
+        check_queue(queue)
+        flat = await self._command("HGETALL", keys.settings(queue))
+        if isinstance(flat, dict):
+            return {_text(k): _text(v) for k, v in flat.items()}
+        return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def set_settings(self, queue: str, values: Dict[str, Optional[str]]) -> Dict[str, str]:
+        """Set (or, with None, remove) settings atomically; resolves to the settings
+        after the change."""
+        check_queue(queue)
+        await self._run("settings", [keys.settings(queue)],
+                        [item for name, value in values.items() for item in (name, "" if value is None else value)])
+        return await self.get_settings(queue)
 
     async def requeue(self, queue: str, messages: Sequence[Message]) -> int:
         """Put popped messages back at the head of the queue, in their order."""
@@ -202,8 +273,8 @@ class QueueStore:
         reply = await self._run("dispatch", [keys.queue_list(queue)], [
             queue, broadcast_max, roundrobin_max, listener_ttl_ms, history_size,
             keys.broadcast_channel(queue), self.default_max_receives])
-        return DispatchResult(bool(reply[0]), Policy(int(reply[1])), _messages(reply, 3),
-                              int(reply[2]))
+        return DispatchResult(bool(reply[0]), Policy(int(reply[1])), _messages(reply, 4),
+                              int(reply[2]), int(reply[3]))
 
     async def peek(self, queue: str) -> Optional[Message]:
         """The oldest message, left in place; its delivery count goes up by one."""
@@ -269,7 +340,7 @@ class QueueStore:
         """Counts for one queue, or for every queue when ``queue`` is None."""
         if queue is not None:
             check_queue(queue)
-        reply = await self._run("stats", [keys.QUEUESET], [queue or ""])
+        reply = await self._run("stats", [keys.QUEUESET], [queue or "", self.default_max_receives])
         infos = []
         for i in range(0, len(reply), 8):
             age = int(reply[i + 7])

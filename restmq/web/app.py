@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, List, Pattern, Tuple
+from typing import Any, Callable, List, Pattern, Sequence, Tuple
 
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import control, ops, protocol, queues
+from restmq.web import collectd, control, leases, ops, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
@@ -33,12 +33,12 @@ def route_label(pattern: str) -> str:
     return label[:-2] if label.endswith("/?") and len(label) > 2 else label
 
 
-def _request_logger(access_log: bool, metrics: Any,
-                    table: List[Tuple[str, type, dict]]) -> Callable[[Any], None]:
+def _request_logger(access_log: bool, metrics: Any, table: Sequence[tuple]) -> Callable[[Any], None]:
     """Cyclone's log_function: the access log line and the HTTP metrics of each request."""
     log = Logger(namespace="restmq.access")
+    # (pattern, handler[, kwargs]) as Cyclone takes them
     patterns: List[Tuple[Pattern[str], str]] = [
-        (re.compile(pattern + "$"), route_label(pattern)) for pattern, _, _ in table]
+        (re.compile(route[0] + "$"), route_label(route[0])) for route in table]
 
     def route_of(path: str) -> str:
         # the first pattern that matches is the one Cyclone routed the request by
@@ -72,6 +72,10 @@ def routes(context: Context) -> list:
         (r"/", queues.IndexHandler, deps),
         (r"/q/?", queues.QueueListHandler, deps),
         (r"/q/%s/?" % _Q, queues.QueueHandler, deps),
+        (r"/q/%s/(ack|nack|extend)/?" % _Q, leases.SettleHandler, deps),
+        (r"/q/%s/redrive/?" % _Q, leases.RedriveHandler, deps),
+        (r"/q/%s/dead/?" % _Q, leases.DeadLettersHandler, deps),
+        (r"/settings/%s/?" % _Q, leases.SettingsHandler, deps),
         (r"/queue/?", protocol.ProtocolHandler, deps),
         (r"/c/%s/?" % _Q, streams.CometHandler, deps),
         (r"/sse/%s/?" % _Q, streams.CometHandler, deps),
@@ -81,18 +85,24 @@ def routes(context: Context) -> list:
         (r"/stats/?", control.StatsHandler, deps),
         (r"/stats/%s/?" % _Q, control.StatsHandler, deps),
         (r"/j/%s/?" % _Q, control.JobsHandler, deps),
+        (r"/collectd/data/?", collectd.DataHandler, deps),
+        (r"/collectd/event/?", collectd.EventHandler, deps),
         *ops.routes(context),
         (r".*", NotFoundHandler, deps),
     ]
 
 
-def make_app(context: Context) -> RestMQApplication:
-    """The Cyclone application serving every route, bound to ``context``."""
+def make_app(context: Context, extra_routes: Sequence[tuple] = ()) -> RestMQApplication:
+    """The Cyclone application serving every route, bound to ``context``.
+
+    :param extra_routes: more (pattern, handler, kwargs), matched before RestMQ's
+        own (for embedding RestMQ beside other handlers).
+    """
     server = context.config.server
     limits = HttpLimits(
         max_request_bytes=server.max_request_bytes, max_header_bytes=server.max_header_bytes,
         request_timeout=server.request_timeout, idle_timeout=server.idle_timeout)
-    table = routes(context)
+    table = list(extra_routes) + routes(context)
     return RestMQApplication(
         table, transforms=[ChunkedTransferEncoding],
         http_limits=limits, clock=context.clock, xheaders=server.xheaders,

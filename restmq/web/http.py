@@ -82,6 +82,46 @@ def error_body(status: int, code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
+class _Deadlines:
+    """One timer for every connection of an application: each connection sets a
+    deadline (or None) and the sweep closes those that passed it. Cheaper than
+    scheduling and cancelling a timer per request."""
+
+    def __init__(self, clock: Any, interval: float) -> None:
+        self.clock = clock
+        self.interval = interval
+        self.connections: set = set()
+        self._loop: Any = None
+
+    def add(self, connection: "HTTPConnection") -> None:
+        self.connections.add(connection)
+        if self._loop is None:
+            from twisted.internet import task
+            self._loop = task.LoopingCall(self._sweep)
+            self._loop.clock = self.clock
+            self._loop.start(self.interval, now=False)
+
+    def discard(self, connection: "HTTPConnection") -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._loop is not None:
+            if self._loop.running:
+                self._loop.stop()
+            self._loop = None
+
+    def _sweep(self) -> None:
+        now = self.clock.seconds()
+        for connection in [c for c in self.connections if c.deadline is not None and c.deadline <= now]:
+            connection._timed_out()
+
+
+def _deadlines(application: Any, clock: Any, limits: "HttpLimits") -> _Deadlines:
+    deadlines = application.settings.get("_deadlines")
+    if deadlines is None:
+        interval = max(0.01, min(1.0, limits.request_timeout / 4, limits.idle_timeout / 4))
+        deadlines = application.settings["_deadlines"] = _Deadlines(clock, interval)
+    return deadlines
+
+
 class _Rejected(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -117,7 +157,10 @@ class HTTPConnection(protocol.Protocol):
         self._processing = False
         self._closed = False
         self._upgraded: Any = None
-        self._timer = self.clock.callLater(self.limits.idle_timeout, self._timed_out)
+        self._deadlines = _deadlines(self.factory, self.clock, self.limits)
+        self.deadline: Optional[float] = None
+        self._deadlines.add(self)
+        self._reset_timer(self.limits.idle_timeout)
         peer = self.transport.getPeer()
         self._remote_ip = "unix:" if isinstance(peer, address.UNIXAddress) else peer.host
 
@@ -318,7 +361,7 @@ class HTTPConnection(protocol.Protocol):
         self.transport.loseConnection()
 
     def _timed_out(self) -> None:
-        self._timer = None
+        self.deadline = None
         if self._state == self._IDLE:
             self._closed = True
             self.transport.loseConnection()
@@ -327,19 +370,15 @@ class HTTPConnection(protocol.Protocol):
                          % self.limits.request_timeout)
 
     def _reset_timer(self, seconds: float) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(seconds)
-        else:
-            self._timer = self.clock.callLater(seconds, self._timed_out)
+        self.deadline = self.clock.seconds() + seconds
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self.deadline = None
 
     def connectionLost(self, reason: Any) -> None:
         self._closed = True
         self._cancel_timer()
+        self._deadlines.discard(self)
         self._request = None
         if self._upgraded is not None:
             self._upgraded.connectionLost(reason)

@@ -95,6 +95,7 @@ class _Consuming(_Producing):
         count = self.number("count", None, low=1, high=delivery.max_batch, integer=True)
         wait = self.number("wait", None, low=0, high=self.config.dispatch.max_wait)
         lease_ms = None
+        self._default_lease = self.argument("reserve") == ""
         if self.argument("reserve") is not None:
             lease = self.number("reserve", delivery.lease_seconds, low=0.001, high=12 * 3600)
             lease_ms = int(lease * 1000)
@@ -115,7 +116,8 @@ class _Consuming(_Producing):
     async def _pop(self, queue: str, count: int, lease_ms: Optional[int], listen_ms: int) -> List[Message]:
         hold = self.config.delivery.stop_holds_pops
         if lease_ms is not None:
-            return await self.store.reserve(queue, count, lease_ms, hold, listen_ms)
+            return await self.store.reserve(queue, count, lease_ms, hold, listen_ms,
+                                            default_lease=self._default_lease)
         return await self.store.take(queue, count, hold, listen_ms)
 
     async def _long_poll(self, queue: str, count: int, lease_ms: Optional[int],
@@ -157,6 +159,8 @@ class _Consuming(_Producing):
         if gone:
             if messages and lease_ms is None:
                 await self.store.requeue(queue, messages)
+            elif messages:
+                await self.store.nack(queue, [m.receipt for m in messages if m.receipt])
             return None
         return messages
 

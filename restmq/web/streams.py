@@ -8,10 +8,11 @@ the client stops reading: it then takes no round-robin messages, and past
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import urlsplit
 
 import orjson
+from twisted.internet import defer
 from twisted.logger import Logger
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Message as WsMessage, Ping, TextMessage
@@ -20,7 +21,7 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
 from restmq.errors import BadRequest, Forbidden
-from restmq.model import Message
+from restmq.model import Batch, Message
 from restmq.storage.store import check_queue
 from restmq.web.base import BaseHandler, async_handler
 
@@ -64,6 +65,28 @@ class StreamConsumer:
         self._behind = 0
         # while replaying history (SSE resume) live messages wait here
         self.backlog: Optional[List[Message]] = None
+        # at-least-once (?ack=1): leased messages held until settled or expired
+        self.acked = False
+        self.prefetch = 0
+        self._held: Dict[str, Tuple[str, float]] = {}
+
+    # dispatch.AckedConsumer
+
+    def credit(self, now: float) -> int:
+        expired = [key for key, (_, deadline) in self._held.items() if deadline <= now]
+        for key in expired:
+            del self._held[key]
+        return max(0, self.prefetch - len(self._held))
+
+    def hold(self, message: Message, deadline: float) -> None:
+        if message.receipt:
+            self._held[message.key] = (message.receipt, deadline)
+
+    def release(self, keys: Sequence[str]) -> bool:
+        return any([self._held.pop(key, None) is not None for key in keys])
+
+    def outstanding(self) -> List[str]:
+        return [receipt for receipt, _ in self._held.values()]
 
     # dispatch.Consumer
 
@@ -74,6 +97,17 @@ class StreamConsumer:
             self.backlog.append(message)
             return
         self.write_message(message)
+
+    def send_batch(self, batch: Batch) -> None:
+        if self.closed:
+            return
+        if self.backlog is not None:
+            self.backlog.extend(batch.messages)
+            return
+        data = batch.encoded(self._cache_name, self._encode)
+        if self.paused:
+            self._behind += len(data)
+        self._write(data)
 
     def write_message(self, message: Message) -> None:
         data = message.encoded(self._cache_name, self._encode)
@@ -111,6 +145,14 @@ class StreamConsumer:
 
     def stopProducing(self) -> None:
         self.closed = True
+
+
+def _ack_options(handler: BaseHandler, consumer: StreamConsumer) -> None:
+    """``?ack=1`` makes a stream at-least-once: leased messages, ``prefetch`` unacked."""
+    if handler.argument("ack") in ("1", "true", "yes"):
+        delivery = handler.context.config.delivery
+        consumer.acked = True
+        consumer.prefetch = int(handler.number("prefetch", delivery.prefetch, low=1, high=1000, integer=True))
 
 
 class CometHandler(BaseHandler):
@@ -155,6 +197,7 @@ class CometHandler(BaseHandler):
             lambda reason: self._end(reason))
         self._consumer = consumer
         self._queue = queue
+        _ack_options(self, consumer)
         last_id = None
         if sse:
             last_id = self.request.headers.get("Last-Event-ID") or self.argument("lastEventId")
@@ -206,6 +249,8 @@ class CometHandler(BaseHandler):
             transport.abortConnection()
             return
         transport.unregisterProducer()
+        # the stream is over: end the response and the connection with it
+        self.request.connection.no_keep_alive = True
         if not self._finished:
             self.finish()
 
@@ -265,6 +310,7 @@ class _WebSocketSession:
             "websocket", self.transport.write, self._frame, "ws-frame",
             self.context.config.dispatch.buffer_limit, lambda: dispatcher.resumed(queue),
             self._closed_by_broker)
+        _ack_options(handler, self.consumer)
         self.transport.registerProducer(self.consumer, True)
         dispatcher.subscribe(queue, self.consumer)
         dispatcher.add_heartbeat(self.consumer, self._ping)
@@ -291,7 +337,57 @@ class _WebSocketSession:
             self.transport.abortConnection()
 
     def messageReceived(self, event: WsMessage) -> None:
-        """Client frames carry commands once acked streaming exists; ignored here."""
+        """Client text frames are commands: ``{"ack": receipt(s)}``,
+        ``{"nack": receipt(s), "delay": S}``, ``{"extend": receipt(s), "seconds": S}``.
+        Each is answered with a frame like ``{"acked": 1}`` or ``{"error": {...}}``."""
+        if not isinstance(event, TextMessage):
+            return
+        defer.ensureDeferred(self._command(event.data))
+
+    async def _command(self, text: str) -> None:
+        from restmq.errors import RestMQError
+        from restmq.web.errors import status_for
+        try:
+            reply = await self._settle(text)
+        except RestMQError as exc:
+            reply = {"error": {"code": status_for(exc)[1], "message": exc.message}}
+        if not self.consumer.closed:
+            self.consumer.write_raw(self.ws.send(TextMessage(data=orjson.dumps(reply).decode())))
+
+    async def _settle(self, text: str) -> Dict[str, Any]:
+        from restmq.errors import BadRequest, LeaseLost
+        try:
+            command = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise BadRequest("commands are JSON objects") from None
+        if not isinstance(command, dict):
+            raise BadRequest("commands are JSON objects")
+        action = next((name for name in ("ack", "nack", "extend") if name in command), None)
+        if action is None:
+            raise BadRequest("unknown command: use ack, nack or extend")
+        receipts = command[action]
+        receipts = [receipts] if isinstance(receipts, str) else receipts
+        if not isinstance(receipts, list) or not receipts or not all(isinstance(r, str) for r in receipts):
+            raise BadRequest("%s takes a receipt or a list of receipts" % action)
+        store = self.context.store
+        delivery = self.context.config.delivery
+        if action == "ack":
+            done, refused = await store.ack(self.queue, receipts)
+        elif action == "nack":
+            delay = command.get("delay", 0)
+            if not isinstance(delay, (int, float)) or not 0 <= delay <= delivery.max_delay:
+                raise BadRequest("delay must be 0 to %d seconds" % delivery.max_delay)
+            done, refused = await store.nack(self.queue, receipts, int(delay * 1000))
+        else:
+            seconds = command.get("seconds", delivery.lease_seconds)
+            if not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600:
+                raise BadRequest("seconds must be between 0 and 43200")
+            done, refused = await store.extend(self.queue, receipts, int(seconds * 1000))
+        if action != "extend":
+            self.context.dispatcher.settled(self.queue, receipts)
+        if refused:
+            raise LeaseLost("the lease of %s is not yours any more" % ", ".join(refused[:10]))
+        return {action + "ed": done}
 
     def _closed_by_broker(self, reason: str) -> None:
         if reason == "too slow":

@@ -1,12 +1,15 @@
 -- add.lua: store messages and queue their keys; wake streaming consumers on every process.
--- KEYS[1] = <q>:UUID  KEYS[2] = <q>:queue  KEYS[3] = QUEUESET  KEYS[4] = queuestat::<q>
--- KEYS[5] = <q>:listeners  KEYS[6] = <q>:settings  KEYS[7] = <q>:delayed
--- KEYS[8] = <q>:idempotency  KEYS[9] = <q>:idempotencyexp  KEYS[10] = <q>:enqueued
+-- KEYS[1] = <q>:queue (the script also touches <q>:UUID, QUEUESET, queuestat::<q>,
+-- <q>:listeners, <q>:settings, <q>:delayed, <q>:idempotency, <q>:idempotencyexp and
+-- <q>:enqueued: fewer arguments make the hottest call cheaper to send)
 -- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = ttl seconds or ""
 -- ARGV[4] = delay ms or ""  ARGV[5] = idempotency key or ""  ARGV[6] = idempotency window ms
 -- ARGV[7..] = message bodies (a batch is atomic: all or none)
 -- Returns {replayed (0|1), key1, key2, ...}; error "QUEUEFULL ..." when the queue refuses.
 local queue = ARGV[1]
+local KEYS = {queue .. ':UUID', KEYS[1], 'QUEUESET', 'queuestat::' .. queue, queue .. ':listeners',
+  queue .. ':settings', queue .. ':delayed', queue .. ':idempotency', queue .. ':idempotencyexp',
+  queue .. ':enqueued'}
 local now = now_ms()
 local idem = ARGV[5]
 

@@ -6,20 +6,27 @@
 -- Marks <q> as streamed (so publishers notify), and unless the queue is stopped pops
 -- messages. Broadcast batches go to the history and to the broadcast channel, from
 -- which every process (this one included) delivers them: one ordered stream.
--- Returns {state (0 stopped|1 started), policy (1|2), length left, key, body, deliveries,
--- token, ...}.
+-- Returns {state (0 stopped|1 started), policy (1|2), length left, ms until the next
+-- delayed message is due (-1 none), key, body, deliveries, token, ...}.
 local queue = ARGV[1]
-redis.call('SET', queue .. ':listeners', '1', 'PX', ARGV[4])
+listen(queue, ARGV[4])
 local policy = redis.call('GET', queue .. ':queuepolicy') == '2' and 2 or 1
-if is_stopped(queue) then
-  return {0, policy, redis.call('LLEN', queue .. ':queue')}
-end
 local now = now_ms()
+local function next_due()
+  local first = redis.call('ZRANGE', queue .. ':delayed', 0, 0, 'WITHSCORES')
+  if first[2] then
+    return math.max(0, tonumber(first[2]) - now)
+  end
+  return -1
+end
+if is_stopped(queue) then
+  return {0, policy, redis.call('LLEN', queue .. ':queue'), next_due()}
+end
 promote(queue, now, tonumber(ARGV[7]))
 local n = tonumber(policy == 1 and ARGV[2] or ARGV[3])
 local out = pop(queue, n, 0, '', now)
 if policy == 1 and #out > 0 then
-  local size = tonumber(ARGV[5])
+  local size = tonumber(redis.call('HGET', queue .. ':settings', 'history_size')) or tonumber(ARGV[5])
   local batch = {}
   for i = 1, #out, 4 do
     batch[#batch + 1] = out[i]
@@ -38,6 +45,7 @@ if policy == 1 and #out > 0 then
   end
   redis.call('PUBLISH', ARGV[6], cjson.encode(batch))
 end
+table.insert(out, 1, next_due())
 table.insert(out, 1, redis.call('LLEN', queue .. ':queue'))
 table.insert(out, 1, policy)
 table.insert(out, 1, 1)

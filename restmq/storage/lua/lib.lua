@@ -121,3 +121,12 @@ end
 local function is_stopped(queue)
   return redis.call('GET', 'queuestat::' .. queue) == '0'
 end
+
+-- Mark <q> as streamed for ttl ms; never shortens what another process asked for
+-- (processes may run with different sweep intervals).
+local function listen(queue, ttl)
+  local key = queue .. ':listeners'
+  if redis.call('PTTL', key) < tonumber(ttl) then
+    redis.call('SET', key, '1', 'PX', ttl)
+  end
+end

@@ -1,6 +1,7 @@
 -- stats.lua: counts for one queue, or for every queue in QUEUESET.
 -- KEYS[1] = QUEUESET
--- ARGV[1] = queue name, or "" for all queues
+-- ARGV[1] = queue name, or "" for all queues  ARGV[2] = default max_receives
+-- Due delayed messages and expired leases are moved first, so the counts are current.
 -- Returns a flat list, 8 fields per queue: name, length, status, policy, inflight,
 -- delayed, dead, age of the oldest waiting message in ms (-1 unknown).
 local names
@@ -12,6 +13,7 @@ end
 local now = now_ms()
 local out = {}
 for _, q in ipairs(names) do
+  promote(q, now, tonumber(ARGV[2]))
   local oldest = redis.call('LINDEX', q .. ':queue', -1)
   local age = -1
   if oldest then

@@ -3,17 +3,25 @@
 -- ARGV[1] = queue name  ARGV[2] = N  ARGV[3] = lease ms (0: plain pop, the message is deleted)
 -- ARGV[4] = lease token prefix  ARGV[5] = "1" if a stopped queue holds pops
 -- ARGV[6] = default max_receives  ARGV[7] = listeners ttl ms (a long-poll waits: publishers
--- must notify) or 0
+-- must notify) or 0  ARGV[8] = "1" when the lease is the default one (the queue's own
+-- lease_seconds setting wins then)
 -- Returns {stopped (0|1), key, body, deliveries, token, ...}.
 local queue = ARGV[1]
 if ARGV[7] ~= '0' then
-  redis.call('SET', queue .. ':listeners', '1', 'PX', ARGV[7])
+  listen(queue, ARGV[7])
 end
 if ARGV[5] == '1' and is_stopped(queue) then
   return {1}
 end
 local now = now_ms()
 promote(queue, now, tonumber(ARGV[6]))
-local out = pop(queue, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], now)
+local lease = tonumber(ARGV[3])
+if lease > 0 and ARGV[8] == '1' then
+  local own = tonumber(redis.call('HGET', queue .. ':settings', 'lease_seconds'))
+  if own then
+    lease = math.floor(own * 1000)
+  end
+end
+local out = pop(queue, tonumber(ARGV[2]), lease, ARGV[4], now)
 table.insert(out, 1, 0)
 return out

@@ -1,0 +1,1 @@
+"""Benchmarks of RestMQ beside bare baselines (``make bench``); apart from the tests."""

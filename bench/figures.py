@@ -1,0 +1,647 @@
+"""The measurements: each figure beside its baseline, measured in the same run.
+
+A phase starts its own servers (a fresh broker, the bare Cyclone app, nginx)
+against the run's redis-server and stops them when it ends, so one phase's
+backlog never weighs on the next. A phase that cannot run turns its rows into
+``n/a: <reason>``; the others go on.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import statistics
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import attr
+import orjson
+
+from bench.loads import SMALL_MESSAGE, Wrk, form_stamp, hotqueue_puts, paced_publish, text_stamp
+from bench.procs import ROOT, BenchError, CpuMeter, Proc, Procs, children_of, free_port, rss_kb
+
+__all__ = ["Plan", "Row", "Bench", "PHASES"]
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+
+@attr.s(auto_attribs=True)
+class Plan:
+    """How long and how often; ``quick()`` is the smoke-run version."""
+
+    runs: int = 3                 # wrk runs per target (the median is reported)
+    wrk_seconds: float = 5.0
+    warm_seconds: float = 1.0
+    connections: int = 50         # wrk connections
+    latency_seconds: float = 10.0
+    rate: float = 200.0           # messages/s of the latency figures
+    laps: int = 3                 # throughput windows of the streaming floods (median)
+    lap_seconds: float = 3.0
+    subscribers: int = 100
+    rr_subscribers: int = 10
+    idle_connections: int = 10000
+    batch: int = 100              # messages per batch publish
+    # SSE client processes sharing the subscribers: one leaves the other core
+    # to the server on a 2-core machine
+    client_processes: int = 1
+    mode: str = "full"
+
+    @classmethod
+    def quick(cls) -> "Plan":
+        return cls(runs=1, wrk_seconds=1.0, warm_seconds=0.5, latency_seconds=2.0, laps=1,
+                   lap_seconds=1.5, idle_connections=1000, mode="quick")
+
+    def describe(self) -> str:
+        return ("%s: wrk %d x %.0f s per target (median), %d connections; streaming floods "
+                "%d x %.1f s windows (median); latency %.0f s at %.0f msg/s; %d idle connections"
+                % (self.mode, self.runs, self.wrk_seconds, self.connections, self.laps,
+                   self.lap_seconds, self.latency_seconds, self.rate, self.idle_connections))
+
+
+@attr.s(auto_attribs=True)
+class Row:
+    """One line of the table."""
+
+    key: str
+    figure: str
+    unit: str
+    restmq: Optional[float] = None
+    baseline: Optional[float] = None
+    note: str = ""
+    na: Optional[str] = None
+
+    @property
+    def ratio(self) -> Optional[float]:
+        if self.restmq is None or not self.baseline:
+            return None
+        return self.restmq / self.baseline
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def _post(port: int, path: str, body: bytes, content_type: str = FORM) -> bytes:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", path, body, {"Content-Type": content_type})
+        response = connection.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            raise BenchError("POST %s answered %d: %s" % (path, response.status, data[:200]))
+        return data
+    finally:
+        connection.close()
+
+
+def _cpu_text(cpu: Dict[str, float]) -> str:
+    return ", ".join("%s %.0f%%" % (name, value) for name, value in cpu.items())
+
+
+def _cpu_note(restmq: Dict[str, float], baseline: Optional[Dict[str, float]]) -> str:
+    """'CPU % server/redis/clients 55/5/22 vs 45/0/21': was a load generator the limit?"""
+    def triple(cpu: Dict[str, float]) -> str:
+        return "/".join("%.0f" % cpu[name] for name in ("server", "redis", "clients"))
+    text = "CPU %% server/redis/clients %s" % triple(restmq)
+    return text + (" vs %s" % triple(baseline) if baseline else "")
+
+
+def _wrk_note(results: Sequence[Dict[str, float]]) -> str:
+    bad = sum(r["non2xx"] for r in results)
+    errors = sum(r["errors"] for r in results)
+    parts = []
+    if bad:
+        parts.append("%d non-2xx" % bad)
+    if errors:
+        parts.append("%d socket errors" % errors)
+    return ", ".join(parts)
+
+
+class Bench:
+    """Runs the phases; ``rows`` collects the table."""
+
+    def __init__(self, plan: Plan, procs: Procs, log: Callable[[str], None],
+                 profile_dir: Optional[str] = None) -> None:
+        self.plan = plan
+        self.procs = procs
+        self.log = log
+        self.profile_dir = profile_dir
+        self.rows: List[Row] = []
+        self.redis: Any = None
+        self.wrk = Wrk(procs.workdir)
+
+    # plumbing
+
+    def run(self, phases: Sequence[str]) -> List[Row]:
+        self.redis = self.procs.redis()
+        try:
+            for name in phases:
+                method, keys = PHASES[name]
+                started = time.monotonic()
+                self.log("phase %s ..." % name)
+                try:
+                    rows = getattr(self, method)()
+                except BenchError as exc:
+                    rows = self._failed(keys, str(exc))
+                except Exception as exc:  # a harness bug must not lose the other phases
+                    with open(self.procs.path("errors.log"), "a") as f:
+                        traceback.print_exc(file=f)
+                    rows = self._failed(keys, "harness error %s: %s" % (type(exc).__name__, exc))
+                finally:
+                    self._stop_servers()
+                self.rows.extend(rows)
+                self.log("phase %s done in %.0f s" % (name, time.monotonic() - started))
+        finally:
+            self.procs.stop_all()
+        return self.rows
+
+    def _failed(self, keys: Sequence[str], reason: str) -> List[Row]:
+        return [Row(key, FIGURES[key][0], FIGURES[key][1], na=reason) for key in keys]
+
+    def _stop_servers(self) -> None:
+        """Stop what the phase started (newest first: profilers before their broker)."""
+        for proc in reversed(list(self.procs.started)):
+            if proc is not self.redis.proc:
+                self.procs.stop(proc)
+        self.redis.flush()
+
+    def _broker(self, port: Optional[int] = None, extra: Sequence[str] = (), name: str = "restmq",
+                profile: Optional[str] = None) -> tuple:
+        port = port or free_port()
+        proc = self.procs.broker(self.redis, port, extra, name)
+        # the first requests connect the pool and load the scripts
+        _post(port, "/q/warmup", b"value=1")
+        self._get(port, "/q/warmup")
+        if profile and self.profile_dir:
+            self._profile(proc, profile)
+        return proc, port
+
+    def _bare(self) -> tuple:
+        port = free_port()
+        proc = self.procs.bare(self.redis, port)
+        _post(port, "/form", b"value=1")
+        _post(port, "/lpush", b"value=1")
+        return proc, port
+
+    def _nginx(self) -> tuple:
+        port = free_port()
+        return self.procs.nginx(port), port
+
+    @staticmethod
+    def _get(port: int, path: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        finally:
+            connection.close()
+
+    def _profile(self, broker: Proc, phase: str) -> None:
+        from bench.profile import start_recording
+        self.procs.start(start_recording(broker.pid, self.profile_dir, phase, self.procs.workdir))
+
+    def _wrk_series(self, targets: Dict[str, tuple], extra: Optional[Dict[str, Callable[[], float]]] = None,
+                    threads: int = 1, before_run: Optional[Callable[[str], None]] = None,
+                    after_run: Optional[Callable[[str], None]] = None) -> Dict[str, List[Dict[str, float]]]:
+        """Warm every target, then ``runs`` rounds, the targets interleaved in each
+        round so that a disturbance of the machine hits them alike.
+
+        ``targets``: name -> (url, wrk script); ``extra``: name -> a callable
+        measuring one run itself (returns a rate).
+        """
+        plan = self.plan
+        for name, (url, script) in targets.items():
+            if before_run:
+                before_run(name)
+            self.wrk.run(url, script, plan.warm_seconds, plan.connections, threads)
+        results: Dict[str, List[Dict[str, float]]] = {name: [] for name in list(targets) + list(extra or {})}
+        for _ in range(plan.runs):
+            for name, (url, script) in targets.items():
+                if before_run:
+                    before_run(name)
+                results[name].append(self.wrk.run(url, script, plan.wrk_seconds, plan.connections, threads))
+                if after_run:
+                    after_run(name)
+            for name, measure in (extra or {}).items():
+                results[name].append({"rps": measure(), "non2xx": 0.0, "errors": 0.0})
+        return results
+
+    # issue 5: request rates
+
+    def phase_post(self) -> List[Row]:
+        self.wrk.check()
+        _, broker = self._broker(profile="post")
+        _, bare = self._bare()
+        form = self.wrk.script("POST", "value=" + SMALL_MESSAGE, FORM)
+        targets = {
+            "restmq": ("http://127.0.0.1:%d/q/bench" % broker, form),
+            "form": ("http://127.0.0.1:%d/form" % bare, form),
+            "lpush": ("http://127.0.0.1:%d/lpush" % bare, form),
+            "evalsha": ("http://127.0.0.1:%d/evalsha" % bare, form),
+        }
+        hotqueue: Dict[str, Callable[[], float]] = {}
+        hotqueue_error = None
+        try:
+            hotqueue_puts(self.redis.sock, 0.2)
+            hotqueue["hotqueue"] = lambda: hotqueue_puts(self.redis.sock, self.plan.wrk_seconds)
+        except BenchError as exc:
+            hotqueue_error = str(exc)
+        results = self._wrk_series(targets, hotqueue)
+        restmq = _median([r["rps"] for r in results["restmq"]])
+        note = _wrk_note(results["restmq"])
+        rows = []
+        for key, name in (("e1", "form"), ("e2", "lpush"), ("e3", "evalsha"), ("e4", "hotqueue")):
+            row = self._row(key, restmq=restmq, note=note)
+            if name == "hotqueue" and hotqueue_error:
+                row.note = "; ".join(filter(None, [note, "baseline n/a: " + hotqueue_error]))
+            else:
+                row.baseline = _median([r["rps"] for r in results[name]])
+                extra = _wrk_note(results[name])
+                if extra:
+                    row.note = "; ".join(filter(None, [note, "baseline: " + extra]))
+            rows.append(row)
+        return rows
+
+    def phase_pop(self) -> List[Row]:
+        self.wrk.check()
+        _, broker = self._broker(profile="pop")
+        _, bare = self._bare()
+        targets = {
+            "restmq": ("http://127.0.0.1:%d/q/pop" % broker, self.wrk.script("GET")),
+            "rpop": ("http://127.0.0.1:%d/rpop" % bare, self.wrk.script("GET")),
+        }
+        # enough for a run at 10,000 pops/s; refilled before every run and checked after
+        need = int(10000 * max(self.plan.wrk_seconds, self.plan.warm_seconds)) + 1000
+        dry: Dict[str, int] = {"restmq": 0, "rpop": 0}
+        client = self.redis.client
+        batch = orjson.dumps([SMALL_MESSAGE] * 1000)
+
+        def fill(name: str) -> None:
+            if name == "restmq":
+                have = client.llen("pop:queue")
+                for _ in range(max(0, need - have) // 1000 + 1):
+                    _post(broker, "/q/pop", batch, JSON)
+            else:
+                have = client.llen("bare:pop")
+                missing = max(0, need - have) + 1000
+                pipe = client.pipeline(transaction=False)
+                for start in range(0, missing, 1000):
+                    pipe.lpush("bare:pop", *([SMALL_MESSAGE] * min(1000, missing - start)))
+                pipe.execute()
+
+        def check(name: str) -> None:
+            if client.llen("pop:queue" if name == "restmq" else "bare:pop") == 0:
+                dry[name] += 1
+
+        results = self._wrk_series(targets, before_run=fill, after_run=check)
+        notes = ["%s ran dry in %d run(s) (204s counted)" % (name, count)
+                 for name, count in dry.items() if count]
+        row = self._row("f", restmq=_median([r["rps"] for r in results["restmq"]]),
+                        baseline=_median([r["rps"] for r in results["rpop"]]))
+        row.note = "; ".join(filter(None, notes + [_wrk_note(results["restmq"])]))
+        return [row]
+
+    def phase_batch(self) -> List[Row]:
+        self.wrk.check()
+        _, broker = self._broker(profile="batch")
+        _, bare = self._bare()
+        body = orjson.dumps([SMALL_MESSAGE] * self.plan.batch).decode()
+        script = self.wrk.script("POST", body, JSON)
+        targets = {
+            "restmq": ("http://127.0.0.1:%d/q/batch" % broker, script),
+            "bare": ("http://127.0.0.1:%d/batch" % bare, script),
+        }
+        # each run starts from an empty Redis, so memory does not grow run after run
+        results = self._wrk_series(targets, before_run=lambda name: self.redis.flush())
+        batch = self.plan.batch
+        restmq = _median([r["rps"] for r in results["restmq"]]) * batch
+        row = self._row("g", restmq=restmq,
+                        baseline=_median([r["rps"] for r in results["bare"]]) * batch)
+        row.note = "; ".join(filter(None, [
+            "%d messages per request; target >= 50,000: %s" % (batch, "met" if restmq >= 50000 else "missed"),
+            _wrk_note(results["restmq"])]))
+        return [row]
+
+    def phase_workers(self) -> List[Row]:
+        self.wrk.check()
+        if not os.path.exists(os.path.join(ROOT, "restmq", "reuseport.py")):
+            return [self._row("j", na="--reuse-port missing (restmq/reuseport.py)")]
+        port = free_port()
+        self._broker(port, ["--reuse-port"], "restmq-1", profile="workers")
+        script = self.wrk.script("POST", "value=" + SMALL_MESSAGE, FORM)
+        url = "http://127.0.0.1:%d/q/bench" % port
+        # two wrk threads in both cases, so the load generator is the same
+        one = self._wrk_series({"one": (url, script)}, threads=2)["one"]
+        self._broker(port, ["--reuse-port"], "restmq-2")
+        two = self._wrk_series({"two": (url, script)}, threads=2)["two"]
+        row = self._row("j", restmq=_median([r["rps"] for r in two]),
+                        baseline=_median([r["rps"] for r in one]))
+        row.note = "; ".join(filter(None, ["wrk -t2 for both", _wrk_note(one + two)]))
+        return [row]
+
+    # issue 3 and 5: streaming
+
+    def _stream_targets(self) -> Dict[str, Callable[[], Dict[str, Any]]]:
+        """system -> starts its server; returns where to subscribe and publish."""
+        def restmq(profile: str) -> Dict[str, Any]:
+            proc, port = self._broker(profile=profile)
+            return {"proc": proc, "port": port, "sub": "/c/%s", "pub": "/q/%s"}
+
+        def bare(profile: str) -> Dict[str, Any]:
+            proc, port = self._bare()
+            return {"proc": proc, "port": port, "sub": "/sse/%s", "pub": "/pub/%s"}
+
+        def nchan(profile: str) -> Dict[str, Any]:
+            proc, port = self._nginx()
+            return {"proc": proc, "port": port, "sub": "/sub/%s", "pub": "/pub/%s"}
+
+        return {"restmq": restmq, "bare": bare, "nchan": nchan}
+
+    def _stop_system(self) -> None:
+        self._stop_servers()
+
+    def phase_latency(self) -> List[Row]:
+        plan = self.plan
+        found: Dict[str, Any] = {}
+        for system, start in self._stream_targets().items():
+            try:
+                found[system] = self._latency(system, start)
+            except BenchError as exc:
+                if system == "restmq":
+                    raise
+                found[system] = exc
+            finally:
+                self._stop_system()
+        restmq = found["restmq"]
+        rows = []
+        expected = plan.rate * plan.latency_seconds * plan.subscribers
+        for key, baseline, stat in (("a-p50", "bare", "p50"), ("a-p99", "bare", "p99"),
+                                    ("i-p50", "nchan", "p50"), ("i-p99", "nchan", "p99")):
+            row = self._row(key, restmq=restmq[stat] * 1000)
+            row.note = "%d of %d deliveries timed" % (restmq["samples"], expected)
+            if restmq["late"] > 0.05:
+                # every publishing connection was waiting for an answer
+                row.note += "; publisher fell behind by up to %.0f ms" % (restmq["late"] * 1000)
+            if restmq["closed"]:
+                row.note += "; %d subscribers cut off" % restmq["closed"]
+            other = found[baseline]
+            if isinstance(other, Exception):
+                row.note += "; baseline n/a: %s" % other
+                row.note += "; " + _cpu_note(restmq["cpu"], None)
+            else:
+                row.baseline = other[stat] * 1000
+                if other["samples"] < 0.99 * expected:
+                    row.note += "; baseline timed %d" % other["samples"]
+                row.note += "; " + _cpu_note(restmq["cpu"], other["cpu"])
+            rows.append(row)
+        return rows
+
+    def _latency(self, system: str, start: Callable[[str], Dict[str, Any]]) -> Dict[str, Any]:
+        plan = self.plan
+        where = start("latency")
+        port, queue = where["port"], "lat"
+        client = self.procs.clients(port, where["sub"] % queue, plan.subscribers, "latency",
+                                    name="latency-%s" % system, processes=plan.client_processes)
+        ready = client.wait_ready(60)
+        if ready["ready"] < plan.subscribers:
+            raise BenchError("%s: only %d of %d subscribers connected: %s"
+                             % (system, ready["ready"], plan.subscribers, ready["failures"]))
+        body = text_stamp if system == "nchan" else form_stamp
+        pub = where["pub"] % queue
+        paced_publish(port, pub, plan.rate, plan.warm_seconds, body)
+        time.sleep(0.2)
+        client.lap()
+        meter = self._meter(where["proc"], client)
+        sent = paced_publish(port, pub, plan.rate, plan.latency_seconds, body)
+        cpu = meter.percent()
+        time.sleep(0.5)  # the last messages are still on their way
+        result = client.lap()
+        if not result["samples"]:
+            raise BenchError("%s: no message reached the subscribers (%d sent, %d errors)"
+                             % (system, sent["sent"], sent["errors"]))
+        result.update(sent=sent["sent"], cpu=cpu, late=sent["max_late"])
+        self.log("  latency %s: p50 %.2f ms p99 %.2f ms (%d samples, publisher late by up to "
+                 "%.1f ms; CPU %s)" % (system, result["p50"] * 1000, result["p99"] * 1000,
+                                       result["samples"], sent["max_late"] * 1000, _cpu_text(cpu)))
+        return result
+
+    def _meter(self, server: Proc, client: Any) -> CpuMeter:
+        """CPU of the server (with its children: nginx's worker), Redis and the clients."""
+        return CpuMeter({
+            "server": lambda: [server.pid] + children_of(server.pid),
+            "redis": lambda: [self.redis.proc.pid],
+            "clients": lambda: [member.pid for member in client.members],
+        })
+
+    def _flood(self, system: str, start: Callable[[str], Dict[str, Any]], queue: str,
+               subscribers: int, roundrobin: bool = False) -> Dict[str, Any]:
+        plan = self.plan
+        where = start("roundrobin" if roundrobin else "fanout")
+        port = where["port"]
+        if roundrobin:
+            _post(port, "/p/%s" % queue, b"policy=roundrobin")
+        client = self.procs.clients(port, where["sub"] % queue, subscribers, "count",
+                                    name="flood-%s" % system, processes=plan.client_processes)
+        ready = client.wait_ready(60)
+        if ready["ready"] < subscribers:
+            raise BenchError("%s: only %d of %d subscribers connected: %s"
+                             % (system, ready["ready"], subscribers, ready["failures"]))
+        pub = "http://127.0.0.1:%d%s" % (port, where["pub"] % queue)
+        if system == "nchan":
+            # nchan takes one message per request: more connections, same flood
+            script, connections = self.wrk.script("POST", SMALL_MESSAGE, "text/plain"), 4
+        else:
+            script = self.wrk.script("POST", orjson.dumps([SMALL_MESSAGE] * plan.batch).decode(), JSON)
+            connections = 2
+        seconds = plan.warm_seconds + plan.laps * plan.lap_seconds + 1
+        flood = self.wrk.start(pub, script, seconds, connections)
+        try:
+            time.sleep(plan.warm_seconds)
+            client.lap()
+            meter = self._meter(where["proc"], client)
+            laps = []
+            backlog = []  # RestMQ: messages waiting in Redis at each lap (0: the publisher was the limit)
+            for _ in range(plan.laps):
+                time.sleep(plan.lap_seconds)
+                laps.append(client.lap())
+                if system == "restmq":
+                    backlog.append(int(self.redis.client.llen("%s:queue" % queue)))
+            cpu = meter.percent()
+        except BaseException:
+            self.wrk.kill(flood)
+            raise
+        published = self.wrk.finish(flood, seconds + 30)
+        rate = _median([lap["events"] / lap["seconds"] for lap in laps])
+        closed = laps[-1]["closed"]
+        spread = (min(lap["per_conn_min"] for lap in laps), max(lap["per_conn_max"] for lap in laps))
+        per_request = 1 if system == "nchan" else plan.batch
+        result = {"rate": rate, "closed": closed, "spread": spread, "cpu": cpu,
+                  "published": published["rps"] * per_request}
+        if system == "restmq":
+            result["backlog"] = "%d..%d" % (min(backlog), max(backlog))
+        self.log("  flood %s: %.0f deliveries/s (published %.0f msg/s, %d cut off; CPU %s)"
+                 % (system, rate, result["published"], closed, _cpu_text(cpu)))
+        return result
+
+    def phase_fanout(self) -> List[Row]:
+        found: Dict[str, Any] = {}
+        for system, start in self._stream_targets().items():
+            try:
+                found[system] = self._flood(system, start, "fan", self.plan.subscribers)
+            except BenchError as exc:
+                if system == "restmq":
+                    raise
+                found[system] = exc
+            finally:
+                self._stop_system()
+        restmq = found["restmq"]
+        rows = []
+        for key, baseline in (("b", "bare"), ("h", "nchan")):
+            row = self._row(key, restmq=restmq["rate"])
+            notes = ["published %.0f msg/s, backlog %s waiting at the laps"
+                     % (restmq["published"], restmq["backlog"])]
+            if restmq["closed"]:
+                notes.append("%d subscribers cut off" % restmq["closed"])
+            other = found[baseline]
+            if isinstance(other, Exception):
+                notes.append("baseline n/a: %s" % other)
+                notes.append(_cpu_note(restmq["cpu"], None))
+            else:
+                row.baseline = other["rate"]
+                if other["closed"]:
+                    notes.append("baseline lost %d subscribers" % other["closed"])
+                notes.append(_cpu_note(restmq["cpu"], other["cpu"]))
+            row.note = "; ".join(notes)
+            rows.append(row)
+        return rows
+
+    def phase_roundrobin(self) -> List[Row]:
+        found: Dict[str, Any] = {}
+        targets = self._stream_targets()
+        for system in ("restmq", "bare"):
+            try:
+                found[system] = self._flood(system, targets[system], "rr", self.plan.rr_subscribers,
+                                            roundrobin=True)
+            except BenchError as exc:
+                if system == "restmq":
+                    raise
+                found[system] = exc
+            finally:
+                self._stop_system()
+        restmq, bare = found["restmq"], found["bare"]
+        row = self._row("c", restmq=restmq["rate"])
+        notes = ["published %.0f msg/s, backlog %s waiting at the laps; per subscriber %d..%d a lap"
+                 % (restmq["published"], restmq["backlog"], *restmq["spread"])]
+        if restmq["closed"]:
+            notes.append("%d subscribers cut off" % restmq["closed"])
+        if isinstance(bare, Exception):
+            notes.append("baseline n/a: %s" % bare)
+            notes.append(_cpu_note(restmq["cpu"], None))
+        else:
+            row.baseline = bare["rate"]
+            notes.append(_cpu_note(restmq["cpu"], bare["cpu"]))
+        row.note = "; ".join(notes)
+        return [row]
+
+    def phase_idle(self) -> List[Row]:
+        plan = self.plan
+        found: Dict[str, Any] = {}
+        for system, start in self._stream_targets().items():
+            try:
+                found[system] = self._idle(system, start)
+            except BenchError as exc:
+                if system == "restmq":
+                    raise
+                found[system] = exc
+            finally:
+                self._stop_system()
+        restmq = found["restmq"]
+        rows = []
+        for key, baseline in (("d", "bare"), ("k", "nchan")):
+            row = self._row(key, restmq=restmq["rss"] / 1024.0)
+            notes = ["%d connections, %.1f MB before them" % (restmq["ready"], restmq["rss0"] / 1024.0)]
+            if key == "k":
+                notes.append("target <= 100 MB: %s" % ("met" if restmq["rss"] <= 100 * 1024 else "missed"))
+            other = found[baseline]
+            if isinstance(other, Exception):
+                notes.append("baseline n/a: %s" % other)
+            else:
+                row.baseline = other["rss"] / 1024.0
+                if other["ready"] < restmq["ready"]:
+                    notes.append("baseline held %d" % other["ready"])
+            if key == "k":
+                notes.append("nginx: its worker's VmRSS")
+            if plan.idle_connections != 10000:
+                notes.append("not the 10,000 of the figure")
+            row.note = "; ".join(notes)
+            rows.append(row)
+        return rows
+
+    def _idle(self, system: str, start: Callable[[str], Dict[str, Any]]) -> Dict[str, Any]:
+        plan = self.plan
+        where = start("idle")
+        server = where["proc"]
+
+        def rss() -> int:
+            # nginx: its worker holds the connections; the master holds none, and
+            # adding the two would count their shared memory twice
+            return rss_kb((children_of(server.pid) if system == "nchan" else [server.pid])[0])
+
+        rss0 = rss()
+        client = self.procs.clients(where["port"], where["sub"] % "idle", plan.idle_connections,
+                                    "idle", name="idle-%s" % system)
+        began = time.monotonic()
+        ready = client.wait_ready(240)
+        connected = time.monotonic() - began
+        if ready["ready"] < 0.99 * plan.idle_connections:
+            raise BenchError("%s: only %d of %d connections held: %s"
+                             % (system, ready["ready"], plan.idle_connections, ready["failures"]))
+        time.sleep(2.0)
+        held = client.lap()
+        if held["open"] < ready["ready"]:
+            raise BenchError("%s dropped %d idle connections" % (system, ready["ready"] - held["open"]))
+        result = {"rss": rss(), "rss0": rss0, "ready": held["open"]}
+        self.log("  idle %s: %d connections in %.1f s, RSS %.1f MB (%.1f MB before)"
+                 % (system, held["open"], connected, result["rss"] / 1024.0, rss0 / 1024.0))
+        return result
+
+    def _row(self, key: str, **fields: Any) -> Row:
+        figure, unit = FIGURES[key]
+        return Row(key, figure, unit, **fields)
+
+
+# key -> (figure, unit)
+FIGURES: Dict[str, tuple] = {
+    "a-p50": ("a. publish->SSE latency p50, 200 msg/s x 100 subscribers; vs bare Cyclone", "ms"),
+    "a-p99": ("a. publish->SSE latency p99, same run; vs bare Cyclone", "ms"),
+    "b": ("b. broadcast deliveries to 100 SSE subscribers, batch flood; vs bare Cyclone", "deliveries/s"),
+    "c": ("c. round-robin deliveries, 10 SSE subscribers, batch flood; vs bare Cyclone", "messages/s"),
+    "d": ("d. RSS holding 10,000 idle SSE connections; vs bare Cyclone", "MB"),
+    "e1": ("e. POST /q small message; vs bare Cyclone form handler", "req/s"),
+    "e2": ("e. POST /q small message; vs bare Cyclone + one LPUSH", "req/s"),
+    "e3": ("e. POST /q small message; vs bare Cyclone + one EVALSHA", "req/s"),
+    "e4": ("e. POST /q small message; vs HotQueue puts, in-process loop", "req/s"),
+    "f": ("f. GET /q pop; vs bare Cyclone + one RPOP", "req/s"),
+    "g": ("g. batch publish, one process; vs bare Cyclone JSON array + one LPUSH", "messages/s"),
+    "h": ("h. fan-out to 100 SSE subscribers; vs nginx + nchan (1 worker)", "deliveries/s"),
+    "i-p50": ("i. publish->SSE latency p50, 200 msg/s x 100 subscribers; vs nchan", "ms"),
+    "i-p99": ("i. publish->SSE latency p99, same run; vs nchan", "ms"),
+    "j": ("j. POST /q with two workers (--reuse-port); vs one worker", "req/s"),
+    "k": ("k. RSS holding 10,000 idle SSE connections; vs nginx + nchan", "MB"),
+}
+
+# phase -> (method, the rows it produces), in the order they run
+PHASES: Dict[str, tuple] = {
+    "post": ("phase_post", ["e1", "e2", "e3", "e4"]),
+    "pop": ("phase_pop", ["f"]),
+    "batch": ("phase_batch", ["g"]),
+    "workers": ("phase_workers", ["j"]),
+    "latency": ("phase_latency", ["a-p50", "a-p99", "i-p50", "i-p99"]),
+    "fanout": ("phase_fanout", ["b", "h"]),
+    "roundrobin": ("phase_roundrobin", ["c"]),
+    "idle": ("phase_idle", ["d", "k"]),
+}

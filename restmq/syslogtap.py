@@ -1,0 +1,160 @@
+"""twistd Options and makeService of ``restmq-syslogd``: wires the pieces, holds no logic.
+
+Redis is chosen as RestMQ chooses it (``--redis``, ``--redis-host/--redis-port``,
+``[redis]`` of ``--config``); with none configured it is the embedded Redis
+of a RestMQ using the same ``--data-dir``, or one of its own there.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Dict, Tuple, Type
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.python import usage
+
+from restmq.config import Config, load_config
+from restmq.errors import ConfigError
+
+__all__ = ["Options", "makeService", "DEFAULT_PORT", "DEFAULT_MAX_LINE"]
+
+DEFAULT_PORT = 25000
+DEFAULT_MAX_LINE = 64 * 1024
+
+# command line flag -> (section, key) of restmq.conf; only Redis is shared with RestMQ
+_FLAG_KEYS: Dict[str, Tuple[str, str]] = {
+    "redis": ("redis", "url"),
+    "redis-host": ("redis", "host"),
+    "redis-port": ("redis", "port"),
+    "redis-pool": ("redis", "pool_size"),
+    "redis-db": ("redis", "db"),
+    "data-dir": ("redis", "data_dir"),
+}
+
+
+def _positive(name: str, text: str, low: int = 1, high: int = 2 ** 31) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise usage.UsageError("--%s must be a whole number, not %r" % (name, text)) from None
+    if not low <= value <= high:
+        raise usage.UsageError("--%s must be between %d and %d" % (name, low, high))
+    return value
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("restmq-syslogd: receives syslog (RFC 3164 and 5424) over TCP and UDP and "
+                "stores every line as a JSON message in the RestMQ queue syslogd:<sender>. "
+                "With no Redis configured it uses the embedded Redis of a RestMQ running "
+                "with the same --data-dir, or starts its own there.")
+    optParameters = [
+        ["port", "p", str(DEFAULT_PORT), "TCP and UDP port to listen on"],
+        ["listen", "l", "127.0.0.1", "interface to listen on (0.0.0.0 or :: for every one)"],
+        ["max-line", None, str(DEFAULT_MAX_LINE), "longest message in bytes; longer ones are "
+                                                  "cut and flagged truncated"],
+        ["max-connections", None, "1000", "most TCP senders at once"],
+        ["max-pending", None, str(64 * 1024 * 1024), "bytes of messages held while Redis is slow "
+                                                     "or away; past it TCP senders are paused "
+                                                     "and UDP datagrams dropped"],
+        ["config", "c", None, "RestMQ INI file; its [redis] section is used"],
+        ["redis", None, None, "redis://[:password@]host:port/db, unix:///path?db=N "
+                              "or sentinel://host:port[,host:port]/master"],
+        ["redis-host", None, None, "Redis host"],
+        ["redis-port", None, None, "Redis port [6379]"],
+        ["redis-pool", None, None, "Redis connection pool size [10]"],
+        ["redis-db", None, None, "Redis database number [0]"],
+        ["data-dir", None, None, "folder of the embedded Redis, shared with a RestMQ "
+                                 "using the same one [var/redis]"],
+    ]
+    optFlags = [
+        ["no-tcp", None, "do not listen on TCP"],
+        ["no-udp", None, "do not listen on UDP"],
+    ]
+
+    def postOptions(self) -> None:
+        self["port"] = _positive("port", self["port"], 0, 65535)
+        self["max-line"] = _positive("max-line", self["max-line"], 480, 16 * 1024 * 1024)
+        self["max-connections"] = _positive("max-connections", self["max-connections"])
+        self["max-pending"] = _positive("max-pending", self["max-pending"], 64 * 1024)
+        if self["no-tcp"] and self["no-udp"]:
+            raise usage.UsageError("--no-tcp and --no-udp leave nothing to listen on")
+        overrides = {_FLAG_KEYS[flag]: str(value) for flag, value in self.items()
+                     if flag in _FLAG_KEYS and value is not None}
+        try:
+            self.config: Config = load_config(self["config"], overrides)
+        except ConfigError as exc:
+            raise usage.UsageError(exc.message) from None
+
+
+def makeService(options: Options) -> service.MultiService:
+    """redis (only when none is configured), pool, syslogd: started in this order."""
+    from twisted.internet import reactor
+
+    from restmq.redisproc import EmbeddedRedis, EmbeddedRedisError
+    from restmq.services import RedisService
+    from restmq.storage.pool import RedisPool
+    from restmq.storage.store import QueueStore
+    from restmq.syslogd import LocalRedis, SyslogIngest, SyslogService
+
+    config: Config = options.config
+    top = _Guarded(EmbeddedRedisError)
+    target = config.redis.target
+    if target is None:
+        try:
+            embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary)
+        except ConfigError as exc:
+            raise usage.UsageError(exc.message) from None
+        local = LocalRedis(embedded)
+        local.setServiceParent(top)
+        target = local.target
+
+    pool = RedisPool(target, config.redis.pool_size, config.redis.connect_timeout,
+                     config.redis.reply_timeout, reactor)
+    RedisService(pool).setServiceParent(top)
+    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas)
+    ingest = SyslogIngest(store, reactor, max_pending_bytes=options["max-pending"],
+                          batch_size=config.delivery.max_batch)
+    SyslogService(ingest, reactor, options["port"], options["listen"], options["max-line"],
+                  options["max-connections"], tcp=not options["no-tcp"],
+                  udp=not options["no-udp"]).setServiceParent(top)
+    return top
+
+
+class _Guarded(service.MultiService):
+    """Turns a startup failure of a child into one clear line and exit status 1,
+    and stops the children one after the other (MultiService stops them all at
+    once), so the listeners drain into Redis before the pool and Redis go."""
+
+    def __init__(self, *fatal: Type[BaseException]) -> None:
+        super().__init__()
+        self.fatal = fatal
+
+    def privilegedStartService(self) -> None:
+        from twisted.internet.error import CannotListenError
+        try:
+            super().privilegedStartService()
+        except CannotListenError as exc:
+            sys.stderr.write("restmq-syslogd: cannot listen on %s:%s: %s\n"
+                             % (exc.interface or "*", exc.port, exc.socketError))
+            raise SystemExit(1)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except self.fatal as exc:
+            sys.stderr.write("restmq-syslogd: %s\n" % exc)
+            for child in reversed(list(self)):
+                if child.running:
+                    child.stopService()
+            raise SystemExit(1)
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        return defer.ensureDeferred(self._stop_in_turn())
+
+    async def _stop_in_turn(self) -> None:
+        for child in reversed(list(self)):
+            if child.running:
+                await defer.maybeDeferred(child.stopService)
