@@ -194,12 +194,16 @@ class _QueueCalls:
 
         return _Call("GET", "/q/" + self._path, parse, query, wait=wait)
 
-    def _ack_call(self, receipts: Sequence[Receipt]) -> _Call:
+    def _settle_call(self, action: str, receipts: Sequence[Receipt], **fields: Any) -> _Call:
+        """ack, nack or extend: answers how many leases were settled."""
         texts = [r.receipt if isinstance(r, Message) else r for r in receipts]
         if not texts or any(not text for text in texts):
-            raise ValueError("ack() needs receipts (from reserve())")
-        return _Call("POST", "/q/%s/ack" % self._path, lambda status, body: _json(status, body)["acked"],
-                     body=_form(receipt=texts), content_type="application/x-www-form-urlencoded")
+            raise ValueError("%s() needs receipts (from reserve())" % action)
+        answer = action + "ed"
+        values = {name: _number(value) for name, value in fields.items() if value is not None}
+        return _Call("POST", "/q/%s/%s" % (self._path, action),
+                     lambda status, body: _json(status, body)[answer],
+                     body=_form(receipt=texts, **values), content_type="application/x-www-form-urlencoded")
 
     def _field_call(self, prefix: str, field: str, answer: str, value: Optional[str] = None) -> _Call:
         path = "/%s/%s" % (prefix, self._path)
@@ -373,8 +377,20 @@ class Queue(_QueueCalls):
         return self._pop(block, timeout, lease if lease is not None else 0)
 
     def ack(self, *receipts: Receipt) -> int:
-        """Acknowledge reserved messages (Message objects or receipts); answers how many."""
-        return self._execute(self._ack_call(receipts))
+        """Acknowledge reserved messages (Message objects or receipts); answers how many.
+
+        :raises ClientError: 409 ``lease_lost`` when a lease ran out and the message
+            went to another consumer (the other receipts are still acked).
+        """
+        return self._execute(self._settle_call("ack", receipts))
+
+    def nack(self, *receipts: Receipt, delay: Optional[float] = None) -> int:
+        """Give reserved messages back: at once, or after ``delay`` seconds."""
+        return self._execute(self._settle_call("nack", receipts, delay=delay))
+
+    def extend(self, *receipts: Receipt, seconds: Optional[float] = None) -> int:
+        """Make the leases end ``seconds`` from now (None: the queue's lease_seconds)."""
+        return self._execute(self._settle_call("extend", receipts, seconds=seconds))
 
     def consume(self, last_id: Optional[str] = None) -> Iterator[Any]:
         """Iterate over the values the broker streams to this consumer (Server-Sent
@@ -512,7 +528,13 @@ class TxQueue(_QueueCalls):
         return defer.ensureDeferred(self._pop(block, timeout, lease if lease is not None else 0))
 
     def ack(self, *receipts: Receipt):
-        return self._execute(self._ack_call(receipts))
+        return self._execute(self._settle_call("ack", receipts))
+
+    def nack(self, *receipts: Receipt, delay: Optional[float] = None):
+        return self._execute(self._settle_call("nack", receipts, delay=delay))
+
+    def extend(self, *receipts: Receipt, seconds: Optional[float] = None):
+        return self._execute(self._settle_call("extend", receipts, seconds=seconds))
 
     def consume(self, callback: Callable[[Any], Any], last_id: Optional[str] = None,
                 messages: bool = False):

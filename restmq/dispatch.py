@@ -474,6 +474,8 @@ class Dispatcher:
             return
         if self.metrics is not None:
             self.metrics.delivered(queue, consumer.transport, 1)
+            if message.receipt is not None and message.deliveries > 1:
+                self.metrics.redelivered(queue, 1)
 
     def _cut_off(self, queue: str, consumer: Consumer) -> None:
         self.log.warn("Cut off a slow {transport} consumer of {queue}: over {limit} bytes behind",

@@ -8,7 +8,11 @@ from typing import Dict, Optional
 import attr
 import orjson
 
-__all__ = ["Policy", "QueueState", "Message", "Batch", "QueueInfo", "SETTINGS", "parse_setting"]
+__all__ = ["Policy", "QueueState", "Message", "Batch", "QueueInfo", "SETTINGS", "parse_setting",
+           "MAX_TTL_SECONDS"]
+
+#: the longest ``ttl`` a message may be given (Redis refuses absurd expiry times)
+MAX_TTL_SECONDS = 10 * 365 * 86400
 
 
 class Policy(enum.Enum):
@@ -143,25 +147,39 @@ class QueueInfo:
         }
 
 
+# the largest integer that Lua (doubles) and JSON readers keep exactly
+_MAX_SETTING_INT = 2 ** 53 - 1
+
+
 def _non_negative_int(text: str) -> str:
     value = int(text)
-    if value < 0:
-        raise ValueError("must be zero or more")
+    if not 0 <= value <= _MAX_SETTING_INT:
+        raise ValueError("must be from 0 to %d" % _MAX_SETTING_INT)
     return str(value)
 
 
 def _positive_int(text: str) -> str:
     value = int(text)
-    if value < 1:
-        raise ValueError("must be 1 or more")
+    if not 1 <= value <= _MAX_SETTING_INT:
+        raise ValueError("must be from 1 to %d" % _MAX_SETTING_INT)
     return str(value)
 
 
 def _positive_seconds(text: str) -> str:
     value = float(text)
-    if not 0 < value <= 12 * 3600:
-        raise ValueError("must be between 0 and 43200 seconds")
+    # a millisecond at least, as reserve= and extend take: repr() of such a
+    # value never has an exponent, so the stored text reads back as a number
+    if not 0.001 <= value <= 12 * 3600:
+        raise ValueError("must be between 0.001 and 43200 seconds")
     return repr(value)
+
+
+def _ttl(text: str) -> str:
+    value = int(text)
+    # Redis refuses expiry times past its range: every publish would fail
+    if not 1 <= value <= MAX_TTL_SECONDS:
+        raise ValueError("must be between 1 and %d" % MAX_TTL_SECONDS)
+    return str(value)
 
 
 def _overflow(text: str) -> str:
@@ -177,7 +195,7 @@ SETTINGS = {
     "max_receives": _positive_int,      # deliveries before the dead-letter queue
     "lease_seconds": _positive_seconds,  # default lease of reserve and acked streaming
     "history_size": _non_negative_int,  # broadcast history kept for SSE resume
-    "ttl": _positive_int,               # default ttl of new messages, seconds
+    "ttl": _ttl,                        # default ttl of new messages, seconds
 }
 
 

@@ -21,12 +21,6 @@ def in_thread(function, *args, **kwargs):
     return deferToThread(function, *args, **kwargs)
 
 
-async def ack_route_exists(app) -> bool:
-    response = await app.post("/q/probe/ack", data={"receipt": "probe:1:x"})
-    body = json.loads(await response.text())
-    return not (response.code == 404 and body["error"]["message"].startswith("no route"))
-
-
 # the blocking Queue
 
 @pytest_twisted.ensureDeferred
@@ -96,9 +90,14 @@ async def test_reserve_leases_with_a_receipt(app):
     assert message.value == "job" and message.receipt.startswith("leased:1:") and message.deliveries == 1
     assert (await in_thread(queue.stats))["inflight"] == 1
     assert await in_thread(queue.reserve) is None
-    if not await ack_route_exists(app):
-        pytest.skip("POST /q/<q>/ack comes with issue 4")
-    assert await in_thread(queue.ack, message) == 1
+    assert await in_thread(queue.extend, message, seconds=60) == 1
+    assert await in_thread(queue.nack, message) == 1
+    again = await in_thread(queue.reserve, 30)
+    assert again.key == message.key and again.deliveries == 2
+    with pytest.raises(ClientError) as raised:
+        await in_thread(queue.ack, message)  # the first lease is gone
+    assert raised.value.status == 409 and raised.value.code == "lease_lost"
+    assert await in_thread(queue.ack, again) == 1
     assert (await in_thread(queue.stats))["inflight"] == 0
 
 
@@ -200,6 +199,12 @@ async def test_txqueue_reserve_control_and_views(app):
     message = await queue.reserve(30)
     assert message.value == "a" and message.receipt
     assert (await queue.stats())["inflight"] == 1
+    assert await queue.extend(message, seconds=60) == 1
+    assert await queue.nack(message, delay=3600) == 1
+    assert (await queue.stats())["delayed"] == 1
+    assert await queue.purge() == 2
+    await queue.put("a", "b")
+    message = await queue.reserve(30)
     assert [m.value for m in await queue.last(5)] == ["b"]
     assert await queue.set_policy("roundrobin") == "roundrobin"
     assert await queue.get_policy() == "roundrobin"

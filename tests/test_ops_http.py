@@ -12,6 +12,7 @@ from restmq import __version__
 from restmq.acl import load_acl
 from restmq.web.ops import DashboardEventsHandler
 from tests.helpers import RedisProcess, open_raw, start_app, stop_app, test_config, wait_until
+from tests.streaming import Stream, WsClient
 from tests.test_metrics import value
 
 
@@ -75,6 +76,47 @@ async def test_metrics_count_publishes_pops_and_requests(app):
     assert value(text, "restmq_queue_paused", queue="jobs") == 0
     assert value(text, "restmq_http_requests_total", route="/q/{queue}", method="POST", status="200") == 3
     assert value(text, "restmq_redis_roundtrip_seconds_count") >= 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_count_acks_and_redeliveries(app):
+    await app.post("/q/leased", data={"value": "job"})
+    first = await body_json(await app.get("/q/leased?reserve=30"))
+    assert (await app.post("/q/leased/nack", data={"receipt": first["receipt"]})).code == 200
+    again = await body_json(await app.get("/q/leased?reserve=30"))
+    assert again["deliveries"] == 2
+    assert (await app.post("/q/leased/ack", data={"receipt": again["receipt"]})).code == 200
+    text = await scrape(app)
+    assert value(text, "restmq_messages_delivered_total", queue="leased", transport="rest") == 2
+    assert value(text, "restmq_messages_redelivered_total", queue="leased") == 1
+    assert value(text, "restmq_messages_acked_total", queue="leased") == 1
+    assert value(text, "restmq_queue_inflight", queue="leased") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_count_acked_streaming(app):
+    ws = await WsClient.open(app.port, "/ws/wsacked?ack=1&prefetch=1")
+    await wait_until(lambda: app.dispatcher.subscriber_counts("wsacked") == {"websocket": 1})
+    await app.post("/q/wsacked", data={"value": "x"})
+    await wait_until(lambda: len(ws.messages()) == 1)
+    ws.send_text(json.dumps({"ack": ws.messages()[0]["receipt"]}))
+    await wait_until(lambda: len(ws.messages()) == 2)
+    ws.close()
+    # an unacked message goes back when its stream drops, and is redelivered
+    first = await Stream.open(app.port, "/c/again?ack=1")
+    await wait_until(lambda: app.dispatcher.subscriber_counts("again") == {"comet": 1})
+    await app.post("/q/again", data={"value": "y"})
+    await wait_until(lambda: len(first.lines()) == 1)
+    first.close()
+    await wait_until(lambda: not app.dispatcher.subscriber_counts("again"))
+    second = await Stream.open(app.port, "/c/again?ack=1")
+    await wait_until(lambda: len(second.lines()) == 1)
+    assert second.lines()[0]["deliveries"] == 2
+    second.close()
+    text = await scrape(app)
+    assert value(text, "restmq_messages_acked_total", queue="wsacked") == 1
+    assert value(text, "restmq_messages_delivered_total", queue="wsacked", transport="websocket") == 1
+    assert value(text, "restmq_messages_redelivered_total", queue="again") == 1
 
 
 @pytest_twisted.ensureDeferred

@@ -23,11 +23,9 @@ from restmq.config import Config
 from restmq.errors import BadRequest, MessageTooLarge, RestMQError, Unauthorized
 from restmq.web.errors import status_for
 
-__all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK", "MAX_TTL_SECONDS"]
+__all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK"]
 
 JSONP_CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,63}\Z", re.ASCII)
-#: the longest ``ttl`` a message may be given (Redis refuses absurd expiry times)
-MAX_TTL_SECONDS = 10 * 365 * 86400
 
 
 @attr.s(frozen=True, auto_attribs=True)

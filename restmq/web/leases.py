@@ -78,6 +78,21 @@ class DeadLettersHandler(BaseHandler):
         self.respond({"queue": queue, "dead_letter_queue": queue + ":dead", "messages": letters})
 
 
+def _setting_text(value: object) -> str:
+    """A JSON value as a setting's text; JSON has one number type, so 5.0 is 5."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _number(text: str) -> object:
+    """A stored setting as a number: "5" -> 5, "30.0" -> 30.0, "1e-05" -> 1e-05."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 class SettingsHandler(BaseHandler):
     """GET /settings/<q>; POST any of maxlen, overflow, max_receives, lease_seconds,
     history_size, ttl (an empty value removes that setting)."""
@@ -91,7 +106,7 @@ class SettingsHandler(BaseHandler):
             "lease_seconds": delivery.lease_seconds,
             "history_size": self.config.dispatch.history_size, "ttl": None}
         for name, value in own.items():
-            defaults[name] = value if name == "overflow" else float(value) if "." in value else int(value)
+            defaults[name] = value if name == "overflow" else _number(value)
         return defaults
 
     @async_handler
@@ -107,7 +122,8 @@ class SettingsHandler(BaseHandler):
             body = self.json_body()
             if not isinstance(body, dict):
                 raise BadRequest("settings must be a JSON object")
-            items = {name: (None if value in (None, "") else str(value)) for name, value in body.items()}
+            items = {name: (None if value in (None, "") else _setting_text(value))
+                     for name, value in body.items()}
         else:
             items = {name: (self.argument(name) or None) for name in fields if name != "callback"}
         for name, value in items.items():

@@ -7,7 +7,8 @@ from typing import Any, Awaitable, Callable, Dict
 import orjson
 
 from restmq.errors import BadRequest
-from restmq.web.base import MAX_TTL_SECONDS, BaseHandler, async_handler
+from restmq.model import MAX_TTL_SECONDS
+from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["ProtocolHandler"]
 

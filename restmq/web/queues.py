@@ -8,8 +8,8 @@ import orjson
 from twisted.internet.defer import CancelledError
 
 from restmq.errors import BadRequest
-from restmq.model import Message
-from restmq.web.base import MAX_TTL_SECONDS, BaseHandler, async_handler
+from restmq.model import MAX_TTL_SECONDS, Message
+from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["IndexHandler", "QueueListHandler", "QueueHandler"]
 
@@ -106,6 +106,9 @@ class _Consuming(_Producing):
                 return  # the client went away
         if self.context.metrics is not None and messages:
             self.context.metrics.delivered(queue, "rest", len(messages))
+            # a leased message handed out before: its lease ran out, or it was nacked
+            again = sum(1 for m in messages if m.receipt is not None and m.deliveries > 1)
+            self.context.metrics.redelivered(queue, again)
         if not messages:
             self.no_content()
         elif count is None:

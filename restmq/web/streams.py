@@ -373,6 +373,8 @@ class _WebSocketSession:
         delivery = self.context.config.delivery
         if action == "ack":
             done, refused = await store.ack(self.queue, receipts)
+            if self.context.metrics is not None:
+                self.context.metrics.acked(self.queue, done)
         elif action == "nack":
             delay = command.get("delay", 0)
             if not isinstance(delay, (int, float)) or not 0 <= delay <= delivery.max_delay:
