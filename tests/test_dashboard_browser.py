@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import urllib.parse
 import urllib.request
 from typing import Any, Dict, List
@@ -15,13 +14,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-CHROMIUM = os.environ.get("RESTMQ_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.browser_page import CHROMIUM_ARGS
+
+CHROMIUM = "/usr/bin/chromium"
 # snapshots come every second; this only bounds a broken page, it measures nothing
 UPDATE_TIMEOUT_MS = 10000
-
-pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (make browser)")
 
 
 def _post(url: str, **fields: str) -> Dict[str, Any]:
