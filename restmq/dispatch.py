@@ -390,6 +390,8 @@ class Dispatcher:
         """
         now = self.clock.seconds()
         acked = [c for c in state.consumers if getattr(c, "acked", False) and c.can_take()]
+        if not acked:
+            return False
         credits = [c.credit(now) for c in acked]
         wanted = min(sum(credits), self.config.batch_size)
         if not wanted:

@@ -24,6 +24,7 @@ from restmq.errors import BadRequest, Forbidden
 from restmq.model import Batch, Message
 from restmq.storage.store import check_queue
 from restmq.web.base import BaseHandler, async_handler
+from restmq.web.http import fast_write
 
 __all__ = ["StreamConsumer", "CometHandler", "WebSocketHandler", "sse_frame", "comet_line"]
 
@@ -307,7 +308,7 @@ class _WebSocketSession:
         self.ws = Connection(ConnectionType.SERVER)
         dispatcher = self.context.dispatcher
         self.consumer = StreamConsumer(
-            "websocket", self.transport.write, self._frame, "ws-frame",
+            "websocket", lambda data: fast_write(self.transport, data), self._frame, "ws-frame",
             self.context.config.dispatch.buffer_limit, lambda: dispatcher.resumed(queue),
             self._closed_by_broker)
         _ack_options(handler, self.consumer)
