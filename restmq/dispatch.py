@@ -168,7 +168,7 @@ class Dispatcher:
         self._heartbeat: Optional[task.LoopingCall] = None
         self._heartbeats: Dict[Any, Any] = {}
         # rr deals this many messages per consumer per round trip at most
-        self.roundrobin_depth = 10
+        self.roundrobin_depth = 100
         # lease of the messages given to acked streaming consumers
         self.lease_seconds = lease_seconds
 

@@ -44,14 +44,26 @@ end
 local last = redis.call('INCRBY', KEYS[1], count)
 local keys = {}
 for i = 1, count do
-  local key = queue .. ':' .. (last - count + i)
-  keys[i] = key
-  if ttl ~= '' then
-    redis.call('SET', key, ARGV[6 + i], 'EX', ttl)
-  else
-    redis.call('SET', key, ARGV[6 + i])
+  keys[i] = queue .. ':' .. (last - count + i)
+end
+-- bodies and their times in bulk: one command per 1000 messages, not two per message
+for first = 1, count, 1000 do
+  local final = math.min(first + 999, count)
+  local pairs_kv, times = {}, {}
+  for i = first, final do
+    pairs_kv[#pairs_kv + 1] = keys[i]
+    pairs_kv[#pairs_kv + 1] = ARGV[6 + i]
+    times[#times + 1] = keys[i]
+    times[#times + 1] = now
   end
-  redis.call('HSET', KEYS[10], key, now)
+  if ttl ~= '' then
+    for i = first, final do
+      redis.call('SET', keys[i], ARGV[6 + i], 'EX', ttl)
+    end
+  else
+    redis.call('MSET', unpack(pairs_kv))
+  end
+  redis.call('HSET', KEYS[10], unpack(times))
 end
 
 if ARGV[4] ~= '' then
