@@ -166,7 +166,7 @@ class Dispatcher:
         self._queues: Dict[str, _QueueState] = {}
         self._sweep: Optional[task.LoopingCall] = None
         self._heartbeat: Optional[task.LoopingCall] = None
-        self._heartbeats: Dict[Any, Any] = {}
+        self._heartbeats: set = set()
         # rr deals this many messages per consumer per round trip at most
         self.roundrobin_depth = 100
         # lease of the messages given to acked streaming consumers
@@ -242,17 +242,17 @@ class Dispatcher:
         if freed:
             self.wake(queue)
 
-    def add_heartbeat(self, consumer: Any, beat: Any) -> None:
-        """Call ``beat()`` every heartbeat_interval while ``consumer`` lives (one
-        timer for every connection, not one each)."""
-        self._heartbeats[consumer] = beat
+    def add_heartbeat(self, consumer: Any) -> None:
+        """Call ``consumer.heartbeat()`` every heartbeat_interval while it lives
+        (one timer for every connection, not one each)."""
+        self._heartbeats.add(consumer)
 
     def remove_heartbeat(self, consumer: Any) -> None:
-        self._heartbeats.pop(consumer, None)
+        self._heartbeats.discard(consumer)
 
     def _beat(self) -> None:
-        for beat in list(self._heartbeats.values()):
-            beat()
+        for consumer in list(self._heartbeats):
+            consumer.heartbeat()
 
     def ready(self, queue: str) -> defer.Deferred:
         """Fires once this process receives ``queue``'s broadcast batches."""
