@@ -354,9 +354,11 @@ class Dispatcher:
                 able = [c for c in state.consumers if c.can_take() and not getattr(c, "acked", False)]
                 broadcast_max = self.config.batch_size if able else 0
                 roundrobin_max = min(len(able) * self.roundrobin_depth, self.config.batch_size)
+                popping = bool(state.waiters) or any(getattr(c, "acked", False) for c in state.consumers)
                 result = await self.store.dispatch(
                     queue, broadcast_max, roundrobin_max, self.listener_ttl_ms,
-                    self.config.history_size)
+                    self.config.history_size, broadcasting=bool(able) and state.ready,
+                    popping=popping)
                 state.policy = result.policy
                 if self._queues.get(queue) is not state:
                     if result.policy is Policy.ROUNDROBIN and result.messages:

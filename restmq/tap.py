@@ -97,7 +97,8 @@ def makeService(options: Options) -> service.MultiService:
     pool = RedisPool(target, config.redis.pool_size, config.redis.connect_timeout,
                      config.redis.reply_timeout, reactor)
     RedisService(pool).setServiceParent(top)
-    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas)
+    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas,
+                       history_size=config.dispatch.history_size)
     dispatcher = Dispatcher(store, reactor, config.dispatch, lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)

@@ -107,7 +107,8 @@ async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: O
     config = config or test_config(dispatch={"sweep_interval": 1.0})
     pool = RedisPool(target, 4, config.redis.connect_timeout, config.redis.reply_timeout, reactor)
     pool.start()
-    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas)
+    store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas,
+                       history_size=config.dispatch.history_size)
     dispatcher = Dispatcher(store, reactor, config.dispatch, lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)

@@ -165,11 +165,33 @@ local function is_stopped(queue)
   return redis.call('GET', 'queuestat::' .. queue) == '0'
 end
 
--- Mark <q> as streamed for ttl ms; never shortens what another process asked for
+-- Set a marker key for ttl ms; never shortens what another process asked for
 -- (processes may run with different sweep intervals).
-local function listen(queue, ttl)
-  local key = queue .. ':listeners'
+local function mark(key, ttl)
   if redis.call('PTTL', key) < tonumber(ttl) then
     redis.call('SET', key, '1', 'PX', ttl)
+  end
+end
+
+-- <q> is streamed by some process (publishers must notify)
+local function listen(queue, ttl)
+  mark(queue .. ':listeners', ttl)
+end
+
+-- Append a broadcast batch (key, body, key, body ...) to the bounded history of <q>.
+local function record_history(queue, batch, default_size)
+  local size = tonumber(redis.call('HGET', queue .. ':settings', 'history_size')) or default_size
+  if size <= 0 then
+    return
+  end
+  local history = queue .. ':history'
+  for i = 1, #batch, 2 do
+    redis.call('LPUSH', history, batch[i])
+    redis.call('HSET', queue .. ':historybodies', batch[i], batch[i + 1])
+  end
+  local extra = redis.call('LLEN', history) - size
+  if extra > 0 then
+    local old = redis.call('RPOP', history, extra)
+    redis.call('HDEL', queue .. ':historybodies', unpack(old))
   end
 end
