@@ -87,7 +87,7 @@ class DispatchConfig:
     sse_retry_ms: int = 3000
     history_size: int = 1000
     max_wait: float = 60.0
-    batch_size: int = 100
+    batch_size: int = 500
     websocket_origins: Tuple[str, ...] = ()
 
 

@@ -166,9 +166,9 @@ class Dispatcher:
         self._queues: Dict[str, _QueueState] = {}
         self._sweep: Optional[task.LoopingCall] = None
         self._heartbeat: Optional[task.LoopingCall] = None
-        self._heartbeats: Dict[Any, Any] = {}
+        self._heartbeats: set = set()
         # rr deals this many messages per consumer per round trip at most
-        self.roundrobin_depth = 10
+        self.roundrobin_depth = 100
         # lease of the messages given to acked streaming consumers
         self.lease_seconds = lease_seconds
 
@@ -242,17 +242,17 @@ class Dispatcher:
         if freed:
             self.wake(queue)
 
-    def add_heartbeat(self, consumer: Any, beat: Any) -> None:
-        """Call ``beat()`` every heartbeat_interval while ``consumer`` lives (one
-        timer for every connection, not one each)."""
-        self._heartbeats[consumer] = beat
+    def add_heartbeat(self, consumer: Any) -> None:
+        """Call ``consumer.heartbeat()`` every heartbeat_interval while it lives
+        (one timer for every connection, not one each)."""
+        self._heartbeats.add(consumer)
 
     def remove_heartbeat(self, consumer: Any) -> None:
-        self._heartbeats.pop(consumer, None)
+        self._heartbeats.discard(consumer)
 
     def _beat(self) -> None:
-        for beat in list(self._heartbeats.values()):
-            beat()
+        for consumer in list(self._heartbeats):
+            consumer.heartbeat()
 
     def ready(self, queue: str) -> defer.Deferred:
         """Fires once this process receives ``queue``'s broadcast batches."""
@@ -354,9 +354,11 @@ class Dispatcher:
                 able = [c for c in state.consumers if c.can_take() and not getattr(c, "acked", False)]
                 broadcast_max = self.config.batch_size if able else 0
                 roundrobin_max = min(len(able) * self.roundrobin_depth, self.config.batch_size)
+                popping = bool(state.waiters) or any(getattr(c, "acked", False) for c in state.consumers)
                 result = await self.store.dispatch(
                     queue, broadcast_max, roundrobin_max, self.listener_ttl_ms,
-                    self.config.history_size)
+                    self.config.history_size, broadcasting=bool(able) and state.ready,
+                    popping=popping)
                 state.policy = result.policy
                 if self._queues.get(queue) is not state:
                     if result.policy is Policy.ROUNDROBIN and result.messages:
@@ -390,6 +392,8 @@ class Dispatcher:
         """
         now = self.clock.seconds()
         acked = [c for c in state.consumers if getattr(c, "acked", False) and c.can_take()]
+        if not acked:
+            return False
         credits = [c.credit(now) for c in acked]
         wanted = min(sum(credits), self.config.batch_size)
         if not wanted:

@@ -15,6 +15,10 @@ collide with the keys of another queue (whose names may contain ':')::
 
     <q>:deliveries        HASH    message key -> times it was handed out (peek, reserve)
     <q>:listeners         STRING  present while some RestMQ process streams <q> (PX ttl)
+    <q>:bsubs             STRING  present while some process has broadcast subscribers of <q>
+                                  ready (publishes may then go straight to the channel)
+    <q>:poppers           STRING  present while some consumer pops <q> from the list (long-poll,
+                                  acked stream): publishes must then go through the list
     <q>:history           LIST    keys of the last broadcast messages, newest first
     <q>:historybodies     HASH    message key -> body, for the keys in <q>:history
     <q>:inflight          ZSET    leased message key -> lease deadline (ms, Redis TIME)

@@ -111,7 +111,7 @@ async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: O
     pool.start()
     metrics = Metrics(config.server.metrics_max_queues)
     store = QueueStore(pool, config.delivery.max_receives, config.redis.wait_replicas,
-                       observe=metrics.observe_redis)
+                       history_size=config.dispatch.history_size, observe=metrics.observe_redis)
     dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics,
                             lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,

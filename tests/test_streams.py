@@ -361,12 +361,16 @@ async def test_slow_broadcast_consumer_is_cut_off_and_others_keep_up(redis, redi
         slow = await Stream.open(running.port, "/c/slow")
         await subscribed(running, "slow", 2)
         slow.client.transport.pauseProducing()  # this client stops reading
-        big = "x" * 64 * 1024
-        for i in range(60):
-            await publish(running, "slow", "%d:%s" % (i, big))
-        await wait_until(lambda: len(fast.lines()) == 60, timeout=30)
-        await wait_until(lambda: running.dispatcher.subscriber_counts("slow") == {"comet": 1})
-        assert [v.split(":")[0] for v in values(fast.lines())] == [str(i) for i in range(60)]
+        big = "x" * 256 * 1024
+        sent = 0
+        # the kernel's socket buffers take a few MB first; then the broker's own
+        # buffer grows past buffer_limit and the laggard is cut off
+        while running.dispatcher.subscriber_counts("slow") != {"comet": 1}:
+            await publish(running, "slow", "%d:%s" % (sent, big))
+            sent += 1
+            assert sent < 400, "the slow consumer was never cut off"
+            await wait_until(lambda: len(fast.lines()) == sent, timeout=30)
+        assert [v.split(":")[0] for v in values(fast.lines())] == [str(i) for i in range(sent)]
     finally:
         await stop_app(running)
 
@@ -403,3 +407,49 @@ async def test_slow_roundrobin_consumer_gets_nothing_more_until_it_drains(redis,
         assert got == list(range(sent))
     finally:
         await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_goes_straight_to_ready_broadcast_subscribers(app, redis):
+    stream = await Stream.open(app.port, "/c/through")
+    await subscribed(app, "through", 1)
+    app.dispatcher.sweep()  # the dispatch that marks the subscriber ready for publish-through
+    for _ in range(200):
+        if await redis.exists("through:bsubs"):
+            break
+        from tests.helpers import sleep
+        await sleep(0.01)
+    await publish(app, "through", "direct")
+    await wait_until(lambda: values(stream.lines()) == ["direct"])
+    # it never sat in the list, and it is in the history for SSE resume
+    assert await redis.llen("through:queue") == 0
+    assert await redis.exists("through:1") == 0
+    assert await redis.lrange("through:history", 0, -1) == ["through:1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_through_falls_back_to_the_list_when_nobody_receives(store, redis):
+    # a stale marker, as left by a process that died with its subscribers
+    await redis.set("orphan:bsubs", "1")
+    await store.add("orphan", ["kept"])
+    assert [m.value for m in await store.take("orphan")] == ["kept"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_waiters_keep_publishes_in_the_list(app, redis):
+    stream = await Stream.open(app.port, "/c/mixed")
+    await subscribed(app, "mixed", 1)
+    pending = app.get("/q/mixed?wait=30")
+    await wait_until(lambda: app.dispatcher.subscriber_counts("mixed").get("longpoll") == 1)
+    assert await redis.exists("mixed:poppers") == 1
+    await publish(app, "mixed", "one")
+    # the message reached exactly one of them: the stream or the long-poll
+    response = None
+    await wait_until(lambda: len(stream.lines()) == 1 or pending.called)
+    if pending.called:
+        response = await pending
+        assert json.loads(await response.text())["value"] == "one"
+        assert stream.lines() == []
+    else:
+        assert values(stream.lines()) == ["one"]
+        pending.cancel()

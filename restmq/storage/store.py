@@ -94,8 +94,10 @@ class QueueStore:
 
     def __init__(self, pool: RedisPool, default_max_receives: int = 5,
                  wait_replicas: int = 0, wait_timeout_ms: int = 1000,
+                 history_size: int = 1000,
                  observe: Optional[Callable[[float], None]] = None) -> None:
         self.pool = pool
+        self.history_size = history_size
         self.default_max_receives = default_max_receives
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
@@ -155,7 +157,7 @@ class QueueStore:
         check_queue(queue)
         reply = await self._run("add", [keys.queue_list(queue)], [queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
-            *bodies])
+            self.history_size, *bodies])
         if self.wait_replicas:
             # a replayed key was stored by an earlier request that may have got a 503
             await self._wait_replicas()
@@ -264,7 +266,8 @@ class QueueStore:
         return int(await self._run("requeue", [keys.queue_list(queue)], args))
 
     async def dispatch(self, queue: str, broadcast_max: int, roundrobin_max: int,
-                       listener_ttl_ms: int, history_size: int) -> DispatchResult:
+                       listener_ttl_ms: int, history_size: int, broadcasting: bool = False,
+                       popping: bool = False) -> DispatchResult:
         """Take for this process's streaming subscribers (see dispatch.lua).
 
         Broadcast batches are published on the queue's broadcast channel and
@@ -272,7 +275,8 @@ class QueueStore:
         """
         reply = await self._run("dispatch", [keys.queue_list(queue)], [
             queue, broadcast_max, roundrobin_max, listener_ttl_ms, history_size,
-            keys.broadcast_channel(queue), self.default_max_receives])
+            keys.broadcast_channel(queue), self.default_max_receives,
+            "1" if broadcasting else "0", "1" if popping else "0"])
         return DispatchResult(bool(reply[0]), Policy(int(reply[1])), _messages(reply, 4),
                               int(reply[2]), int(reply[3]))
 

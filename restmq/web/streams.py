@@ -24,6 +24,8 @@ from restmq.errors import BadRequest, Forbidden
 from restmq.model import Batch, Message
 from restmq.storage.store import check_queue
 from restmq.web.base import BaseHandler, async_handler
+from restmq.web.http import fast_write
+from cyclone import httputil
 
 __all__ = ["StreamConsumer", "CometHandler", "WebSocketHandler", "sse_frame", "comet_line"]
 
@@ -40,26 +42,59 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+def _comet_chunked(message: Message) -> bytes:
+    return _chunk(comet_line(message))
+
+
+def _sse_chunked(message: Message) -> bytes:
+    return _chunk(sse_frame(message))
+
+
+class _Jsonp:
+    """Encoder for one JSONP callback name (cached per name, not per connection)."""
+
+    __slots__ = ("prefix", "chunked")
+
+    def __init__(self, callback: str, chunked: bool) -> None:
+        self.prefix = callback.encode()
+        self.chunked = chunked
+
+    def __call__(self, message: Message) -> bytes:
+        line = b"%s(%s);\r\n" % (self.prefix, message.json())
+        return _chunk(line) if self.chunked else line
+
+
+_SSE_HEARTBEAT = b":\n\n"
+_HEARTBEATS = {True: _chunk(_SSE_HEARTBEAT), False: _SSE_HEARTBEAT}
+
+
 @implementer(IPushProducer)
 class StreamConsumer:
     """A streaming connection as the dispatcher sees it (see dispatch.Consumer).
 
     ``encode`` turns a message into this transport's bytes; the result is
     cached on the message under ``cache_name`` so a broadcast encodes once.
+    ``closer(reason)`` ends the stream when the broker ends it. Kept small:
+    with 10,000 idle streams every byte of it counts.
     """
 
-    log = Logger()
+    __slots__ = ("transport", "_write", "_encode", "_cache_name", "_buffer_limit", "_dispatcher",
+                 "_queue", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
+                 "acked", "prefetch", "_held")
 
     def __init__(self, transport_name: str, write: Callable[[bytes], None],
                  encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
-                 on_resume: Callable[[], None], on_close: Callable[[str], None]) -> None:
+                 dispatcher: Any, queue: str, closer: Callable[[str], None],
+                 heartbeat_frame: Optional[bytes] = None) -> None:
         self.transport = transport_name
         self._write = write
         self._encode = encode
         self._cache_name = cache_name
         self._buffer_limit = buffer_limit
-        self._on_resume = on_resume
-        self._on_close = on_close
+        self._dispatcher = dispatcher
+        self._queue = queue
+        self._closer = closer
+        self.heartbeat_frame = heartbeat_frame
         self.paused = False
         self.closed = False
         self._behind = 0
@@ -68,25 +103,30 @@ class StreamConsumer:
         # at-least-once (?ack=1): leased messages held until settled or expired
         self.acked = False
         self.prefetch = 0
-        self._held: Dict[str, Tuple[str, float]] = {}
+        self._held: Optional[Dict[str, Tuple[str, float]]] = None
 
     # dispatch.AckedConsumer
 
     def credit(self, now: float) -> int:
-        expired = [key for key, (_, deadline) in self._held.items() if deadline <= now]
-        for key in expired:
-            del self._held[key]
-        return max(0, self.prefetch - len(self._held))
+        held = self._held
+        if held is None:
+            held = self._held = {}
+        for key in [key for key, (_, deadline) in held.items() if deadline <= now]:
+            del held[key]
+        return max(0, self.prefetch - len(held))
 
     def hold(self, message: Message, deadline: float) -> None:
         if message.receipt:
+            if self._held is None:
+                self._held = {}
             self._held[message.key] = (message.receipt, deadline)
 
     def release(self, keys: Sequence[str]) -> bool:
-        return any([self._held.pop(key, None) is not None for key in keys])
+        held = self._held or {}
+        return any([held.pop(key, None) is not None for key in keys])
 
     def outstanding(self) -> List[str]:
-        return [receipt for receipt, _ in self._held.values()]
+        return [receipt for receipt, _ in (self._held or {}).values()]
 
     # dispatch.Consumer
 
@@ -104,22 +144,20 @@ class StreamConsumer:
         if self.backlog is not None:
             self.backlog.extend(batch.messages)
             return
-        data = batch.encoded(self._cache_name, self._encode)
-        if self.paused:
-            self._behind += len(data)
-        self._write(data)
+        self.write_raw(batch.encoded(self._cache_name, self._encode))
 
     def write_message(self, message: Message) -> None:
-        data = message.encoded(self._cache_name, self._encode)
-        if self.paused:
-            self._behind += len(data)
-        self._write(data)
+        self.write_raw(message.encoded(self._cache_name, self._encode))
 
     def write_raw(self, data: bytes) -> None:
         if not self.closed:
             if self.paused:
                 self._behind += len(data)
             self._write(data)
+
+    def heartbeat(self) -> None:
+        if self.heartbeat_frame is not None:
+            self.write_raw(self.heartbeat_frame)
 
     def can_take(self) -> bool:
         return not self.paused and not self.closed
@@ -130,7 +168,14 @@ class StreamConsumer:
     def close(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
-            self._on_close(reason)
+            self._dispatcher.remove_heartbeat(self)
+            self._closer(reason)
+
+    def gone(self, _: Any = None) -> None:
+        """The client went away (notifyFinish / connectionLost)."""
+        self.closed = True
+        self._dispatcher.unsubscribe(self._queue, self)
+        self._dispatcher.remove_heartbeat(self)
 
     # IPushProducer: Twisted calls these as the socket's send buffer fills and drains
 
@@ -141,7 +186,7 @@ class StreamConsumer:
         self.paused = False
         self._behind = 0
         if not self.closed:
-            self._on_resume()
+            self._dispatcher.resumed(self._queue)
 
     def stopProducing(self) -> None:
         self.closed = True
@@ -153,6 +198,28 @@ def _ack_options(handler: BaseHandler, consumer: StreamConsumer) -> None:
         delivery = handler.context.config.delivery
         consumer.acked = True
         consumer.prefetch = int(handler.number("prefetch", delivery.prefetch, low=1, high=1000, integer=True))
+
+
+class _HttpStreamEnd:
+    """Ends an HTTP stream without keeping its request handler alive."""
+
+    __slots__ = ("connection", "chunked")
+
+    def __init__(self, connection: Any, chunked: bool) -> None:
+        self.connection = connection
+        self.chunked = chunked
+
+    def __call__(self, reason: str) -> None:
+        transport = self.connection.transport
+        if reason == "too slow":
+            transport.abortConnection()
+            return
+        transport.unregisterProducer()
+        if self.chunked:
+            self.connection.write(b"0\r\n\r\n")
+        # the stream is over: end the response and the connection with it
+        self.connection.no_keep_alive = True
+        self.connection.finish()
 
 
 class CometHandler(BaseHandler):
@@ -173,46 +240,41 @@ class CometHandler(BaseHandler):
         connection = self.request.connection
         chunked = self.request.supports_http_1_1()
         if sse:
-            name, encode = "sse", sse_frame
+            name = "sse"
+            encode: Callable[[Message], bytes] = _sse_chunked if chunked else sse_frame
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         elif callback:
-            prefix = callback.encode()
             name = "jsonp:" + callback
-            encode = lambda m: b"%s(%s);\r\n" % (prefix, m.json())  # noqa: E731
+            encode = _Jsonp(callback, chunked)
             self.set_header("Content-Type", "application/javascript; charset=utf-8")
         else:
-            name, encode = "comet", comet_line
+            name = "comet"
+            encode = _comet_chunked if chunked else comet_line
             self.set_header("Content-Type", "text/plain; charset=utf-8")
-        if chunked:
-            cache_name, frame = name + "/chunked", (lambda m, e=encode: _chunk(e(m)))
-        else:
-            cache_name, frame = name, encode
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
 
         dispatcher = self.context.dispatcher
         consumer = StreamConsumer(
-            "sse" if sse else "comet", connection.write, frame, cache_name,
-            dispatch.buffer_limit, lambda: dispatcher.resumed(queue),
-            lambda reason: self._end(reason))
-        self._consumer = consumer
-        self._queue = queue
+            "sse" if sse else "comet", connection.write, encode, name + ("/chunked" if chunked else ""),
+            dispatch.buffer_limit, dispatcher, queue, _HttpStreamEnd(connection, chunked),
+            _HEARTBEATS[chunked] if sse else None)
         _ack_options(self, consumer)
         last_id = None
         if sse:
             last_id = self.request.headers.get("Last-Event-ID") or self.argument("lastEventId")
             consumer.backlog = [] if last_id else None
-        # headers now; the body is written frame by frame below
+        # headers now; the body is written frame by frame by the consumer
         if sse:
             self.write(b"retry: %d\n\n" % dispatch.sse_retry_ms)
         self.flush()
-        transport = connection.transport
-        transport.registerProducer(consumer, True)
-        self.notifyFinish().addBoth(self._gone)
+        self._headers_written = self._finished = True  # the consumer owns the response now
+        connection.transport.registerProducer(consumer, True)
+        self.notifyFinish().addBoth(consumer.gone)
         dispatcher.subscribe(queue, consumer)
         if sse:
-            self._heartbeat = (lambda: consumer.write_raw(_chunk(b":\n\n") if chunked else b":\n\n"))
-            dispatcher.add_heartbeat(consumer, self._heartbeat)
+            dispatcher.add_heartbeat(consumer)
+        _slim(self.request)
         if last_id:
             await self._replay(queue, last_id, consumer, chunked)
 
@@ -235,24 +297,13 @@ class CometHandler(BaseHandler):
             if message.key not in seen:
                 consumer.write_message(message)
 
-    def _gone(self, _: Any) -> None:
-        consumer = getattr(self, "_consumer", None)
-        if consumer is not None:
-            consumer.closed = True
-            self.context.dispatcher.unsubscribe(self._queue, consumer)
-            self.context.dispatcher.remove_heartbeat(consumer)
 
-    def _end(self, reason: str) -> None:
-        self.context.dispatcher.remove_heartbeat(self._consumer)
-        transport = self.request.connection.transport
-        if reason == "too slow":
-            transport.abortConnection()
-            return
-        transport.unregisterProducer()
-        # the stream is over: end the response and the connection with it
-        self.request.connection.no_keep_alive = True
-        if not self._finished:
-            self.finish()
+def _slim(request: Any) -> None:
+    """Drop what a long-lived stream no longer needs from its request."""
+    connection_header = request.headers.get("Connection")
+    request.headers = httputil.HTTPHeaders({"Connection": connection_header} if connection_header else {})
+    request.arguments = request.raw_arguments = {}
+    request.body = b""
 
 
 class WebSocketHandler(BaseHandler):
@@ -307,20 +358,21 @@ class _WebSocketSession:
         self.ws = Connection(ConnectionType.SERVER)
         dispatcher = self.context.dispatcher
         self.consumer = StreamConsumer(
-            "websocket", self.transport.write, self._frame, "ws-frame",
-            self.context.config.dispatch.buffer_limit, lambda: dispatcher.resumed(queue),
-            self._closed_by_broker)
+            "websocket", self._send, self._frame, "ws-frame",
+            self.context.config.dispatch.buffer_limit, dispatcher, queue, self._closed_by_broker,
+            self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
         self.transport.registerProducer(self.consumer, True)
         dispatcher.subscribe(queue, self.consumer)
-        dispatcher.add_heartbeat(self.consumer, self._ping)
+        dispatcher.add_heartbeat(self.consumer)
+        _slim(handler.request)
+
+    def _send(self, data: bytes) -> None:
+        fast_write(self.transport, data)
 
     def _frame(self, message: Message) -> bytes:
         # a server frame is not masked, so the same bytes serve every connection
         return self.ws.send(TextMessage(data=message.json().decode("utf-8")))
-
-    def _ping(self) -> None:
-        self.consumer.write_raw(self.ws.send(Ping()))
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -402,7 +454,4 @@ class _WebSocketSession:
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
-        dispatcher = self.context.dispatcher
-        self.consumer.closed = True
-        dispatcher.unsubscribe(self.queue, self.consumer)
-        dispatcher.remove_heartbeat(self.consumer)
+        self.consumer.gone()

@@ -2,7 +2,9 @@
 -- KEYS[1] = <q>:queue (the script also touches the other keys of <q> named in keys.py)
 -- ARGV[1] = queue name  ARGV[2] = max to pop when broadcast  ARGV[3] = max when roundrobin
 -- ARGV[4] = listeners ttl ms  ARGV[5] = history size  ARGV[6] = broadcast channel
--- ARGV[7] = default max_receives
+-- ARGV[7] = default max_receives  ARGV[8] = "1" if this process has broadcast subscribers
+-- ready for publish-through  ARGV[9] = "1" if it has consumers that pop from the list
+-- (acked streams, long-polls)
 -- Marks <q> as streamed (so publishers notify), and unless the queue is stopped pops
 -- messages. Broadcast batches go to the history and to the broadcast channel, from
 -- which every process (this one included) delivers them: one ordered stream.
@@ -11,6 +13,12 @@
 local queue = ARGV[1]
 listen(queue, ARGV[4])
 local policy = redis.call('GET', queue .. ':queuepolicy') == '2' and 2 or 1
+if ARGV[8] == '1' and policy == 1 then
+  mark(queue .. ':bsubs', ARGV[4])
+end
+if ARGV[9] == '1' then
+  mark(queue .. ':poppers', ARGV[4])
+end
 local now = now_ms()
 local function next_due()
   local first = redis.call('ZRANGE', queue .. ':delayed', 0, 0, 'WITHSCORES')
@@ -26,23 +34,12 @@ promote(queue, now, tonumber(ARGV[7]))
 local n = tonumber(policy == 1 and ARGV[2] or ARGV[3])
 local out = pop(queue, n, 0, '', now)
 if policy == 1 and #out > 0 then
-  local size = tonumber(redis.call('HGET', queue .. ':settings', 'history_size')) or tonumber(ARGV[5])
   local batch = {}
   for i = 1, #out, 4 do
     batch[#batch + 1] = out[i]
     batch[#batch + 1] = out[i + 1]
-    if size > 0 then
-      redis.call('LPUSH', queue .. ':history', out[i])
-      redis.call('HSET', queue .. ':historybodies', out[i], out[i + 1])
-    end
   end
-  if size > 0 then
-    local extra = redis.call('LLEN', queue .. ':history') - size
-    if extra > 0 then
-      local old = redis.call('RPOP', queue .. ':history', extra)
-      redis.call('HDEL', queue .. ':historybodies', unpack(old))
-    end
-  end
+  record_history(queue, batch, tonumber(ARGV[5]))
   redis.call('PUBLISH', ARGV[6], cjson.encode(batch))
 end
 table.insert(out, 1, next_due())

@@ -73,11 +73,54 @@ local function promote(queue, now, default_max_receives)
   return #due + #expired
 end
 
+-- The plain pop, in bulk: a few commands per batch rather than six per message.
+local function pop_plain(queue, n)
+  local list = queue .. ':queue'
+  local out = {}
+  local got = 0
+  while got < n do
+    local want = n - got
+    local keys = redis.call('RPOP', list, want)
+    if not keys then
+      break
+    end
+    local mine = {}
+    for _, key in ipairs(keys) do
+      if owns(queue, key) then
+        mine[#mine + 1] = key
+      end
+    end
+    if #mine > 0 then
+      local bodies = redis.call('MGET', unpack(mine))
+      local counts = redis.call('HMGET', queue .. ':deliveries', unpack(mine))
+      redis.call('DEL', unpack(mine))
+      redis.call('HDEL', queue .. ':deliveries', unpack(mine))
+      redis.call('HDEL', queue .. ':enqueued', unpack(mine))
+      for i, key in ipairs(mine) do
+        if bodies[i] then
+          got = got + 1
+          out[#out + 1] = key
+          out[#out + 1] = bodies[i]
+          out[#out + 1] = tonumber(counts[i]) or 0
+          out[#out + 1] = ''
+        end
+      end
+    end
+    if #keys < want then
+      break
+    end
+  end
+  return out
+end
+
 -- Pop up to n live messages: expired (ttl) bodies and foreign elements are skipped.
 -- With lease_ms > 0 each message is leased (kept, counted, hidden until the deadline)
 -- and its token is tokens_prefix .. i; otherwise it is deleted.
 -- Returns a flat list: key, body, deliveries, token (token "" when not leased).
 local function pop(queue, n, lease_ms, tokens_prefix, now)
+  if lease_ms == 0 then
+    return pop_plain(queue, n)
+  end
   local list = queue .. ':queue'
   local out = {}
   local got = 0
@@ -122,11 +165,33 @@ local function is_stopped(queue)
   return redis.call('GET', 'queuestat::' .. queue) == '0'
 end
 
--- Mark <q> as streamed for ttl ms; never shortens what another process asked for
+-- Set a marker key for ttl ms; never shortens what another process asked for
 -- (processes may run with different sweep intervals).
-local function listen(queue, ttl)
-  local key = queue .. ':listeners'
+local function mark(key, ttl)
   if redis.call('PTTL', key) < tonumber(ttl) then
     redis.call('SET', key, '1', 'PX', ttl)
+  end
+end
+
+-- <q> is streamed by some process (publishers must notify)
+local function listen(queue, ttl)
+  mark(queue .. ':listeners', ttl)
+end
+
+-- Append a broadcast batch (key, body, key, body ...) to the bounded history of <q>.
+local function record_history(queue, batch, default_size)
+  local size = tonumber(redis.call('HGET', queue .. ':settings', 'history_size')) or default_size
+  if size <= 0 then
+    return
+  end
+  local history = queue .. ':history'
+  for i = 1, #batch, 2 do
+    redis.call('LPUSH', history, batch[i])
+    redis.call('HSET', queue .. ':historybodies', batch[i], batch[i + 1])
+  end
+  local extra = redis.call('LLEN', history) - size
+  if extra > 0 then
+    local old = redis.call('RPOP', history, extra)
+    redis.call('HDEL', queue .. ':historybodies', unpack(old))
   end
 end

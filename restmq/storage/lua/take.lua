@@ -3,12 +3,13 @@
 -- ARGV[1] = queue name  ARGV[2] = N  ARGV[3] = lease ms (0: plain pop, the message is deleted)
 -- ARGV[4] = lease token prefix  ARGV[5] = "1" if a stopped queue holds pops
 -- ARGV[6] = default max_receives  ARGV[7] = listeners ttl ms (a long-poll waits: publishers
--- must notify) or 0  ARGV[8] = "1" when the lease is the default one (the queue's own
+-- must notify, and must not bypass the list) or 0  ARGV[8] = "1" when the lease is the default one (the queue's own
 -- lease_seconds setting wins then)
 -- Returns {stopped (0|1), key, body, deliveries, token, ...}.
 local queue = ARGV[1]
 if ARGV[7] ~= '0' then
   listen(queue, ARGV[7])
+  mark(queue .. ':poppers', ARGV[7])
 end
 if ARGV[5] == '1' and is_stopped(queue) then
   return {1}
