@@ -37,6 +37,7 @@ class ServerConfig:
     json_log: bool = False
     xheaders: bool = False
     reuse_port: bool = False
+    allowed_origins: Tuple[str, ...] = ()
     metrics_max_queues: int = 200
 
 
@@ -88,7 +89,6 @@ class DispatchConfig:
     history_size: int = 1000
     max_wait: float = 60.0
     batch_size: int = 500
-    websocket_origins: Tuple[str, ...] = ()
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -171,6 +171,7 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("server", "json_log"): (_boolean, "server.json_log"),
     ("server", "xheaders"): (_boolean, "server.xheaders"),
     ("server", "reuse_port"): (_boolean, "server.reuse_port"),
+    ("server", "allowed_origins"): (_words, "server.allowed_origins"),
     ("server", "metrics_max_queues"): (_positive_int, "server.metrics_max_queues"),
     ("redis", "url"): (_text, "redis.url"),
     ("redis", "host"): (_text, "redis.host"),
@@ -190,7 +191,6 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("dispatch", "history_size"): (_non_negative_int, "dispatch.history_size"),
     ("dispatch", "max_wait"): (_seconds, "dispatch.max_wait"),
     ("dispatch", "batch_size"): (_positive_int, "dispatch.batch_size"),
-    ("dispatch", "websocket_origins"): (_words, "dispatch.websocket_origins"),
     ("delivery", "lease_seconds"): (_seconds, "delivery.lease_seconds"),
     ("delivery", "max_receives"): (_positive_int, "delivery.max_receives"),
     ("delivery", "max_delay"): (_seconds, "delivery.max_delay"),

@@ -249,3 +249,25 @@ async def test_expect_100_continue(app):
     client.transport.write(b"value=1")
     await wait_until(lambda: b"cont:1" in client.data)
     client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_foreign_origin_cannot_change_the_broker(app):
+    foreign = {"Origin": "http://evil.example"}
+    response = await app.post("/q/csrf", data={"value": "x"}, headers=foreign)
+    assert response.code == 403
+    assert (await app.delete("/q/csrf", headers=foreign)).code == 403
+    own = {"Origin": "http://127.0.0.1:%d" % app.port}
+    assert (await app.post("/q/csrf", data={"value": "x"}, headers=own)).code == 200
+    # reading is not a change: a cross-site GET is the browser's business (no CORS)
+    assert (await app.get("/stats/csrf", headers=foreign)).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_allowed_origins_may_post(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(server={"allowed_origins": ("https://app.example",)}))
+    try:
+        response = await running.post("/q/o", data={"value": "x"}, headers={"Origin": "https://app.example"})
+        assert response.code == 200
+    finally:
+        await stop_app(running)

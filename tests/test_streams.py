@@ -175,7 +175,7 @@ async def test_websocket_foreign_origin_is_refused(app):
 @pytest_twisted.ensureDeferred
 async def test_websocket_allow_list(redis, redis_server):
     running = await start_app(redis_server.target, test_config(
-        dispatch={"websocket_origins": ("https://app.example",)}))
+        server={"allowed_origins": ("https://app.example",)}))
     try:
         assert (await WsClient.open(running.port, "/ws/o", origin="https://app.example")).accepted
         assert (await WsClient.open(running.port, "/ws/o", origin="https://other.example")).rejected == 403

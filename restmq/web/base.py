@@ -8,6 +8,7 @@ import functools
 import re
 import time
 from email.utils import formatdate
+from urllib.parse import urlsplit
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 import attr
@@ -20,7 +21,7 @@ from twisted.python.failure import Failure
 from restmq import __version__
 from restmq.acl import Acl, Credentials
 from restmq.config import Config
-from restmq.errors import BadRequest, MessageTooLarge, RestMQError, Unauthorized
+from restmq.errors import BadRequest, Forbidden, MessageTooLarge, RestMQError, Unauthorized
 from restmq.web.errors import status_for
 
 __all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK"]
@@ -129,7 +130,21 @@ class BaseHandler(cyclone.web.RequestHandler):
 
     # access control
 
+    def origin_allowed(self) -> bool:
+        """No Origin (not a browser), the broker's own, or one in ``allowed_origins``."""
+        origin = self.request.headers.get("Origin")
+        if origin is None:
+            return True
+        allowed = self.config.server.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return urlsplit(origin).netloc == self.request.headers.get("Host", "")
+
     def prepare(self) -> None:
+        if self.request.method in ("POST", "DELETE") and not self.origin_allowed():
+            # a page elsewhere must not act with a visitor's credentials (CSRF)
+            raise Forbidden("origin %s may not change this broker (see allowed_origins)"
+                            % self.request.headers.get("Origin"))
         category = self.acl_categories.get(self.request.method)
         if category is not None and self.context.acl.enabled:
             self.context.acl.check(category, self.request.remote_ip, self.credentials())

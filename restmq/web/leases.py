@@ -125,7 +125,8 @@ class SettingsHandler(BaseHandler):
             items = {name: (None if value in (None, "") else _setting_text(value))
                      for name, value in body.items()}
         else:
-            items = {name: (self.argument(name) or None) for name in fields if name != "callback"}
+            items = {name: (self.argument(name) or None) for name in fields
+                     if name not in ("callback", "token")}
         for name, value in items.items():
             try:
                 changes[name] = None if value is None else parse_setting(name, value)

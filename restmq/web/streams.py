@@ -308,20 +308,13 @@ def _slim(request: Any) -> None:
 
 class WebSocketHandler(BaseHandler):
     """GET /ws/<q>: a WebSocket (RFC 6455, wsproto) that carries the same JSON
-    as text frames. Origin is checked against ``websocket_origins``."""
+    as text frames. Origin is checked against ``allowed_origins``."""
 
     acl_categories = {"GET": "websocket:consumer"}
 
     def _check_origin(self) -> None:
-        origin = self.request.headers.get("Origin")
-        if origin is None:
-            return
-        allowed = self.context.config.dispatch.websocket_origins
-        if "*" in allowed or origin in allowed:
-            return
-        if urlsplit(origin).netloc == self.request.headers.get("Host", ""):
-            return
-        raise Forbidden("origin %s is not allowed" % origin)
+        if not self.origin_allowed():
+            raise Forbidden("origin %s is not allowed" % self.request.headers.get("Origin"))
 
     @async_handler
     async def get(self, queue: str) -> None:
