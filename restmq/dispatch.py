@@ -292,7 +292,8 @@ class Dispatcher:
                     waiter.callback(None)
                 self.wake(queue)
 
-        self.notifier.watch(queue).addCallbacks(subscribed, lambda failure: failure.trap(defer.CancelledError))
+        self.notifier.watch(queue).addCallbacks(
+            subscribed, lambda failure: failure.trap(defer.CancelledError))
 
     def _forget_if_idle(self, queue: str, state: _QueueState) -> None:
         if not state.consumers and not state.waiters and self._queues.get(queue) is state:

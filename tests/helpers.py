@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import tempfile
@@ -15,7 +14,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.web.client import HTTPConnectionPool
 
 from restmq.acl import Acl
-from restmq.config import Config, DispatchConfig, RedisConfig, RedisTarget, ServerConfig, load_config
+from restmq.config import Config, RedisTarget
 from restmq.dispatch import Dispatcher
 from restmq.metrics import Metrics
 from restmq.redisproc import find_redis_server
@@ -191,7 +190,6 @@ async def raw_exchange(port: int, data: bytes, stop_at: Optional[bytes] = None,
 async def open_raw(port: int):
     """A connected raw client whose received bytes accumulate in ``.data``."""
     done: defer.Deferred = defer.Deferred()
-    client = _Collect(done, b"", None)
     factory = protocol.ClientFactory()
     connected: defer.Deferred = defer.Deferred()
 

@@ -70,7 +70,8 @@ def test_ipv6_and_mapped_addresses(tmp_path):
 def test_password_required(tmp_path):
     acl = acl_from(tmp_path, "[rest:producer]\nusername = alice\npassword = s3cret\n")
     acl.check("rest:producer", "1.2.3.4", Credentials("alice", "s3cret"))
-    for wrong in (NOBODY, Credentials("alice", "nope"), Credentials("bob", "s3cret"), Credentials("alice", "")):
+    for wrong in (NOBODY, Credentials("alice", "nope"), Credentials("bob", "s3cret"),
+                  Credentials("alice", "")):
         with pytest.raises(Unauthorized):
             acl.check("rest:producer", "1.2.3.4", wrong)
 

@@ -43,7 +43,10 @@ async function whenBothOpen() {
 }
 const source = new EventSource('/c/browser');
 source.onopen = whenBothOpen;
-source.onmessage = (e) => { results.sse.push({id: e.lastEventId, value: JSON.parse(e.data).value}); check(); };
+source.onmessage = (e) => {
+  results.sse.push({id: e.lastEventId, value: JSON.parse(e.data).value});
+  check();
+};
 source.onerror = () => results.errors.push('eventsource error');
 const socket = new WebSocket('ws://' + location.host + '/ws/browser');
 socket.onopen = whenBothOpen;

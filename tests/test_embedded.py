@@ -41,7 +41,8 @@ def wait_http(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
 
 def post(port: int, queue: str, value: str) -> str:
     data = ("value=" + value).encode()
-    return urllib.request.urlopen("http://127.0.0.1:%d/q/%s" % (port, queue), data=data, timeout=5).read().decode()
+    url = "http://127.0.0.1:%d/q/%s" % (port, queue)
+    return urllib.request.urlopen(url, data=data, timeout=5).read().decode()
 
 
 def pop(port: int, queue: str) -> bytes:

@@ -153,7 +153,8 @@ async def test_huge_content_length_is_refused_before_the_body(app):
 @pytest.mark.parametrize("length", [b"-5", b"abc", b"1 2", b"+3", b"99999999999999999999999"])
 @pytest_twisted.ensureDeferred
 async def test_bad_content_length_is_400(app, length):
-    raw = await raw_exchange(app.port, b"POST /q/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n" % length)
+    raw = await raw_exchange(app.port,
+                             b"POST /q/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n" % length)
     status, _, body = split_response(raw)
     assert status == 400
     assert json.loads(body)["error"]["code"] == "bad_request"
@@ -186,8 +187,9 @@ async def test_malformed_request_gets_a_json_error_and_close(app, line):
 
 @pytest_twisted.ensureDeferred
 async def test_chunked_request_body_is_411(app):
-    raw = await raw_exchange(app.port, b"POST /q/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                       b"5\r\nvalue\r\n0\r\n\r\n")
+    raw = await raw_exchange(app.port,
+                             b"POST /q/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nvalue\r\n0\r\n\r\n")
     assert split_response(raw)[0] == 411
 
 
@@ -224,7 +226,8 @@ async def test_idle_keepalive_connection_is_closed(redis, redis_server):
 
 @pytest_twisted.ensureDeferred
 async def test_pipelined_requests_are_answered_in_order(app):
-    requests = b"".join(b"POST /q/pipe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    requests = b"".join(b"POST /q/pipe HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/x-www-form-urlencoded\r\n"
                         b"Content-Length: 7\r\n\r\nvalue=%d" % i for i in range(5))
     requests += b"GET /q/pipe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     raw = await raw_exchange(app.port, requests)
@@ -265,7 +268,8 @@ async def test_foreign_origin_cannot_change_the_broker(app):
 
 @pytest_twisted.ensureDeferred
 async def test_allowed_origins_may_post(redis, redis_server):
-    running = await start_app(redis_server.target, test_config(server={"allowed_origins": ("https://app.example",)}))
+    running = await start_app(redis_server.target,
+                              test_config(server={"allowed_origins": ("https://app.example",)}))
     try:
         response = await running.post("/q/o", data={"value": "x"}, headers={"Origin": "https://app.example"})
         assert response.code == 200

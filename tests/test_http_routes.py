@@ -117,14 +117,17 @@ async def test_protocol_add_get_take_del(app):
         {"cmd": "add", "queue": "proto", "value": "v1"})}))
     assert add == {"queue": "proto", "value": "v1", "key": "proto:1"}
     await app.post("/queue", data={"msg": json.dumps({"cmd": "add", "queue": "proto", "value": "v2"})})
-    got = await body_json(await app.post("/queue", data={"body": json.dumps({"cmd": "get", "queue": "proto"})}))
+    got = await body_json(await app.post("/queue",
+                                         data={"body": json.dumps({"cmd": "get", "queue": "proto"})}))
     assert got == {"queue": "proto", "key": "proto:1", "value": "v1", "count": 1}
-    got = await body_json(await app.post("/queue", data={"body": json.dumps({"cmd": "get", "queue": "proto"})}))
+    got = await body_json(await app.post("/queue",
+                                         data={"body": json.dumps({"cmd": "get", "queue": "proto"})}))
     assert got["count"] == 2
     deleted = await body_json(await app.post("/queue", data={"body": json.dumps(
         {"cmd": "del", "queue": "proto", "key": "proto:1"})}))
     assert deleted == {"queue": "proto", "key": "proto:1", "deleted": True}
-    taken = await body_json(await app.post("/queue", data={"body": json.dumps({"cmd": "take", "queue": "proto"})}))
+    taken = await body_json(await app.post("/queue",
+                                           data={"body": json.dumps({"cmd": "take", "queue": "proto"})}))
     assert taken == {"queue": "proto", "key": "proto:2", "value": "v2"}
     empty = await app.post("/queue", data={"body": json.dumps({"cmd": "take", "queue": "proto"})})
     assert empty.code == 204
@@ -132,7 +135,8 @@ async def test_protocol_add_get_take_del(app):
 
 @pytest_twisted.ensureDeferred
 async def test_protocol_accepts_a_raw_json_body(app):
-    response = await app.post("/queue", data=json.dumps({"cmd": "add", "queue": "rawj", "value": "v"}).encode(),
+    response = await app.post("/queue",
+                              data=json.dumps({"cmd": "add", "queue": "rawj", "value": "v"}).encode(),
                               headers={"Content-Type": "application/json"})
     assert (await body_json(response))["key"] == "rawj:1"
 

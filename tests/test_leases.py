@@ -288,7 +288,8 @@ async def test_http_batch_is_atomic_when_refused(app):
 
 @pytest_twisted.ensureDeferred
 async def test_http_pop_many(app):
-    await app.post("/q/pm", data=json.dumps(["a", "b", "c"]).encode(), headers={"Content-Type": "application/json"})
+    await app.post("/q/pm", data=json.dumps(["a", "b", "c"]).encode(),
+                   headers={"Content-Type": "application/json"})
     popped = json.loads(await (await app.get("/q/pm?count=2")).text())
     assert [m["value"] for m in popped["messages"]] == ["a", "b"]
 
@@ -389,7 +390,8 @@ async def test_by_default_stop_holds_only_streaming(app):
 async def test_acked_sse_gets_leased_messages_up_to_prefetch(app):
     stream = await Stream.open(app.port, "/c/as?ack=1&prefetch=2", headers={"Accept": "text/event-stream"})
     await wait_until(lambda: app.dispatcher.subscriber_counts("as") == {"sse": 1})
-    await app.post("/q/as", data=json.dumps(["1", "2", "3"]).encode(), headers={"Content-Type": "application/json"})
+    await app.post("/q/as", data=json.dumps(["1", "2", "3"]).encode(),
+                   headers={"Content-Type": "application/json"})
     await wait_until(lambda: len(stream.messages()) == 2)
     first, second = stream.messages()
     assert first["receipt"].startswith("as:1:") and first["deliveries"] == 1
@@ -404,7 +406,8 @@ async def test_acked_sse_gets_leased_messages_up_to_prefetch(app):
 async def test_acked_consumer_dropping_gives_its_messages_to_another(app):
     leaving = await Stream.open(app.port, "/c/ad?ack=1&prefetch=5")
     await wait_until(lambda: app.dispatcher.subscriber_counts("ad") == {"comet": 1})
-    await app.post("/q/ad", data=json.dumps(["a", "b"]).encode(), headers={"Content-Type": "application/json"})
+    await app.post("/q/ad", data=json.dumps(["a", "b"]).encode(),
+                   headers={"Content-Type": "application/json"})
     await wait_until(lambda: len(leaving.lines()) == 2)
     leaving.close()
     await wait_until(lambda: not app.dispatcher.subscriber_counts("ad"))
@@ -417,7 +420,8 @@ async def test_acked_consumer_dropping_gives_its_messages_to_another(app):
 async def test_acked_websocket_acks_over_the_socket(app):
     ws = await WsClient.open(app.port, "/ws/aw?ack=1&prefetch=1")
     await wait_until(lambda: app.dispatcher.subscriber_counts("aw") == {"websocket": 1})
-    await app.post("/q/aw", data=json.dumps(["x", "y"]).encode(), headers={"Content-Type": "application/json"})
+    await app.post("/q/aw", data=json.dumps(["x", "y"]).encode(),
+                   headers={"Content-Type": "application/json"})
     await wait_until(lambda: len(ws.messages()) == 1)
     ws.send_text(json.dumps({"ack": ws.messages()[0]["receipt"]}))
     await wait_until(lambda: len(ws.messages()) == 3)

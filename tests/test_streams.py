@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import pytest_twisted
 
 from tests.helpers import sleep, start_app, stop_app, test_config, wait_until
@@ -239,7 +238,8 @@ async def test_broadcast_reaches_every_subscriber_once_in_order_whatever_the_tra
     await subscribed(app, "bc", 3)
     sent = [str(i) for i in range(20)]
     await publish(app, "bc", *sent)
-    await wait_until(lambda: len(comet.lines()) == 20 and len(sse.messages()) == 20 and len(ws.messages()) == 20)
+    await wait_until(lambda: len(comet.lines()) == 20 and len(sse.messages()) == 20
+                     and len(ws.messages()) == 20)
     assert values(comet.lines()) == sent
     assert values(sse.messages()) == sent
     assert values(ws.messages()) == sent
@@ -417,7 +417,6 @@ async def test_publish_goes_straight_to_ready_broadcast_subscribers(app, redis):
     for _ in range(200):
         if await redis.exists("through:bsubs"):
             break
-        from tests.helpers import sleep
         await sleep(0.01)
     await publish(app, "through", "direct")
     await wait_until(lambda: values(stream.lines()) == ["direct"])

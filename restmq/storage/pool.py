@@ -117,7 +117,8 @@ class RedisPool:
 
         def too_late() -> None:
             if not result.called:
-                result.errback(BackendUnavailable("no connection to Redis within %.1f s" % self.connect_timeout))
+                result.errback(BackendUnavailable(
+                    "no connection to Redis within %.1f s" % self.connect_timeout))
 
         timer = self.clock.callLater(self.connect_timeout, too_late)
         factory.connectionQueue.peek().addCallback(ready)

@@ -10,7 +10,7 @@ import attr
 import txredisapi
 
 from restmq import keys
-from restmq.errors import (BackendUnavailable, InvalidQueueName, LeaseLost, MessageNotFound,
+from restmq.errors import (BackendUnavailable, InvalidQueueName, MessageNotFound,
                            QueueFull, RestMQError)
 from restmq.model import Message, Policy, QueueInfo, QueueState
 from restmq.storage.pool import RedisPool
@@ -155,7 +155,8 @@ class QueueStore:
         :raises QueueFull: the queue is at its max length and refuses.
         """
         check_queue(queue)
-        reply = await self._run("add", [keys.queue_list(queue)], [queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
+        reply = await self._run("add", [keys.queue_list(queue)], [
+            queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
             self.history_size, *bodies])
         if self.wait_replicas:
@@ -255,7 +256,8 @@ class QueueStore:
         after the change."""
         check_queue(queue)
         await self._run("settings", [keys.settings(queue)],
-                        [item for name, value in values.items() for item in (name, "" if value is None else value)])
+                        [item for name, value in values.items()
+                         for item in (name, "" if value is None else value)])
         return await self.get_settings(queue)
 
     async def requeue(self, queue: str, messages: Sequence[Message]) -> int:

@@ -9,7 +9,6 @@ the client stops reading: it then takes no round-robin messages, and past
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
-from urllib.parse import urlsplit
 
 import orjson
 from twisted.internet import defer
