@@ -163,7 +163,7 @@ def _stats(broker: Broker, queue: Optional[Queue], args: argparse.Namespace, out
     if args.json:
         out.write(orjson.dumps(payload).decode() + "\n")
         return EXIT_OK
-    rows = [("queue",) + _COLUMNS]
+    rows: List[Tuple[str, ...]] = [("queue",) + _COLUMNS]
     for name, entry in sorted(payload["queues"].items()):
         rows.append((name,) + tuple("-" if entry.get(c) is None else str(entry.get(c)) for c in _COLUMNS))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

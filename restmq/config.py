@@ -210,7 +210,8 @@ def parse_redis_url(url: str) -> RedisTarget:
     """
     parsed = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qs(parsed.query)
-    password = parsed.password or (query.get("password") or [None])[0]
+    passwords = query.get("password")
+    password = parsed.password or (passwords[0] if passwords else None)
     try:
         db = int((query.get("db") or ["0"])[0])
     except ValueError:
@@ -236,10 +237,10 @@ def parse_redis_url(url: str) -> RedisTarget:
         netloc = parsed.netloc.rpartition("@")[2]
         sentinels = []
         for item in netloc.split(","):
-            host, sep, port = item.rpartition(":")
-            if not sep or not host or not port.isdigit():
+            host, sep, port_text = item.rpartition(":")
+            if not sep or not host or not port_text.isdigit():
                 raise ValueError("sentinel addresses are host:port[,host:port...]")
-            sentinels.append((host, int(port)))
+            sentinels.append((host, int(port_text)))
         master = parsed.path.strip("/")
         if not master:
             raise ValueError("sentinel:// URL needs /<master-name>")
@@ -284,12 +285,12 @@ def load_config(path: Optional[str] = None,
     sections: Dict[str, Dict[str, Any]] = {
         "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "acl": {}}
     for (section, key), (text, origin) in raw.items():
-        convert, target = OPTION_TABLE[(section, key)]
+        convert, field = OPTION_TABLE[(section, key)]
         try:
             value = convert(text)
         except ValueError as exc:
             raise ConfigError("%s: [%s] %s = %r: %s" % (origin, section, key, text, exc)) from None
-        sections[target.split(".")[0]][target.split(".")[1]] = value
+        sections[field.split(".")[0]][field.split(".")[1]] = value
 
     redis_values = sections["redis"]
     url = redis_values.pop("url", "")

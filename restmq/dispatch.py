@@ -18,7 +18,7 @@ only catches what other brokers pushed straight into Redis.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Dict, List, Optional, Protocol, Sequence, TypeGuard
 
 import attr
 from twisted.internet import defer, task
@@ -71,6 +71,10 @@ class AckedConsumer(Consumer, Protocol):
         """Receipts of the leased messages it still holds."""
 
 
+def _is_acked(consumer: Consumer) -> TypeGuard[AckedConsumer]:
+    return bool(getattr(consumer, "acked", False))
+
+
 def deal(consumers: Sequence[Consumer], cursor: int, count: int) -> List[Consumer]:
     """Round robin: the consumer for each of ``count`` messages, starting at ``cursor``."""
     return [consumers[(cursor + i) % len(consumers)] for i in range(count)]
@@ -79,7 +83,7 @@ def deal(consumers: Sequence[Consumer], cursor: int, count: int) -> List[Consume
 def deal_by_credit(consumers: Sequence[Any], credits: List[int], cursor: int, count: int) -> List[Any]:
     """Round robin over consumers that still have credit; one consumer per message."""
     credits = list(credits)
-    chosen = []
+    chosen: List[Any] = []
     i = cursor
     while len(chosen) < count and any(credits):
         index = i % len(consumers)
@@ -215,7 +219,7 @@ class Dispatcher:
             state.consumers.remove(consumer)
         except ValueError:
             return
-        if getattr(consumer, "acked", False):
+        if _is_acked(consumer):
             receipts = consumer.outstanding()
             if receipts:
                 # its unacked messages go back to the head of the queue at once

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import attr
 import orjson
@@ -79,8 +79,8 @@ class Message:
     receipt: Optional[str] = None
     _encoded: Dict[str, bytes] = attr.ib(factory=dict, repr=False, eq=False)
 
-    def as_dict(self) -> dict:
-        out = {"key": self.key, "value": self.value}
+    def as_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"key": self.key, "value": self.value}
         if self.receipt is not None:
             out["receipt"] = self.receipt
             out["deliveries"] = self.deliveries

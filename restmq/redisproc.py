@@ -79,7 +79,7 @@ class EmbeddedRedis(service.Service):
     """A redis-server child process; ``target`` is where to connect to it."""
 
     log = Logger()
-    name = "redis"
+    name = "redis"  # type: ignore[assignment]  # Twisted infers Service.name = None as NoneType
 
     def __init__(self, data_dir: str, binary: str = "", start_timeout: float = 10.0) -> None:
         self.data_dir = os.path.abspath(data_dir)

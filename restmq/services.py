@@ -18,7 +18,7 @@ class RedisService(service.Service):
     """Owns the connection pool."""
 
     log = Logger()
-    name = "pool"
+    name = "pool"  # type: ignore[assignment]  # Twisted infers Service.name = None as NoneType
 
     def __init__(self, pool: RedisPool) -> None:
         self.pool = pool
@@ -38,7 +38,7 @@ class DispatcherService(service.Service):
     """Starts the pub/sub listener and the dispatcher's sweep; closes consumers at stop."""
 
     log = Logger()
-    name = "dispatcher"
+    name = "dispatcher"  # type: ignore[assignment]  # Twisted infers Service.name = None as NoneType
 
     def __init__(self, dispatcher: Any, notifier: Notifier) -> None:
         self.dispatcher = dispatcher

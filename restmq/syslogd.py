@@ -296,7 +296,7 @@ class SyslogStreamFactory(protocol.ServerFactory):
     """Builds a ``SyslogStream`` per TCP connection, at most ``max_connections`` at once."""
 
     log = Logger()
-    protocol = SyslogStream  # type: ignore[assignment]
+    protocol = SyslogStream  # type: ignore[assignment]  # Twisted types it through its factory Protocol
     noisy = False
 
     def __init__(self, ingest: SyslogIngest, clock: Any, max_line: int,
@@ -338,7 +338,7 @@ class SyslogService(service.Service):
     draining what is pending into Redis (for up to ``drain_timeout`` seconds)."""
 
     log = Logger()
-    name = "syslogd"
+    name = "syslogd"  # type: ignore[assignment]  # Twisted infers Service.name = None as NoneType
 
     def __init__(self, ingest: SyslogIngest, reactor: Any, port: int, interface: str,
                  max_line: int, max_connections: int = 1000, tcp: bool = True, udp: bool = True,
@@ -437,7 +437,7 @@ class LocalRedis(service.Service):
     ``unix://<data-dir>/redis.sock``."""
 
     log = Logger()
-    name = "redis"
+    name = "redis"  # type: ignore[assignment]  # Twisted infers Service.name = None as NoneType
 
     def __init__(self, embedded: EmbeddedRedis) -> None:
         self.embedded = embedded

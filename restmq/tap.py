@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Dict, Tuple
+from typing import Dict, Tuple, Type
 
 from twisted.application import internet, service
 from twisted.internet import defer
@@ -122,6 +122,7 @@ def makeService(options: Options) -> service.MultiService:
     context = Context(store=store, dispatcher=dispatcher, acl=acl, config=config, clock=reactor,
                       metrics=metrics)
     app = make_app(context)
+    http: service.Service
     if config.server.reuse_port:
         from restmq.reuseport import ReusePortServer
         http = ReusePortServer(config.server.port, app, config.server.listen)
@@ -135,7 +136,7 @@ def makeService(options: Options) -> service.MultiService:
 class _Guarded(service.MultiService):
     """Turns a startup failure of a child into one clear line and exit status 1."""
 
-    def __init__(self, *fatal: type) -> None:
+    def __init__(self, *fatal: Type[BaseException]) -> None:
         super().__init__()
         self.fatal = fatal
 

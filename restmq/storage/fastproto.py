@@ -19,9 +19,9 @@ __all__ = ["fast_protocol", "overdue"]
 class _FastCommands:
     """Mixed in before a txredisapi protocol class."""
 
-    def connectionMade(self):  # type: ignore[override]
+    def connectionMade(self) -> Any:
         self._sent: Deque[float] = collections.deque()
-        return super().connectionMade()  # type: ignore[misc]
+        return super().connectionMade()  # type: ignore[misc]  # the txredisapi base comes later in the MRO
 
     def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
         parts = [b"*%d\r\n" % len(args)]
@@ -45,7 +45,7 @@ class _FastCommands:
         sent = self._sent
         if sent:
             sent.popleft()
-        super().replyReceived(reply)  # type: ignore[misc]
+        super().replyReceived(reply)  # type: ignore[misc]  # the txredisapi base comes later in the MRO
 
 
 _classes: dict = {}
@@ -62,4 +62,6 @@ def fast_protocol(base: type) -> type:
 def overdue(connection: Any, now: float, timeout: float) -> bool:
     """True when ``connection``'s oldest unanswered command is older than ``timeout``."""
     sent = getattr(connection, "_sent", None)
-    return bool(sent) and now - sent[0] > timeout
+    if not sent:
+        return False
+    return now - sent[0] > timeout

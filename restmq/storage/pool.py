@@ -126,7 +126,7 @@ class RedisPool:
 
 
 def _connect(target: RedisTarget, pool_size: int, connect_timeout: float,
-             reply_timeout: float, api: Any) -> Any:
+             reply_timeout: Optional[float], api: Any) -> Any:
     common = dict(dbid=target.db, password=target.password, replyTimeout=reply_timeout,
                   convertNumbers=False)
     if target.kind == "unix":
@@ -233,7 +233,7 @@ def _master_only(protocol_class: type) -> type:
     SubscriberProtocol keeps only the last three items of a list reply.
     """
 
-    class MasterOnly(protocol_class):  # type: ignore[valid-type, misc]
+    class MasterOnly(protocol_class):
         def connectionMade(self) -> Any:
             if self.password is not None:
                 self.auth(self.password)

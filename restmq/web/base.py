@@ -9,7 +9,7 @@ import re
 import time
 from email.utils import formatdate
 from urllib.parse import urlsplit
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Tuple, overload
 
 import attr
 import cyclone.web
@@ -41,7 +41,7 @@ class Context:
     metrics: Any = None
 
 
-def async_handler(method: Callable[..., Awaitable[Any]]) -> Callable[..., defer.Deferred]:
+def async_handler(method: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., defer.Deferred]:
     """Let Cyclone run an ``async def`` handler method (it only understands Deferreds)."""
 
     @functools.wraps(method)
@@ -85,22 +85,22 @@ class BaseHandler(cyclone.web.RequestHandler):
         self._finished = False
         self._auto_finish = True
         self._transforms = None
-        self.path_args = None
-        self.path_kwargs = None
+        self.path_args: Optional[List[Any]] = None
+        self.path_kwargs: Optional[Dict[str, Any]] = None
         self.clear()
         self.initialize(**kwargs)
 
-    def initialize(self, context: Context) -> None:  # type: ignore[override]
+    def initialize(self, context: Context) -> None:
         self.context = context
         self.store = context.store
         self.config = context.config
 
     def clear(self) -> None:
         self._headers = {"Server": _SERVER, "Content-Type": "application/json", "Date": _http_date()}
-        self._list_headers = []
+        self._list_headers: List[Tuple[str, str]] = []
         if not self.request.supports_http_1_1() and self.request.headers.get("Connection") == "Keep-Alive":
             self._headers["Connection"] = "Keep-Alive"
-        self._write_buffer = []
+        self._write_buffer: List[bytes] = []
         self._status_code = 200
         self._reason = "OK"
 
@@ -187,6 +187,14 @@ class BaseHandler(cyclone.web.RequestHandler):
         if value is None:
             raise BadRequest("missing field %r" % name)
         return value
+
+    @overload
+    def number(self, name: str, default: float, low: float = 0,
+               high: Optional[float] = None, integer: bool = False) -> float: ...
+
+    @overload
+    def number(self, name: str, default: None = None, low: float = 0,
+               high: Optional[float] = None, integer: bool = False) -> Optional[float]: ...
 
     def number(self, name: str, default: Optional[float] = None, low: float = 0,
                high: Optional[float] = None, integer: bool = False) -> Optional[float]:

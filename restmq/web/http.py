@@ -20,6 +20,7 @@ from cyclone import httputil
 from cyclone.httpserver import HTTPRequest
 from twisted.internet import address, protocol, tcp
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 __all__ = ["HttpLimits", "HTTPConnection", "ChunkedTransferEncoding", "parse_form", "fast_write"]
 
@@ -162,6 +163,9 @@ class HTTPConnection(protocol.Protocol):
 
     log = Logger()
     factory: Any
+    # a connected TCP or UNIX server transport (also its IPushProducer); Twisted's
+    # Optional[ITransport] is a zope interface that mypy cannot check without a plugin
+    transport: Any
 
     _IDLE, _HEAD, _BODY, _BUSY = range(4)
 
@@ -297,7 +301,8 @@ class HTTPConnection(protocol.Protocol):
         return method.decode("ascii"), target_text, version.decode("ascii"), headers, length
 
     def _dispatch(self, body: bytes) -> None:
-        method, uri, version, headers, _ = self._head  # type: ignore[misc]
+        assert self._head is not None, "_step parses the head before it dispatches"
+        method, uri, version, headers, _ = self._head
         self._head = None
         self._state = self._BUSY
         self._cancel_timer()
@@ -400,7 +405,7 @@ class HTTPConnection(protocol.Protocol):
     def _cancel_timer(self) -> None:
         self.deadline = None
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Optional[Failure] = protocol.connectionDone) -> None:
         self._closed = True
         self._cancel_timer()
         self._deadlines.discard(self)

@@ -103,6 +103,7 @@ class MetricsHandler(_OpsHandler):
 class OpenAPIHandler(_OpsHandler):
     """GET /openapi.json: the OpenAPI 3.1 document of every route."""
 
+    # cyclone hands each route's own keyword arguments to initialize()
     def initialize(self, context: Context, document: bytes) -> None:  # type: ignore[override]
         super().initialize(context)
         self.document = document
@@ -114,6 +115,7 @@ class OpenAPIHandler(_OpsHandler):
 class DashboardHandler(_OpsHandler):
     """GET /dashboard/ (the page) and its files; /dashboard redirects to /dashboard/."""
 
+    # cyclone hands each route's own keyword arguments to initialize()
     def initialize(self, context: Context, files: Dict[str, bytes]) -> None:  # type: ignore[override]
         super().initialize(context)
         self.files = files
@@ -241,6 +243,7 @@ class DashboardEventsHandler(_OpsHandler):
     """GET /dashboard/events: a Server-Sent Events stream of ``stats`` snapshots,
     one a second (the framing of /sse/<q>)."""
 
+    # cyclone hands each route's own keyword arguments to initialize()
     def initialize(self, context: Context, feed: StatsFeed) -> None:  # type: ignore[override]
         super().initialize(context)
         self.feed = feed

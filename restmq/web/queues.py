@@ -99,7 +99,7 @@ class _Consuming(_Producing):
         if self.argument("reserve") is not None:
             lease = self.number("reserve", delivery.lease_seconds, low=0.001, high=12 * 3600)
             lease_ms = int(lease * 1000)
-        messages = await self._pop(queue, int(count or 1), lease_ms, 0)
+        messages: Optional[List[Message]] = await self._pop(queue, int(count or 1), lease_ms, 0)
         if not messages and wait:
             messages = await self._long_poll(queue, int(count or 1), lease_ms, wait)
             if messages is None:
