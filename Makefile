@@ -1,5 +1,6 @@
-# RestMQ: `make run` starts the broker, `make test` runs the tests. Both set up
-# .venv from the project's own files first (cyclone without its stale pins).
+# RestMQ: `make run` starts the broker, `make test` runs the tests and then the
+# linters (`make lint`: flake8 and mypy). Both set up .venv from the project's
+# own files first (cyclone without its stale pins).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -38,8 +39,10 @@ browser:
 run: install
 	PYTHONPATH=. $(BIN)/python -m restmq.run --workers $(WORKERS) -- --port $(PORT) $(ARGS)
 
+# lint runs only once the tests passed, so a test failure is the first thing shown
 test: install-test
 	PYTHONPATH=. $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory lint
 
 $(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt
@@ -62,8 +65,11 @@ bench-tools:
 bench: $(VENV)/.installed-bench bench-tools
 	PYTHONPATH=. $(BIN)/python -m bench $(BENCH_ARGS)
 
-lint: install-test
-	$(BIN)/python -m flake8 restmq tests bench || true
+# flake8 (setup.cfg [flake8]) and mypy (setup.cfg [mypy]: files = restmq); any
+# finding fails the target, and with it `make test`
+lint: $(VENV)/.installed-test
+	$(BIN)/python -m flake8 restmq tests bench
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) var twisted/plugins/dropin.cache
