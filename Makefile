@@ -40,9 +40,10 @@ run: install
 	PYTHONPATH=. $(BIN)/python -m restmq.run --workers $(WORKERS) -- --port $(PORT) $(ARGS)
 
 # lint runs only once the tests passed, so a test failure is the first thing shown
+# lint first (seconds), then the tests, whose summary ends the output
 test: install-test
-	PYTHONPATH=. $(BIN)/python -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory lint
+	PYTHONPATH=. $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt
