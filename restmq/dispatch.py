@@ -416,7 +416,7 @@ class Dispatcher:
         deadline = now + self.lease_seconds
         for message, consumer in zip(messages, chosen):
             consumer.hold(message, deadline)
-            self._send(queue, consumer, message)
+        self._send_grouped(queue, messages, chosen)
         extra = messages[len(chosen):]
         if extra:
             await self.store.nack(queue, [m.receipt for m in extra if m.receipt])
@@ -439,13 +439,7 @@ class Dispatcher:
         if not able:
             await self.store.requeue(queue, messages)
             return
-        groups: Dict[int, List[Message]] = {}
-        owners: Dict[int, Consumer] = {}
-        for message, consumer in zip(messages, deal(able, state.cursor, len(messages))):
-            groups.setdefault(id(consumer), []).append(message)
-            owners[id(consumer)] = consumer
-        for key, group in groups.items():
-            self._send_batch(queue, owners[key], Batch(group))
+        self._send_grouped(queue, messages, deal(able, state.cursor, len(messages)))
         state.cursor = (state.cursor + len(messages)) % max(1, len(able))
 
     def on_broadcast(self, queue: str, batch: Sequence[str]) -> None:
@@ -472,19 +466,19 @@ class Dispatcher:
             return
         if self.metrics is not None:
             self.metrics.delivered(queue, consumer.transport, len(batch))
+            again = sum(1 for m in batch.messages if m.receipt is not None and m.deliveries > 1)
+            if again:
+                self.metrics.redelivered(queue, again)
 
-    def _send(self, queue: str, consumer: Consumer, message: Message) -> None:
-        try:
-            consumer.send(message)
-        except Exception:
-            self.log.failure("Consumer {transport} of {queue} failed; dropped",
-                             transport=consumer.transport, queue=queue)
-            self.unsubscribe(queue, consumer)
-            return
-        if self.metrics is not None:
-            self.metrics.delivered(queue, consumer.transport, 1)
-            if message.receipt is not None and message.deliveries > 1:
-                self.metrics.redelivered(queue, 1)
+    def _send_grouped(self, queue: str, messages: List[Message], consumers: List[Any]) -> None:
+        """Each consumer gets its messages (in order) as one batch: one write each."""
+        groups: Dict[int, List[Message]] = {}
+        owners: Dict[int, Any] = {}
+        for message, consumer in zip(messages, consumers):
+            groups.setdefault(id(consumer), []).append(message)
+            owners[id(consumer)] = consumer
+        for key, group in groups.items():
+            self._send_batch(queue, owners[key], Batch(group))
 
     def _cut_off(self, queue: str, consumer: Consumer) -> None:
         self.log.warn("Cut off a slow {transport} consumer of {queue}: over {limit} bytes behind",

@@ -62,9 +62,10 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _pinged(path: str) -> bool:
+def redis_answers(path: str, timeout: float = 0.5) -> bool:
+    """Whether a Redis server answers PING on the unix socket ``path``."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(0.5)
+    probe.settimeout(timeout)
     try:
         probe.connect(path)
         probe.sendall(b"PING\r\n")
@@ -113,7 +114,7 @@ class EmbeddedRedis(service.Service):
             os.makedirs(self.data_dir, exist_ok=True)
         except OSError as exc:
             raise EmbeddedRedisError("cannot create data folder %s: %s" % (self.data_dir, exc.strerror))
-        if _pinged(self.socket_path):
+        if redis_answers(self.socket_path):
             raise EmbeddedRedisError(
                 "a redis-server already serves %s (another RestMQ on this --data-dir?); "
                 "point this one at it with --redis unix://%s" % (self.socket_path, self.socket_path))
@@ -124,7 +125,7 @@ class EmbeddedRedis(service.Service):
             stderr=subprocess.DEVNULL, preexec_fn=die_with_parent, close_fds=True,
             process_group=0)
         deadline = time.monotonic() + self.start_timeout
-        while not _pinged(self.socket_path):
+        while not redis_answers(self.socket_path):
             if self.process.poll() is not None:
                 self.process = None
                 raise EmbeddedRedisError("redis-server exited at start; see %s"

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 
 from restmq.errors import BackendUnavailable, QueueFull
-from restmq.redisproc import EmbeddedRedis
+from restmq.redisproc import EmbeddedRedis, redis_answers
 from restmq.storage.store import QueueStore, StorageFull
 from restmq.syslogparse import Framer, decode_line, parse_text
 
@@ -414,20 +414,6 @@ def _grow_receive_buffer(udp_port: Any) -> None:
         udp_port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * MiB)
     except OSError:
         pass
-
-
-def redis_answers(path: str, timeout: float = 0.5) -> bool:
-    """Whether a Redis server answers PING on the unix socket ``path``."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(timeout)
-    try:
-        probe.connect(path)
-        probe.sendall(b"PING\r\n")
-        return probe.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 class LocalRedis(service.Service):

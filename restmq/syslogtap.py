@@ -7,15 +7,14 @@ of a RestMQ using the same ``--data-dir``, or one of its own there.
 
 from __future__ import annotations
 
-import sys
-from typing import Dict, Tuple, Type
+from typing import Dict, Tuple
 
 from twisted.application import service
-from twisted.internet import defer
 from twisted.python import usage
 
 from restmq.config import Config, load_config
 from restmq.errors import ConfigError
+from restmq.tap import Guarded
 
 __all__ = ["Options", "makeService", "DEFAULT_PORT", "DEFAULT_MAX_LINE"]
 
@@ -99,7 +98,7 @@ def makeService(options: Options) -> service.MultiService:
     from restmq.syslogd import LocalRedis, SyslogIngest, SyslogService
 
     config: Config = options.config
-    top = _Guarded(EmbeddedRedisError)
+    top = Guarded(EmbeddedRedisError, program="restmq-syslogd")
     target = config.redis.target
     if target is None:
         try:
@@ -120,41 +119,3 @@ def makeService(options: Options) -> service.MultiService:
                   options["max-connections"], tcp=not options["no-tcp"],
                   udp=not options["no-udp"]).setServiceParent(top)
     return top
-
-
-class _Guarded(service.MultiService):
-    """Turns a startup failure of a child into one clear line and exit status 1,
-    and stops the children one after the other (MultiService stops them all at
-    once), so the listeners drain into Redis before the pool and Redis go."""
-
-    def __init__(self, *fatal: Type[BaseException]) -> None:
-        super().__init__()
-        self.fatal = fatal
-
-    def privilegedStartService(self) -> None:
-        from twisted.internet.error import CannotListenError
-        try:
-            super().privilegedStartService()
-        except CannotListenError as exc:
-            sys.stderr.write("restmq-syslogd: cannot listen on %s:%s: %s\n"
-                             % (exc.interface or "*", exc.port, exc.socketError))
-            raise SystemExit(1)
-
-    def startService(self) -> None:
-        try:
-            super().startService()
-        except self.fatal as exc:
-            sys.stderr.write("restmq-syslogd: %s\n" % exc)
-            for child in reversed(list(self)):
-                if child.running:
-                    child.stopService()
-            raise SystemExit(1)
-
-    def stopService(self) -> defer.Deferred:
-        service.Service.stopService(self)
-        return defer.ensureDeferred(self._stop_in_turn())
-
-    async def _stop_in_turn(self) -> None:
-        for child in reversed(list(self)):
-            if child.running:
-                await defer.maybeDeferred(child.stopService)

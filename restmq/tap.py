@@ -96,7 +96,7 @@ def makeService(options: Options) -> service.MultiService:
     from restmq.web.base import Context
 
     config: Config = options.config
-    top = _Guarded(EmbeddedRedisError)
+    top = Guarded(EmbeddedRedisError)
     target = config.redis.target
     if target is None:
         try:
@@ -133,33 +133,35 @@ def makeService(options: Options) -> service.MultiService:
     return top
 
 
-class _Guarded(service.MultiService):
-    """Turns a startup failure of a child into one clear line and exit status 1."""
+class Guarded(service.MultiService):
+    """The top service of a twistd plugin: a startup failure of a child becomes one
+    clear line (prefixed with ``program``) and exit status 1, and the children stop
+    one after the other (MultiService stops them all at once), so listeners drain
+    before the pool, and the pool before the embedded Redis."""
 
-    def __init__(self, *fatal: Type[BaseException]) -> None:
+    def __init__(self, *fatal: Type[BaseException], program: str = "restmq") -> None:
         super().__init__()
         self.fatal = fatal
+        self.program = program
 
     def privilegedStartService(self) -> None:
         from twisted.internet.error import CannotListenError
         try:
             super().privilegedStartService()
         except CannotListenError as exc:
-            sys.stderr.write("restmq: cannot listen on %s:%s: %s\n"
-                             % (exc.interface or "*", exc.port, exc.socketError))
+            sys.stderr.write("%s: cannot listen on %s:%s: %s\n"
+                             % (self.program, exc.interface or "*", exc.port, exc.socketError))
             raise SystemExit(1)
 
     def startService(self) -> None:
         try:
             super().startService()
         except self.fatal as exc:
-            sys.stderr.write("restmq: %s\n" % exc)
+            sys.stderr.write("%s: %s\n" % (self.program, exc))
             self._stop_started()
             raise SystemExit(1)
 
     async def _stop_in_order(self) -> None:
-        # MultiService stops its children all at once; the embedded Redis must
-        # outlive the pool and the listeners that still use it
         for child in reversed(list(self)):
             if child.running:
                 await defer.maybeDeferred(child.stopService)

@@ -23,7 +23,7 @@ from restmq import syslogtap
 from restmq.config import RedisTarget
 from restmq.storage.pool import RedisPool
 from restmq.storage.store import QueueStore
-from restmq.syslogd import redis_answers
+from restmq.redisproc import redis_answers
 from tests.helpers import free_port, sleep
 from tests.test_embedded import alive, redis_pid, wait_dead, wait_http
 from tests.test_embedded import twistd as restmq_twistd
