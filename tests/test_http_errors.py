@@ -275,3 +275,14 @@ async def test_allowed_origins_may_post(redis, redis_server):
         assert response.code == 200
     finally:
         await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_names_sent_by_clients_do_not_grow_memory(app):
+    from restmq.web import http
+    for batch in range(12):
+        headers = b"".join(b"X-Unique-%d-%d: v\r\n" % (batch, i) for i in range(90))
+        raw = await raw_exchange(app.port, b"GET /stats/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                 + headers + b"\r\n")
+        assert split_response(raw)[0] == 200
+    assert len(http._HEADER_NAMES) <= 512

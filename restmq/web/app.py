@@ -6,6 +6,8 @@ import re
 import time
 from typing import Any, Callable, List, Pattern, Sequence, Tuple
 
+from urllib.parse import unquote_plus
+
 import cyclone.web
 from twisted.logger import Logger
 
@@ -19,10 +21,28 @@ _Q = r"([^/]+)"
 
 
 class RestMQApplication(cyclone.web.Application):
-    """Cyclone's Application on this project's HTTPConnection and transforms."""
+    """Cyclone's Application on this project's HTTPConnection and transforms.
+
+    ``__call__`` routes like Cyclone's without its per-request extras (host
+    matching, debug reloading, unquoting groups that hold no escapes).
+    """
 
     protocol = HTTPConnection
     noisy = False
+
+    def __call__(self, request: Any) -> Any:
+        path = request.path
+        for spec in self.handlers[0][1]:
+            match = spec.regex.match(path)
+            if match:
+                args = [unquote_plus(group) if group and ("%" in group or "+" in group) else group
+                        for group in match.groups()]
+                handler = spec.handler_class(self, request, **spec.kwargs)
+                handler._execute([t(request) for t in self.transforms], *args)
+                return handler
+        handler = self.error_handler(self, request, status_code=404)
+        handler._execute([t(request) for t in self.transforms])
+        return handler
 
 
 def route_label(pattern: str) -> str:

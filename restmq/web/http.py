@@ -10,6 +10,7 @@ are answered here with the same JSON error body the handlers use.
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
 from typing import Any, Dict, List, Optional
 
@@ -18,7 +19,7 @@ import cyclone.web
 import orjson
 from cyclone import httputil
 from cyclone.httpserver import HTTPRequest
-from twisted.internet import address, protocol, tcp
+from twisted.internet import address, interfaces, protocol, tcp
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -91,6 +92,50 @@ def fast_write(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
+_HEADER_NAMES: Dict[bytes, str] = {}
+
+
+def _header_name(name: bytes) -> str:
+    """Http-Header-Case, with a cache of bounded size."""
+    known = _HEADER_NAMES.get(name)
+    if known is None:
+        known = "-".join(word.capitalize() for word in name.decode("ascii").split("-"))
+        if len(_HEADER_NAMES) < 512:
+            _HEADER_NAMES[name] = known
+    return known
+
+
+class Request(HTTPRequest):
+    """Cyclone's request without the work RestMQ never uses: the query is left
+    unparsed (handlers read ``raw_arguments``, decoded strictly) and the scheme
+    comes from the connection."""
+
+    def __init__(self, connection: Any, method: str, uri: str, version: str,
+                 headers: Any, remote_ip: str, body: bytes) -> None:
+        self.method = method
+        self.uri = uri
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.remote_ip = remote_ip
+        self.protocol = connection.scheme
+        if connection.xheaders:
+            forwarded = headers.get("X-Real-Ip", headers.get("X-Forwarded-For"))
+            if forwarded and self._valid_ip(forwarded):
+                self.remote_ip = forwarded
+            scheme = headers.get("X-Scheme", headers.get("X-Forwarded-Proto"))
+            if scheme in ("http", "https"):
+                self.protocol = scheme
+        self.host = headers.get("Host") or "127.0.0.1"
+        self.files: Dict[str, Any] = {}
+        self.connection = connection
+        self._start_time = time.time()
+        self._finish_time = None
+        self.path, _, self.query = uri.partition("?")
+        self.arguments: Dict[str, Any] = {}
+        self.raw_arguments: Dict[str, List[bytes]] = {}
+
+
 def parse_form(body: bytes) -> Dict[str, List[bytes]]:
     """Split an urlencoded body or query into raw byte values (decoded later, strictly)."""
     fields: Dict[str, List[bytes]] = {}
@@ -99,8 +144,11 @@ def parse_form(body: bytes) -> Dict[str, List[bytes]]:
         if not pair:
             continue
         name, _, value = pair.partition(b"=")
-        fields.setdefault(unquote(name.replace(b"+", b" ")).decode("latin-1"), []).append(
-            unquote(value.replace(b"+", b" ")))
+        if b"%" in name or b"+" in name:
+            name = unquote(name.replace(b"+", b" "))
+        if b"%" in value or b"+" in value:
+            value = unquote(value.replace(b"+", b" "))
+        fields.setdefault(name.decode("latin-1"), []).append(value)
     return fields
 
 
@@ -190,6 +238,7 @@ class HTTPConnection(protocol.Protocol):
         self.deadline: Optional[float] = None
         self._deadlines.add(self)
         self._reset_timer(self.limits.idle_timeout)
+        self.scheme = "https" if interfaces.ISSLTransport.providedBy(self.transport) else "http"
         peer = self.transport.getPeer()
         self._remote_ip = "unix:" if isinstance(peer, address.UNIXAddress) else peer.host
 
@@ -275,11 +324,21 @@ class HTTPConnection(protocol.Protocol):
         if len(lines) - 1 > _MAX_HEADERS:
             raise _Rejected(431, "headers_too_large", "more than %d header fields" % _MAX_HEADERS)
         headers = httputil.HTTPHeaders()
+        as_list = headers._as_list
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if not colon or not _TOKEN.match(name):
                 raise _Rejected(400, "bad_request", "malformed header field")
-            headers.add(name.decode("ascii"), value.strip(b" \t").decode("latin-1"))
+            # HTTPHeaders.add would remember every header name a client ever sent
+            # (an unbounded cache); names are normalized here instead
+            key = _header_name(name)
+            text = value.strip(b" \t").decode("latin-1")
+            if key in as_list:
+                as_list[key].append(text)
+                dict.__setitem__(headers, key, headers[key] + "," + text)
+            else:
+                as_list[key] = [text]
+                dict.__setitem__(headers, key, text)
         if "Transfer-Encoding" in headers:
             if "Content-Length" in headers:
                 raise _Rejected(400, "bad_request", "both Transfer-Encoding and Content-Length")
@@ -306,9 +365,7 @@ class HTTPConnection(protocol.Protocol):
         self._head = None
         self._state = self._BUSY
         self._cancel_timer()
-        request = HTTPRequest(connection=self, method=method, uri=uri, version=version,
-                              headers=headers, remote_ip=self._remote_ip)
-        request.body = body
+        request = Request(self, method, uri, version, headers, self._remote_ip, body)
         raw = parse_form(request.query.encode("ascii")) if request.query else {}
         if body and method in ("POST", "PUT", "PATCH", "DELETE") and \
                 headers.get("Content-Type", "").startswith(_FORM):
