@@ -78,7 +78,17 @@ class Metrics:
             "Time from request to the end of the response, by route pattern.",
             ["route"], buckets=_HTTP_BUCKETS, registry=self.registry)
         self._snapshot: Optional[_Snapshot] = None
+        # labelled children by (metric, labels): prometheus_client's labels() locks and
+        # validates on every call, and these are called on every request
+        self._children: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
         self.registry.register(_ScrapeCollector(self))
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # labels
 
@@ -97,27 +107,27 @@ class Metrics:
         """``count`` messages were stored in ``queue``."""
         if count:
             label = self.queue_label(queue)
-            self._published.labels(label).inc(count)
+            self._child(self._published, label).inc(count)
             self._totals.setdefault(label, [0.0, 0.0])[0] += count
 
     def delivered(self, queue: str, transport: str, count: int) -> None:
         """``count`` messages of ``queue`` went to consumers over ``transport``."""
         if count:
             label = self.queue_label(queue)
-            self._delivered.labels(label, transport).inc(count)
+            self._child(self._delivered, label, transport).inc(count)
             self._totals.setdefault(label, [0.0, 0.0])[1] += count
 
     def acked(self, queue: str, count: int) -> None:
         if count:
-            self._acked.labels(self.queue_label(queue)).inc(count)
+            self._child(self._acked, self.queue_label(queue)).inc(count)
 
     def redelivered(self, queue: str, count: int) -> None:
         if count:
-            self._redelivered.labels(self.queue_label(queue)).inc(count)
+            self._child(self._redelivered, self.queue_label(queue)).inc(count)
 
     def cut_off(self, queue: str, transport: str) -> None:
         """A slow ``transport`` consumer of ``queue`` was cut off."""
-        self._cut_off.labels(self.queue_label(queue), transport).inc()
+        self._child(self._cut_off, self.queue_label(queue), transport).inc()
 
     def observe_redis(self, seconds: float) -> None:
         """One Redis round trip took ``seconds`` (the store's ``observe`` hook)."""
@@ -127,9 +137,9 @@ class Metrics:
              seconds: Optional[float] = None) -> None:
         """A request to ``route`` (a pattern such as ``/q/{queue}``) was answered."""
         method = method if method in _METHODS else "other"
-        self._requests.labels(route, method, str(status)).inc()
+        self._child(self._requests, route, method, str(status)).inc()
         if seconds is not None:
-            self._durations.labels(route).observe(seconds)
+            self._child(self._durations, route).observe(seconds)
 
     # reading
 

@@ -13,6 +13,8 @@ import collections
 import time
 from typing import Any, Deque
 
+import txredisapi
+
 __all__ = ["fast_protocol", "overdue"]
 
 
@@ -40,6 +42,20 @@ class _FastCommands:
             append(b"\r\n")
         self._sent.append(time.monotonic())
         return b"".join(parts)
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """Write one command and return the Deferred of its reply.
+
+        txredisapi wraps every reply Deferred in a second one (for its per-command
+        timers, which the pool's watchdog replaces) and checks for pipelines and
+        MULTI; the pool uses neither, so those cases keep txredisapi's own path.
+        """
+        if self.pipelining or self.inMulti or kwargs:  # type: ignore[attr-defined]
+            return super().execute_command(*args, **kwargs)  # type: ignore[misc]
+        if self.connected == 0:  # type: ignore[attr-defined]
+            raise txredisapi.ConnectionError("Not connected")
+        self.transport.write(self._build_command(*args))  # type: ignore[attr-defined]
+        return self.replyQueue.get().addCallback(self.handle_reply)  # type: ignore[attr-defined]
 
     def replyReceived(self, reply: Any) -> None:
         sent = self._sent
