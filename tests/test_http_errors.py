@@ -286,3 +286,19 @@ async def test_header_names_sent_by_clients_do_not_grow_memory(app):
                                  + headers + b"\r\n")
         assert split_response(raw)[0] == 200
     assert len(http._HEADER_NAMES) <= 512
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_bytes_behind_a_stream_are_not_buffered_without_bound(app):
+    from twisted.internet import reactor
+    client = await open_raw(app.port)
+    client.transport.write(b"GET /c/pipe-flood HTTP/1.1\r\nHost: x\r\n\r\n")
+    await wait_until(lambda: sum(app.dispatcher.subscriber_counts("pipe-flood").values()) == 1)
+    [server] = [c for c in app.listener.factory.settings["_deadlines"].connections if c._state == c._BUSY]
+    junk = b"x" * 65536
+    for _ in range(64):  # 4 MiB the broker must not keep
+        client.transport.write(junk)
+    # the broker stops reading once it holds more than max_header_bytes
+    await wait_until(lambda: len(server._buffer) > 65536 and server.transport not in reactor.getReaders())
+    assert len(server._buffer) <= 2 * 65536
+    client.transport.loseConnection()

@@ -253,8 +253,10 @@ class HTTPConnection(protocol.Protocol):
             self._state = self._HEAD
             self._reset_timer(self.limits.request_timeout)
         if self._state == self._BUSY:
-            # a pipelined request: keep it until the current one is answered
-            if len(self._buffer) > self.limits.max_header_bytes + self.limits.max_request_bytes:
+            # a pipelined request: keep a little of it until the current one is
+            # answered, then stop reading (TCP holds the rest), so a stream's
+            # connection cannot be made to buffer megabytes
+            if len(self._buffer) > self.limits.max_header_bytes:
                 self.transport.pauseProducing()
             return
         self._process()
