@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from restmq.config import Config, load_config
 from restmq.errors import ConfigError
-from restmq.tap import Guarded
+from restmq.tap import REDIS_PARAMETERS, Guarded
 
 __all__ = ["Options", "makeService", "DEFAULT_PORT", "DEFAULT_MAX_LINE"]
 
@@ -58,12 +58,7 @@ class Options(usage.Options):
                                                      "or away; past it TCP senders are paused "
                                                      "and UDP datagrams dropped"],
         ["config", "c", None, "RestMQ INI file; its [redis] section is used"],
-        ["redis", None, None, "redis://[:password@]host:port/db, unix:///path?db=N "
-                              "or sentinel://host:port[,host:port]/master"],
-        ["redis-host", None, None, "Redis host"],
-        ["redis-port", None, None, "Redis port [6379]"],
-        ["redis-pool", None, None, "Redis connection pool size [10]"],
-        ["redis-db", None, None, "Redis database number [0]"],
+        *REDIS_PARAMETERS,
         ["data-dir", None, None, "folder of the embedded Redis, shared with a RestMQ "
                                  "using the same one [var/redis]"],
     ]

@@ -29,6 +29,17 @@ _FLAG_KEYS: Dict[str, Tuple[str, str]] = {
 }
 
 
+#: the Redis options both plugins (restmq, restmq-syslogd) take
+REDIS_PARAMETERS = [
+    ["redis", None, None, "redis://[:password@]host:port/db, unix:///path?db=N "
+                          "or sentinel://host:port[,host:port]/master"],
+    ["redis-host", None, None, "Redis host (the original's flag)"],
+    ["redis-port", None, None, "Redis port [6379]"],
+    ["redis-pool", None, None, "Redis connection pool size [10]"],
+    ["redis-db", None, None, "Redis database number [0]"],
+]
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("RestMQ: an HTTP/JSON message broker on Redis. With no Redis configured "
@@ -37,12 +48,7 @@ class Options(usage.Options):
         ["config", "c", None, "INI configuration file (see etc/restmq.conf)"],
         ["port", "p", None, "TCP port to listen on [8888]"],
         ["listen", "l", None, "interface to listen on [127.0.0.1]"],
-        ["redis", None, None, "redis://[:password@]host:port/db, unix:///path?db=N "
-                              "or sentinel://host:port[,host:port]/master"],
-        ["redis-host", None, None, "Redis host (the original's flag)"],
-        ["redis-port", None, None, "Redis port [6379]"],
-        ["redis-pool", None, None, "Redis connection pool size [10]"],
-        ["redis-db", None, None, "Redis database number [0]"],
+        *REDIS_PARAMETERS,
         ["redis-wait", None, None, "acknowledge a publish once N replicas have it (WAIT)"],
         ["acl", None, None, "ACL file (sections rest:producer, rest:consumer, ...)"],
         ["data-dir", None, None, "where the embedded redis-server keeps its files [var/redis]"],
