@@ -304,6 +304,10 @@ class Dispatcher:
             del self._queues[queue]
             if state.due_timer is not None and state.due_timer.active():
                 state.due_timer.cancel()
+            # whoever waited for the subscription (an SSE replay) must not wait forever
+            waiting, state.ready_waiters = state.ready_waiters, []
+            for waiter in waiting:
+                waiter.callback(None)
             if self.notifier is not None:
                 self.notifier.unwatch(queue)
 
