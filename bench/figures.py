@@ -364,18 +364,24 @@ class Bench:
     def _stop_system(self) -> None:
         self._stop_servers()
 
-    def phase_latency(self) -> List[Row]:
-        plan = self.plan
+    def _on_each_stream_system(self, measure: Callable[[str, Any], Any]) -> Dict[str, Any]:
+        """``measure(system, start)`` for RestMQ and each baseline, servers stopped after
+        each; a baseline that cannot run gives its BenchError (its rows read n/a)."""
         found: Dict[str, Any] = {}
         for system, start in self._stream_targets().items():
             try:
-                found[system] = self._latency(system, start)
+                found[system] = measure(system, start)
             except BenchError as exc:
                 if system == "restmq":
                     raise
                 found[system] = exc
             finally:
                 self._stop_system()
+        return found
+
+    def phase_latency(self) -> List[Row]:
+        plan = self.plan
+        found = self._on_each_stream_system(self._latency)
         restmq = found["restmq"]
         rows = []
         expected = plan.rate * plan.latency_seconds * plan.subscribers
@@ -488,16 +494,8 @@ class Bench:
         return result
 
     def phase_fanout(self) -> List[Row]:
-        found: Dict[str, Any] = {}
-        for system, start in self._stream_targets().items():
-            try:
-                found[system] = self._flood(system, start, "fan", self.plan.subscribers)
-            except BenchError as exc:
-                if system == "restmq":
-                    raise
-                found[system] = exc
-            finally:
-                self._stop_system()
+        found = self._on_each_stream_system(
+            lambda system, start: self._flood(system, start, "fan", self.plan.subscribers))
         restmq = found["restmq"]
         rows = []
         for key, baseline in (("b", "bare"), ("h", "nchan")):
@@ -549,16 +547,7 @@ class Bench:
 
     def phase_idle(self) -> List[Row]:
         plan = self.plan
-        found: Dict[str, Any] = {}
-        for system, start in self._stream_targets().items():
-            try:
-                found[system] = self._idle(system, start)
-            except BenchError as exc:
-                if system == "restmq":
-                    raise
-                found[system] = exc
-            finally:
-                self._stop_system()
+        found = self._on_each_stream_system(self._idle)
         restmq = found["restmq"]
         rows = []
         for key, baseline in (("d", "bare"), ("k", "nchan")):

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 import treq
 from twisted.internet import defer, protocol
@@ -72,9 +72,17 @@ class Process:
             self.proc.wait(timeout=10)
 
 
-def twistd_command(*args: str) -> List[str]:
+def twistd_command(*args: str, plugin: str = "restmq") -> List[str]:
+    """``twistd -n <plugin> args...`` as users run it, with this checkout's plugins."""
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--pidfile=", "-n", "restmq", *args]
+            "--pidfile=", "-n", plugin, *args]
+
+
+def spawn_twistd(*args: str, plugin: str = "restmq") -> subprocess.Popen:
+    """Start ``twistd -n <plugin>`` with its output on a pipe (for short-lived runs
+    whose output the test reads)."""
+    return subprocess.Popen(twistd_command(*args, plugin=plugin), cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 class Broker(Process):
@@ -146,8 +154,8 @@ def children_of(pid: int) -> List[int]:
     return found
 
 
-def _listening_inodes(port: int) -> Set[str]:
-    inodes = set()
+def _tcp_sockets() -> Iterator[List[str]]:
+    """The fields of every row of /proc/net/tcp and /proc/net/tcp6."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
@@ -155,11 +163,16 @@ def _listening_inodes(port: int) -> Set[str]:
         except OSError:
             continue
         for line in lines:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == "0A":  # 0A = LISTEN
-                inodes.add(fields[9])
-    return inodes
+            yield line.split()
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1], 16)
+
+
+def _listening_inodes(port: int) -> Set[str]:
+    # state 0A = LISTEN; field 9 is the socket's inode
+    return {fields[9] for fields in _tcp_sockets() if _port(fields[1]) == port and fields[3] == "0A"}
 
 
 def listens_on(pid: int, port: int) -> bool:
@@ -181,18 +194,9 @@ def listens_on(pid: int, port: int) -> bool:
 
 def connections_to(pid: int, port: int) -> int:
     """How many established TCP connections process ``pid`` has to ``port``."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as handle:
-                lines = handle.readlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if remote_port == port and fields[3] == "01":  # 01 = ESTABLISHED
-                inodes.add("socket:[%s]" % fields[9])
+    # state 01 = ESTABLISHED
+    inodes = {"socket:[%s]" % fields[9] for fields in _tcp_sockets()
+              if _port(fields[2]) == port and fields[3] == "01"}
     count = 0
     fd_dir = "/proc/%d/fd" % pid
     for name in os.listdir(fd_dir):

@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor
 from twisted.web.client import HTTPConnectionPool
 
 from tests.helpers import free_port, start_app, stop_app, wait_until
-from tests.test_embedded import ROOT
+from tests.processes import ROOT, twistd_command
 
 CONSUMER = r"""
 import json, sys, time, urllib.request
@@ -57,8 +57,7 @@ async def _read_line(proc):
 
 def _twistd(port: int, redis_port: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--pidfile=", "-n",
-         "restmq", "--port", str(port), "--redis", "redis://127.0.0.1:%d/0" % redis_port],
+        twistd_command("--port", str(port), "--redis", "redis://127.0.0.1:%d/0" % redis_port),
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,16 +11,11 @@ import urllib.request
 import pytest
 
 from tests.helpers import free_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.processes import alive, spawn_twistd, wait_dead
 
 
 def twistd(*args: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-         "--pidfile=", "-n", "restmq", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return spawn_twistd(*args)
 
 
 def wait_http(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -47,23 +40,6 @@ def post(port: int, queue: str, value: str) -> str:
 
 def pop(port: int, queue: str) -> bytes:
     return urllib.request.urlopen("http://127.0.0.1:%d/q/%s" % (port, queue), timeout=5).read()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    with open("/proc/%d/stat" % pid) as stat:
-        return stat.read().split(") ")[1][0] != "Z"
-
-
-def wait_dead(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        assert time.monotonic() < deadline, "process %d is still alive" % pid
-        time.sleep(0.05)
 
 
 def redis_pid(data_dir) -> int:

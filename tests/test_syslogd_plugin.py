@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -25,7 +24,8 @@ from restmq.storage.pool import RedisPool
 from restmq.storage.store import QueueStore
 from restmq.redisproc import redis_answers
 from tests.helpers import free_port, sleep
-from tests.test_embedded import alive, redis_pid, wait_dead, wait_http
+from tests.processes import alive, spawn_twistd, wait_dead
+from tests.test_embedded import redis_pid, wait_http
 from tests.test_embedded import twistd as restmq_twistd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,11 +33,7 @@ QUEUE = "syslogd:127.0.0.1"
 
 
 def syslogd(*args: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-         "--pidfile=", "-n", "restmq-syslogd", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return spawn_twistd(*args, plugin="restmq-syslogd")
 
 
 def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:

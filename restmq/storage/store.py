@@ -63,6 +63,13 @@ def _json(value: Any) -> Any:
         return _text(value)
 
 
+def _pairs(flat: Any) -> Dict[str, str]:
+    """An HGETALL reply (a flat list, or a dict from some client versions) as a dict."""
+    if isinstance(flat, dict):
+        return {_text(k): _text(v) for k, v in flat.items()}
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
 def check_queue(queue: str) -> str:
     """:raises InvalidQueueName: unless the name is in the safe set (keys.py)."""
     if not keys.is_valid_queue_name(queue):
@@ -235,30 +242,25 @@ class QueueStore:
                                    [queue, count, keys.NOTIFY_CHANNEL]))
 
     async def dead_letters(self, queue: str, count: int = 10) -> List[Dict[str, Any]]:
-        """The oldest dead letters of ``queue`` with why they died."""
+        """The newest ``count`` dead letters of ``queue`` with why they died (one round trip)."""
         check_queue(queue)
         dead = keys.dead_letter_queue(queue)
-        _, messages = await self.jobs(dead, count)
-        infos = await self._command("HMGET", keys.dead_info(dead), *[m.key for m in messages]) \
-            if messages else []
-        return [{"key": m.key, "value": m.value, "dead": _json(info)} for m, info in zip(messages, infos)]
+        reply = await self._run("jobs", [keys.queue_list(dead)], [count, keys.dead_info(dead)])
+        return [{"key": _text(reply[i]), "value": _text(reply[i + 1]), "dead": _json(reply[i + 2])}
+                for i in range(1, len(reply), 3)]
 
     async def get_settings(self, queue: str) -> Dict[str, str]:
         """The queue's own settings (only those that were set)."""
         check_queue(queue)
-        flat = await self._command("HGETALL", keys.settings(queue))
-        if isinstance(flat, dict):
-            return {_text(k): _text(v) for k, v in flat.items()}
-        return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return _pairs(await self._command("HGETALL", keys.settings(queue)))
 
     async def set_settings(self, queue: str, values: Dict[str, Optional[str]]) -> Dict[str, str]:
         """Set (or, with None, remove) settings atomically; resolves to the settings
         after the change."""
         check_queue(queue)
-        await self._run("settings", [keys.settings(queue)],
-                        [item for name, value in values.items()
-                         for item in (name, "" if value is None else value)])
-        return await self.get_settings(queue)
+        return _pairs(await self._run("settings", [keys.settings(queue)],
+                                      [item for name, value in values.items()
+                                       for item in (name, "" if value is None else value)]))
 
     async def requeue(self, queue: str, messages: Sequence[Message]) -> int:
         """Put popped messages back at the head of the queue, in their order."""
@@ -361,9 +363,9 @@ class QueueStore:
     async def jobs(self, queue: str, count: int = 10) -> Tuple[int, List[Message]]:
         """The newest ``count`` waiting messages (body "" if expired) and the length."""
         check_queue(queue)
-        reply = await self._run("jobs", [keys.queue_list(queue)], [count])
+        reply = await self._run("jobs", [keys.queue_list(queue)], [count, ""])
         return int(reply[0]), [Message(_text(reply[i]), _text(reply[i + 1]))
-                               for i in range(1, len(reply), 2)]
+                               for i in range(1, len(reply), 3)]
 
     async def ping(self) -> float:
         """One round trip to Redis; resolves to its duration in seconds."""
