@@ -37,7 +37,7 @@ browser:
 	  || { echo "make test: could not install chromium (needs root and apt)"; exit 1; }; }
 
 run: install
-	PYTHONPATH=. $(BIN)/python -m restmq.run --workers $(WORKERS) -- --port $(PORT) $(ARGS)
+	PYTHONPATH=. $(BIN)/python -m restmq.server.run --workers $(WORKERS) -- --port $(PORT) $(ARGS)
 
 # lint runs only once the tests passed, so a test failure is the first thing shown
 # lint first (seconds), then the tests, whose summary ends the output

@@ -29,7 +29,7 @@ from typing import List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from restmq.redisproc import find_redis_server  # noqa: E402
+from restmq.server.redisproc import find_redis_server  # noqa: E402
 
 QUEUE_LIST = b"syslogd:127.0.0.1:queue"
 

@@ -346,7 +346,7 @@ class Procs:
     # the children
 
     def redis(self) -> "Redis":
-        from restmq.redisproc import EmbeddedRedisError, find_redis_server
+        from restmq.server.redisproc import EmbeddedRedisError, find_redis_server
         try:
             binary = find_redis_server()
         except EmbeddedRedisError as exc:

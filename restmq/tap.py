@@ -93,8 +93,8 @@ def makeService(options: Options) -> service.MultiService:
     from restmq.acl import Acl, load_acl
     from restmq.dispatch import Dispatcher
     from restmq.metrics import Metrics
-    from restmq.redisproc import EmbeddedRedis, EmbeddedRedisError
-    from restmq.services import DispatcherService, RedisService
+    from restmq.server.redisproc import EmbeddedRedis, EmbeddedRedisError
+    from restmq.server.services import DispatcherService, RedisService
     from restmq.storage.notify import Notifier
     from restmq.storage.pool import RedisPool
     from restmq.storage.store import QueueStore
@@ -130,7 +130,7 @@ def makeService(options: Options) -> service.MultiService:
     app = make_app(context)
     http: service.Service
     if config.server.reuse_port:
-        from restmq.reuseport import ReusePortServer
+        from restmq.server.reuseport import ReusePortServer
         http = ReusePortServer(config.server.port, app, config.server.listen)
     else:
         http = internet.TCPServer(config.server.port, app, interface=config.server.listen)

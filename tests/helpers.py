@@ -17,7 +17,7 @@ from restmq.acl import Acl
 from restmq.config import Config, RedisTarget
 from restmq.dispatch import Dispatcher
 from restmq.metrics import Metrics
-from restmq.redisproc import find_redis_server
+from restmq.server.redisproc import find_redis_server
 from restmq.storage.notify import Notifier
 from restmq.storage.pool import RedisPool
 from restmq.storage.store import QueueStore

@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from restmq.config import RedisTarget
-from restmq.redisproc import find_redis_server
+from restmq.server.redisproc import find_redis_server
 from tests.helpers import free_port
 
 MASTER_NAME = "restmqmaster"

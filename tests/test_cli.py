@@ -1,4 +1,4 @@
-"""restmq-cli run as users run it (python -m restmq.cli, a subprocess) against the live app."""
+"""restmq-cli run as users run it (python -m restmq.client.cli, a subprocess) against the live app."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def command(app, *args: str) -> list:
-    return [sys.executable, "-m", "restmq.cli", "--url", app.url, *args]
+    return [sys.executable, "-m", "restmq.client.cli", "--url", app.url, *args]
 
 
 def run(app, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
@@ -101,7 +101,7 @@ async def test_errors_are_one_line_and_status_3(app):
     assert refused.stderr.decode().startswith("restmq-cli: 400 bad_request: invalid queue name")
     usage = await run(app, "policy", "q", "random")
     assert usage.returncode == 2
-    gone = await deferToThread(subprocess.run, [sys.executable, "-m", "restmq.cli", "--url",
+    gone = await deferToThread(subprocess.run, [sys.executable, "-m", "restmq.client.cli", "--url",
                                                 "http://127.0.0.1:1", "get", "q"],
                                capture_output=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
     assert gone.returncode == 3 and b"cannot talk to http://127.0.0.1:1" in gone.stderr

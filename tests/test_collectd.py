@@ -16,7 +16,7 @@ import pytest
 import pytest_twisted
 
 from restmq.acl import load_acl
-from restmq.collectd import parse_data, parse_events
+from restmq.ingest.collectd import parse_data, parse_events
 from restmq.errors import BadRequest
 from tests.helpers import start_app, stop_app
 

@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import protocol
 from twisted.internet.error import CannotListenError
 
-from restmq.reuseport import ReusePortServer
+from restmq.server.reuseport import ReusePortServer
 from tests.helpers import free_port, raw_exchange
 from tests.processes import Process, twistd_command
 

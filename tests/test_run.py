@@ -1,4 +1,4 @@
-"""`make run WORKERS=N` (python -m restmq.run): N twistd processes on one port,
+"""`make run WORKERS=N` (python -m restmq.server.run): N twistd processes on one port,
 one embedded Redis, a clean stop that leaves no process behind."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.processes import Process, alive, children_of, listens_on, wait_dead, 
 
 
 def launcher(tmp_path, *args: str) -> Process:
-    return Process([sys.executable, "-m", "restmq.run", *args], str(tmp_path / "run.log"))
+    return Process([sys.executable, "-m", "restmq.server.run", *args], str(tmp_path / "run.log"))
 
 
 def post(port: int, queue: str, value: str) -> bytes:

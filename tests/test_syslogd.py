@@ -15,7 +15,7 @@ from twisted.internet import reactor, utils
 
 from restmq.storage.pool import RedisPool
 from restmq.storage.store import QueueStore
-from restmq.syslogd import SyslogIngest, SyslogService
+from restmq.ingest.syslog import SyslogIngest, SyslogService
 from tests.helpers import RedisProcess, open_raw, wait_until
 
 QUEUE = "syslogd:127.0.0.1"

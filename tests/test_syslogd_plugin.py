@@ -18,11 +18,11 @@ from twisted.internet import reactor
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
-from restmq import syslogtap
+from restmq.ingest import syslogtap
 from restmq.config import RedisTarget
 from restmq.storage.pool import RedisPool
 from restmq.storage.store import QueueStore
-from restmq.redisproc import redis_answers
+from restmq.server.redisproc import redis_answers
 from tests.helpers import free_port, sleep
 from tests.processes import alive, spawn_twistd, wait_dead
 from tests.test_embedded import redis_pid, wait_http

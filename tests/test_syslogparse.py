@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from restmq.syslogd import sender_queue
-from restmq.syslogparse import FIELDS, Framer, parse_line
+from restmq.ingest.syslog import sender_queue
+from restmq.ingest.syslogparse import FIELDS, Framer, parse_line
 
 
 def feed_all(framer: Framer, *chunks: bytes):

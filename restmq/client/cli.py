@@ -1,6 +1,6 @@
 """restmq-cli: put, get, tail, stats, purge, policy, pause and resume from a shell.
 
-Built on :mod:`restmq.client`. ``python -m restmq.cli`` runs it too. Exit status:
+Built on :mod:`restmq.client`. ``python -m restmq.client.cli`` runs it too. Exit status:
 0 done, 1 ``get`` found nothing, 2 bad usage, 3 the broker refused or could not
 be reached (the reason goes to standard error).
 """

@@ -22,9 +22,9 @@ from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 
 from restmq.errors import BackendUnavailable, QueueFull
-from restmq.redisproc import EmbeddedRedis, redis_answers
+from restmq.server.redisproc import EmbeddedRedis, redis_answers
 from restmq.storage.store import QueueStore, StorageFull
-from restmq.syslogparse import Framer, decode_line, parse_text
+from restmq.ingest.syslogparse import Framer, decode_line, parse_text
 
 __all__ = ["QUEUE_PREFIX", "sender_queue", "SyslogIngest", "SyslogStreamFactory",
            "SyslogDatagram", "SyslogService", "LocalRedis"]

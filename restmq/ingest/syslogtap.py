@@ -86,11 +86,11 @@ def makeService(options: Options) -> service.MultiService:
     """redis (only when none is configured), pool, syslogd: started in this order."""
     from twisted.internet import reactor
 
-    from restmq.redisproc import EmbeddedRedis, EmbeddedRedisError
-    from restmq.services import RedisService
+    from restmq.server.redisproc import EmbeddedRedis, EmbeddedRedisError
+    from restmq.server.services import RedisService
     from restmq.storage.pool import RedisPool
     from restmq.storage.store import QueueStore
-    from restmq.syslogd import LocalRedis, SyslogIngest, SyslogService
+    from restmq.ingest.syslog import LocalRedis, SyslogIngest, SyslogService
 
     config: Config = options.config
     top = Guarded(EmbeddedRedisError, program="restmq-syslogd")

@@ -1,6 +1,6 @@
 """`make run`: start RestMQ under twistd, one process or several (``--workers N``).
 
-``python -m restmq.run [--workers N] [--] [restmq options]``. With one worker
+``python -m restmq.server.run [--workers N] [--] [restmq options]``. With one worker
 this simply becomes ``twistd -n restmq``. With several, every process listens
 on the same port with SO_REUSEPORT, and when no Redis is configured they share
 one embedded redis-server that this launcher starts first and stops last.
@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, List, Optional
 
 if TYPE_CHECKING:
-    from restmq.redisproc import EmbeddedRedis
+    from restmq.server.redisproc import EmbeddedRedis
 
 __all__ = ["main"]
 
@@ -35,13 +35,13 @@ def _twistd(args: List[str]) -> List[str]:
 
 
 def _say(text: str) -> None:
-    sys.stderr.write("restmq.run: %s\n" % text)
+    sys.stderr.write("restmq.server.run: %s\n" % text)
     sys.stderr.flush()
 
 
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="restmq.run", usage="python -m restmq.run [--workers N] [--] [restmq options]")
+        prog="restmq.server.run", usage="python -m restmq.server.run [--workers N] [--] [restmq options]")
     parser.add_argument("--workers", type=int, default=1,
                         help="RestMQ processes sharing the port with SO_REUSEPORT [1]")
     known, rest = parser.parse_known_args(argv)
@@ -58,7 +58,7 @@ def _run_workers(workers: int, args: List[str]) -> int:
     from twisted.python import usage
 
     from restmq.errors import ConfigError
-    from restmq.redisproc import EmbeddedRedis, EmbeddedRedisError, die_with_parent
+    from restmq.server.redisproc import EmbeddedRedis, EmbeddedRedisError, die_with_parent
     from restmq.tap import Options
 
     # The workers read the same options; reading them here too tells whether

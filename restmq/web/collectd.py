@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List
 
 import orjson
 
-from restmq.collectd import DATA_QUEUE, EVENT_QUEUE, parse_data, parse_events
+from restmq.ingest.collectd import DATA_QUEUE, EVENT_QUEUE, parse_data, parse_events
 from restmq.errors import BadRequest
 from restmq.web.base import BaseHandler, async_handler
 
