@@ -118,7 +118,7 @@ def is_valid_queue_name(name: str) -> bool:
     if name.endswith(DEAD_LETTER_SUFFIX):
         return len(name) <= MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX)
     group_dead = _GROUP_DEAD_LETTERS.match(name)
-    return bool(group_dead) and len(group_dead.group(1)) <= MAX_QUEUE_NAME_BYTES
+    return group_dead is not None and len(group_dead.group(1)) <= MAX_QUEUE_NAME_BYTES
 
 
 def is_valid_group_name(name: str) -> bool:
