@@ -21,6 +21,7 @@ collide with the keys of another queue (whose names may contain ':')::
                                   acked stream): publishes must then go through the list
     <q>:history           LIST    keys of the last broadcast messages, newest first
     <q>:historybodies     HASH    message key -> body, for the keys in <q>:history
+    <q>:historymeta       HASH    message key -> metadata blob, for those that have one
     <q>:inflight          ZSET    leased message key -> lease deadline (ms, Redis TIME)
     <q>:leases            HASH    leased message key -> lease token
     <q>:delayed           ZSET    delayed message key -> due time (ms, Redis TIME)
@@ -85,7 +86,7 @@ __all__ = [
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
     "broadcast_channel", "dead_letter_queue", "queue_of_key",
     "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
-    "split_namespace", "groups", "refs", "meta", "ordering_keys", "rpc",
+    "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
 ]
 
 QUEUESET = "QUEUESET"
@@ -199,6 +200,10 @@ def history(queue: str) -> str:
 
 def history_bodies(queue: str) -> str:
     return queue + ":historybodies"
+
+
+def history_meta(queue: str) -> str:
+    return queue + ":historymeta"
 
 
 def inflight(queue: str) -> str:
