@@ -7,6 +7,7 @@ import json
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 
 from restmq.errors import BadRequest, GroupNotFound
 from restmq.model import MessageMeta
@@ -348,3 +349,49 @@ async def test_attributes_on_every_stream_transport(app):
         assert ws.messages()[0]["attributes"] == {"y": "2"}
     finally:
         ws.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ordering_keys_under_four_competing_consumers(app):
+    keys = ["k%d" % i for i in range(5)]
+    sent = {key: [] for key in keys}
+    batch = []
+    for i in range(40):
+        key = keys[i % 5]
+        sent[key].append("%s-%d" % (key, len(sent[key])))
+        batch.append({"value": sent[key][-1], "ordering_key": key})
+    response = await app.post("/q/ok4", data=json.dumps(batch).encode(),
+                              headers={"Content-Type": "application/json"})
+    assert response.code == 200
+    received = {key: [] for key in keys}
+    in_flight = set()
+
+    async def take(consumer):
+        response = await app.get("/q/ok4?reserve=30")
+        if response.code == 204:
+            return None
+        message = json.loads(await response.text())
+        key = message["ordering_key"]
+        assert key not in in_flight, "two messages of %s were leased at once" % key
+        in_flight.add(key)
+        received[key].append(message["value"])
+        return message
+
+    # four consumers reserve at once: each gets a different key
+    first = await defer.gatherResults([defer.ensureDeferred(take(n)) for n in range(4)])
+    assert len({m["ordering_key"] for m in first}) == 4
+
+    async def work(message):
+        while message is not None:
+            in_flight.discard(message["ordering_key"])
+            acked = await app.post("/q/ok4/ack", data={"receipt": message["receipt"]})
+            assert acked.code == 200
+            message = await take(None)
+    await defer.gatherResults([defer.ensureDeferred(work(m)) for m in first])
+    # whatever was left once every consumer saw 204 (a key waiting for the last ack)
+    leftover = await take(None)
+    while leftover is not None:
+        in_flight.discard(leftover["ordering_key"])
+        await app.post("/q/ok4/ack", data={"receipt": leftover["receipt"]})
+        leftover = await take(None)
+    assert received == sent
