@@ -14,6 +14,9 @@ the broker costs. Routes:
 * ``POST /pub/<q>``    ``value`` field or JSON array: written at once to every
                        subscriber of ``<q>`` (broadcast) or to one in turn
 * ``POST /p/<q>``      ``policy=roundrobin|broadcast``
+* ``GET  /poll/<q>``   a long-poll: waits until ``POST /pub/<q>`` hands it a
+                       message (the oldest waiting request gets it), answered
+                       as JSON
 """
 
 from __future__ import annotations
@@ -123,12 +126,27 @@ def _remove(items: list, item: object) -> None:
         pass
 
 
+class PollHandler(_Base):
+    @cyclone.web.asynchronous
+    def get(self, queue: str) -> None:
+        pollers = self.state.pollers.setdefault(queue, [])
+        pollers.append(self)
+        self.notifyFinish().addBoth(lambda _: _remove(pollers, self))
+
+
 class PublishHandler(_Base):
     def post(self, queue: str) -> None:
         if self.request.headers.get("Content-Type", "").startswith("application/json"):
             values = orjson.loads(self.request.body)
         else:
             values = [self.get_argument("value")]
+        pollers = self.state.pollers.get(queue)
+        while pollers and values:
+            self.state.counter += 1
+            poller = pollers.pop(0)
+            poller.set_header("Content-Type", "application/json")
+            poller.finish(orjson.dumps({"key": "%s:%d" % (queue, self.state.counter),
+                                        "value": values.pop(0)}))
         subscribers = self.state.subscribers.get(queue, [])
         roundrobin = self.state.policies.get(queue) == "roundrobin"
         for value in values:
@@ -161,6 +179,7 @@ class State:
         self.cursor = 0
         self.subscribers: Dict[str, List[object]] = {}
         self.policies: Dict[str, str] = {}
+        self.pollers: Dict[str, List[object]] = {}
 
 
 def make_app(redis: object) -> cyclone.web.Application:
@@ -173,6 +192,7 @@ def make_app(redis: object) -> cyclone.web.Application:
         (r"/batch", BatchHandler, deps),
         (r"/sse/([^/]+)", SseHandler, deps),
         (r"/pub/([^/]+)", PublishHandler, deps),
+        (r"/poll/([^/]+)", PollHandler, deps),
         (r"/p/([^/]+)", PolicyHandler, deps),
     ], log_function=lambda handler: None)  # like the broker with its access log off
 

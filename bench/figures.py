@@ -18,8 +18,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import attr
 import orjson
 
-from bench.loads import SMALL_MESSAGE, Wrk, form_stamp, hotqueue_puts, paced_publish, text_stamp
-from bench.procs import ROOT, BenchError, CpuMeter, Proc, Procs, children_of, free_port, rss_kb
+from bench.loads import (SMALL_MESSAGE, Wrk, form_stamp, hotqueue_puts, longpoll_latency,
+                         paced_publish, post_on, text_stamp)
+from bench.procs import (ROOT, BenchError, CpuMeter, Proc, Procs, children_of, free_port, percentile,
+                         rss_kb)
 
 __all__ = ["Plan", "Row", "Bench", "PHASES"]
 
@@ -46,12 +48,13 @@ class Plan:
     # SSE client processes sharing the subscribers: one leaves the other core
     # to the server on a 2-core machine
     client_processes: int = 1
+    longpoll_samples: int = 1200  # per long-poll latency figure, in `runs` interleaved rounds
     mode: str = "full"
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(runs=1, wrk_seconds=1.0, warm_seconds=0.5, latency_seconds=2.0, laps=1,
-                   lap_seconds=1.5, idle_connections=1000, mode="quick")
+                   lap_seconds=1.5, idle_connections=1000, longpoll_samples=200, mode="quick")
 
     def describe(self) -> str:
         return ("%s: wrk %d x %.0f s per target (median), %d connections; streaming floods "
@@ -642,6 +645,97 @@ class Bench:
                 self._row("m", restmq=rate["group"], baseline=rate["plain"], note=_wrk_note(pops["group"]))]
         return rows
 
+    # issue 18: a consumer that already waits
+
+    def _roundtrips(self, port: int) -> float:
+        """The broker's count of Redis round trips so far (its /metrics)."""
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request("GET", "/metrics")
+            text = connection.getresponse().read().decode()
+        finally:
+            connection.close()
+        for line in text.splitlines():
+            if line.startswith("restmq_redis_roundtrip_seconds_count"):
+                return float(line.split()[-1])
+        raise BenchError("no restmq_redis_roundtrip_seconds_count in /metrics")
+
+    def _publishes(self) -> int:
+        """PUBLISH calls so far (in scripts too): the pub/sub hops."""
+        stats = self.redis.client.info("commandstats")
+        return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+    def phase_longpoll(self) -> List[Row]:
+        """Publish -> consume latency for a consumer already waiting (long-poll, reserve
+        with wait=), on the publisher's process and on another one, beside a bare
+        Cyclone long-poll; Redis round trips and pub/sub messages per delivery."""
+        plan = self.plan
+        _, one = self._broker(profile="longpoll")
+        _, two = self._broker(name="restmq-2")
+        _, bare = self._bare()
+
+        def ack(sock: Any, body: bytes) -> None:
+            receipt = orjson.loads(body)["receipt"]
+            if post_on(sock, one, "/q/lr/ack", b"receipt=" + receipt.encode()) != 200:
+                raise BenchError("ack refused")
+
+        targets = {
+            "same": (one, "/q/lp?wait=10", one, "/q/lp", None),
+            "cross": (one, "/q/lx?wait=10", two, "/q/lx", None),
+            "reserve": (one, "/q/lr?reserve=30&wait=10", one, "/q/lr", ack),
+            "bare": (bare, "/poll/lp", bare, "/pub/lp", None),
+        }
+        brokers = {"same": [one], "cross": [one, two], "reserve": [one]}
+        found: Dict[str, Dict[str, Any]] = {
+            name: {"latencies": [], "misses": 0, "trips": 0.0, "pubs": 0, "rounds": 0}
+            for name in targets}
+        # what one /metrics scrape costs in round trips
+        scrape = self._roundtrips(one)
+        scrape = self._roundtrips(one) - scrape
+        share = max(1, plan.longpoll_samples // max(1, plan.runs))
+        for _ in range(max(1, plan.runs)):
+            for name, (get_port, get_path, pub_port, pub_path, after) in targets.items():
+                ports = brokers.get(name, [])
+                trips = [self._roundtrips(port) for port in ports]
+                pubs = self._publishes()
+                result = longpoll_latency(get_port, get_path, pub_port, pub_path, share,
+                                          warm=20, after=after)
+                entry = found[name]
+                entry["pubs"] += self._publishes() - pubs
+                entry["trips"] += sum(self._roundtrips(port) - before - scrape
+                                      for port, before in zip(ports, trips))
+                entry["latencies"] += result["latencies"]
+                entry["misses"] += result["misses"]
+                entry["rounds"] += result["samples"] + 20
+        for entry in found.values():
+            entry["latencies"].sort()
+            if not entry["latencies"]:
+                raise BenchError("no long-poll delivery was timed")
+        base = found["bare"]["latencies"]
+        rows = []
+        amq = {"p50": 0.36, "p99": 0.80}
+        for key, name in (("n", "same"), ("o", "cross"), ("p", "reserve")):
+            entry = found[name]
+            samples = entry["latencies"]
+            rounds = max(1, entry["rounds"])
+            per = "%.2f Redis round trips and %.2f pub/sub messages per delivery" % (
+                entry["trips"] / rounds, entry["pubs"] / rounds)
+            if name == "reserve":
+                per += " (the ack included)"
+            for stat, fraction in (("p50", 0.50), ("p99", 0.99)):
+                value = percentile(samples, fraction)
+                notes = ["%d samples" % len(samples), per,
+                         "ActiveMQ 5.17 REST in issue 18 (not run here): %.2f ms" % amq[stat]]
+                if entry["misses"]:
+                    notes.append("%d rounds got another message" % entry["misses"])
+                rows.append(self._row("%s-%s" % (key, stat), restmq=value * 1000,
+                                      baseline=percentile(base, fraction) * 1000,
+                                      note="; ".join(notes)))
+        self.log("  long-poll p50/p99 ms: " + ", ".join(
+            "%s %.3f/%.3f" % (name, percentile(e["latencies"], 0.5) * 1000,
+                              percentile(e["latencies"], 0.99) * 1000) for name, e in found.items()))
+        return rows
+
     def _row(self, key: str, **fields: Any) -> Row:
         figure, unit = FIGURES[key]
         return Row(key, figure, unit, **fields)
@@ -668,6 +762,14 @@ FIGURES: Dict[str, tuple] = {
     "l1": ("l. POST /q to a queue with 1 consumer group; vs the same with none", "req/s"),
     "l4": ("l. POST /q to a queue with 4 consumer groups; vs the same with none", "req/s"),
     "m": ("m. GET /q?group= pop from a consumer group; vs GET /q pop of a plain queue", "req/s"),
+    "n-p50": ("n. publish->long-poll latency p50, consumer waiting, same process; vs bare Cyclone "
+              "long-poll", "ms"),
+    "n-p99": ("n. publish->long-poll latency p99, same run; vs bare Cyclone long-poll", "ms"),
+    "o-p50": ("o. publish->long-poll latency p50, publisher on another process; vs bare Cyclone "
+              "(one process)", "ms"),
+    "o-p99": ("o. publish->long-poll latency p99, same run; vs bare Cyclone (one process)", "ms"),
+    "p-p50": ("p. publish->reserve with wait= latency p50, same process; vs bare Cyclone long-poll", "ms"),
+    "p-p99": ("p. publish->reserve with wait= latency p99, same run; vs bare Cyclone long-poll", "ms"),
 }
 
 # phase -> (method, the rows it produces), in the order they run
@@ -681,4 +783,5 @@ PHASES: Dict[str, tuple] = {
     "roundrobin": ("phase_roundrobin", ["c"]),
     "idle": ("phase_idle", ["d", "k"]),
     "groups": ("phase_groups", ["l1", "l4", "m"]),
+    "longpoll": ("phase_longpoll", ["n-p50", "n-p99", "o-p50", "o-p99", "p-p50", "p-p99"]),
 }

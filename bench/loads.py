@@ -10,11 +10,13 @@ import shutil
 import subprocess
 import time
 import urllib.parse
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bench.procs import BenchError, die_with_parent as _die_with_parent
 
-__all__ = ["Wrk", "paced_publish", "stamp", "hotqueue_puts", "SMALL_MESSAGE"]
+__all__ = ["Wrk", "paced_publish", "stamp", "hotqueue_puts", "longpoll_latency", "post_on", "SMALL_MESSAGE"]
+
+FORM = "application/x-www-form-urlencoded"
 
 # the "small message" of the request-rate figures (40 bytes)
 SMALL_MESSAGE = "hello-benchmark-message-0123456789abcdef"
@@ -211,3 +213,94 @@ def hotqueue_puts(socket_path: str, seconds: float, message: str = SMALL_MESSAGE
         if time.monotonic() >= deadline:
             break
     return count / (time.monotonic() - start)
+
+
+def _http_request(method: str, path: str, port: int, body: bytes = b"",
+                  content_type: str = "application/x-www-form-urlencoded") -> bytes:
+    head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % (method, path, port)
+    if body or method == "POST":
+        head += "Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body))
+    return (head + "\r\n").encode() + body
+
+
+def _read_response(sock: socket.socket, timeout: float) -> Tuple[int, bytes]:
+    """One whole HTTP/1.1 response from ``sock``: (status, body)."""
+    response = _Response()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            raise BenchError("no response within %.0f s" % timeout)
+        data = sock.recv(65536)
+        if not data:
+            raise BenchError("the server closed the connection")
+        status = response.feed(data)
+        if status is not None:
+            return status, response.data[response.data.find(b"\r\n\r\n") + 4:]
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def longpoll_latency(get_port: int, get_path: str, pub_port: int, pub_path: str,
+                     samples: int, warm: int = 50, settle: float = 0.003,
+                     pub_body: Callable[[int], Tuple[bytes, str]] = lambda i: (b"value=m%d" % i, FORM),
+                     headers_for: Optional[Callable[[bytes], str]] = None,
+                     after: Optional[Callable[[socket.socket, bytes], None]] = None,
+                     deadline: float = 120.0) -> Dict[str, Any]:
+    """Publish -> consume latency for a consumer that already waits in a long-poll.
+
+    Each round sends the long-poll GET on one keep-alive connection, gives the
+    server ``settle`` seconds to park it, then POSTs one message (on another
+    connection, possibly to another server) and times from just before the
+    POST is written to the moment the GET's whole response is in. The body
+    must carry the published message (``"m<i>"``, JSON), else the round counts as a
+    miss. ``after(sock, body)`` runs untimed (an ack); ``headers_for(body)``
+    gives extra request headers for the next GET (nchan's message id).
+    """
+    getter, publisher = _connect(get_port), _connect(pub_port)
+    latencies: List[float] = []
+    misses = 0
+    extra = ""
+    stop_at = time.monotonic() + deadline
+    try:
+        for i in range(warm + samples):
+            if time.monotonic() > stop_at:
+                break
+            request = _http_request("GET", get_path, get_port)
+            if extra:
+                request = request[:-2] + extra.encode() + b"\r\n"
+            getter.sendall(request)
+            time.sleep(settle)
+            body, content_type = pub_body(i)
+            message = _http_request("POST", pub_path, pub_port, body, content_type)
+            started = time.monotonic()
+            publisher.sendall(message)
+            status, got = _read_response(getter, 15.0)
+            took = time.monotonic() - started
+            pub_status, _ = _read_response(publisher, 15.0)
+            if pub_status >= 300:
+                raise BenchError("POST %s answered %d" % (pub_path, pub_status))
+            if status != 200 or (b'"m%d"' % i) not in got:
+                misses += 1
+                continue
+            if headers_for is not None:
+                extra = headers_for(got)
+            if after is not None:
+                after(publisher, got)
+            if i >= warm:
+                latencies.append(took)
+    finally:
+        getter.close()
+        publisher.close()
+    latencies.sort()
+    return {"samples": len(latencies), "misses": misses, "latencies": latencies}
+
+
+def post_on(sock: socket.socket, port: int, path: str, body: bytes, content_type: str = FORM) -> int:
+    """POST on an open keep-alive connection; the status."""
+    sock.sendall(_http_request("POST", path, port, body, content_type))
+    return _read_response(sock, 15.0)[0]

@@ -20,7 +20,8 @@ the hot path; the sweep (``sweep_interval``) only catches what other brokers pus
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Protocol, Sequence, TypeGuard
+import os
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple, TypeGuard
 
 import attr
 from twisted.internet import defer, task
@@ -29,9 +30,9 @@ from twisted.logger import Logger
 from restmq.config import DispatchConfig
 from restmq.errors import RestMQError
 from restmq.keys import namespace, split_namespace
-from restmq.model import Batch, Message, MessageMeta, Policy
+from restmq.model import Batch, Message, MessageMeta, Policy, Taker
 
-__all__ = ["Consumer", "AckedConsumer", "Dispatcher", "Waiter", "deal", "deal_by_credit"]
+__all__ = ["Consumer", "AckedConsumer", "Dispatcher", "Waiter", "Claim", "deal", "deal_by_credit"]
 
 
 class Consumer(Protocol):
@@ -98,17 +99,31 @@ def deal_by_credit(consumers: Sequence[Any], credits: List[int], cursor: int, co
 
 
 class Waiter:
-    """A long-poll request waiting for a wake-up of its queue."""
+    """A long-poll request waiting for a wake-up of its queue.
 
-    def __init__(self, dispatcher: "Dispatcher", queue: str) -> None:
+    With a ``taker`` (what it would pop) a publish on this process may hand it
+    messages in the publish's own script call (:meth:`Dispatcher.publish`):
+    ``next_wake`` then fires with those messages instead of True.
+    """
+
+    def __init__(self, dispatcher: "Dispatcher", queue: str, taker: Optional[Taker] = None) -> None:
         self.dispatcher = dispatcher
         self.queue = queue
+        self.taker = taker
+        # a publish in flight will hand it messages (or nothing): hold the timeout
+        self.claimed = False
         self._woken = False
+        self._expired = False
         self._pending: Optional[defer.Deferred] = None
         self._timer: Any = None
 
+    @property
+    def parked(self) -> bool:
+        """Waiting in :meth:`next_wake` (not popping, not answered)."""
+        return self._pending is not None
+
     def wake(self) -> None:
-        if self._pending is not None:
+        if self._pending is not None and not self.claimed:
             pending, self._pending = self._pending, None
             self._timer.cancel()
             pending.callback(True)
@@ -117,15 +132,35 @@ class Waiter:
 
     def next_wake(self, timeout: float) -> defer.Deferred:
         """Fires True at the next wake-up (at once if one came since the last
-        call) or False after ``timeout`` seconds."""
+        call), False after ``timeout`` seconds, or with the list of messages a
+        publish handed it."""
         if self._woken:
             self._woken = False
             return defer.succeed(True)
+        self._expired = False
         self._pending = defer.Deferred(lambda _: self._stop_timer())
         self._timer = self.dispatcher.clock.callLater(timeout, self._timed_out)
         return self._pending
 
+    def hand(self, messages: List[Message]) -> bool:
+        """What the publish that claimed it took for it; False when it is gone
+        (the messages must be given back)."""
+        self.claimed = False
+        pending = self._pending
+        if pending is None:
+            return not messages
+        if messages or self._expired or self._woken:
+            self._pending = None
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            woken, self._woken = self._woken, False
+            pending.callback(messages or (woken and not self._expired))
+        return True
+
     def _timed_out(self) -> None:
+        if self.claimed:
+            self._expired = True  # answered by hand(), a round trip from now
+            return
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.callback(False)
@@ -144,6 +179,20 @@ class Waiter:
         self.dispatcher._drop_waiter(self)
 
 
+class Claim:
+    """The takers a publish hands messages to, and who they stand for."""
+
+    __slots__ = ("takers", "owners")
+
+    def __init__(self) -> None:
+        self.takers: List[Taker] = []
+        self.owners: List[Tuple[str, Any]] = []  # (target, Waiter or _QueueState)
+
+    def add(self, target: str, owner: Any, taker: Taker) -> None:
+        self.takers.append(taker)
+        self.owners.append((target, owner))
+
+
 @attr.s(slots=True, auto_attribs=True)
 class _QueueState:
     consumers: List[Any] = attr.Factory(list)
@@ -156,6 +205,8 @@ class _QueueState:
     due_timer: Any = None
     acked_cursor: int = 0
     policy: Policy = Policy.BROADCAST
+    # subscribed to the broadcast channel (streaming consumers need it; waiters do not)
+    watched: bool = False
 
 
 class Dispatcher:
@@ -171,6 +222,10 @@ class Dispatcher:
         self.metrics = metrics
         self.notifier: Any = None
         self._queues: Dict[str, _QueueState] = {}
+        # queue name -> the targets ("<q>", "<q>#<g>") of it that have a state here
+        self._targets: Dict[str, Set[str]] = {}
+        # this process in the wake-ups its publishes send (see Notifier)
+        self.origin = os.urandom(6).hex()
         self._replies: Dict[str, Waiter] = {}
         self._sweep: Optional[task.LoopingCall] = None
         self._heartbeat: Optional[task.LoopingCall] = None
@@ -210,11 +265,17 @@ class Dispatcher:
 
     # registration
 
-    def subscribe(self, queue: str, consumer: Consumer) -> None:
-        """Start delivering ``queue`` to ``consumer``."""
+    def _state(self, queue: str) -> _QueueState:
         state = self._queues.get(queue)
         if state is None:
-            state = self._queues[queue] = _QueueState()
+            state = self._queues[queue] = _QueueState(ready=True)
+            self._targets.setdefault(split_namespace(queue)[0], set()).add(queue)
+        return state
+
+    def subscribe(self, queue: str, consumer: Consumer) -> None:
+        """Start delivering ``queue`` to ``consumer``."""
+        state = self._state(queue)
+        if not state.watched:
             self._watch(queue, state)
         state.consumers.append(consumer)
         self.log.debug("Consumer {transport} joined {queue}", transport=consumer.transport, queue=queue)
@@ -279,14 +340,14 @@ class Dispatcher:
         state.ready_waiters.append(waiter)
         return waiter
 
-    def waiter(self, queue: str) -> Waiter:
-        """Register a long-poll request on ``queue``; close() it when done."""
-        state = self._queues.get(queue)
-        if state is None:
-            state = self._queues[queue] = _QueueState()
-            self._watch(queue, state)
-        waiter = Waiter(self, queue)
-        state.waiters.append(waiter)
+    def waiter(self, queue: str, taker: Optional[Taker] = None) -> Waiter:
+        """Register a long-poll request on ``queue``; close() it when done.
+
+        :param taker: what the request pops: publishes on this process may then
+            hand it messages directly (see :meth:`publish`).
+        """
+        waiter = Waiter(self, queue, taker)
+        self._state(queue).waiters.append(waiter)
         return waiter
 
     def reply_waiter(self, request_id: str) -> Waiter:
@@ -311,9 +372,11 @@ class Dispatcher:
             self._forget_if_idle(waiter.queue, state)
 
     def _watch(self, queue: str, state: _QueueState) -> None:
+        state.watched = True
         if self.notifier is None:
             state.ready = True
             return
+        state.ready = False
 
         def subscribed(_: Any) -> None:
             if self._queues.get(queue) is state:
@@ -329,13 +392,19 @@ class Dispatcher:
     def _forget_if_idle(self, queue: str, state: _QueueState) -> None:
         if not state.consumers and not state.waiters and self._queues.get(queue) is state:
             del self._queues[queue]
+            name = split_namespace(queue)[0]
+            targets = self._targets.get(name)
+            if targets is not None:
+                targets.discard(queue)
+                if not targets:
+                    del self._targets[name]
             if state.due_timer is not None and state.due_timer.active():
                 state.due_timer.cancel()
             # whoever waited for the subscription (an SSE replay) must not wait forever
             waiting, state.ready_waiters = state.ready_waiters, []
             for waiter in waiting:
                 waiter.callback(None)
-            if self.notifier is not None:
+            if self.notifier is not None and state.watched:
                 self.notifier.unwatch(queue)
 
     def subscriber_counts(self, queue: str) -> Dict[str, int]:
@@ -352,16 +421,108 @@ class Dispatcher:
     def all_subscriber_counts(self) -> Dict[str, Dict[str, int]]:
         return {queue: self.subscriber_counts(queue) for queue in self._queues}
 
+    # hand-off: a publish on this process feeds its waiting consumers directly
+
+    def claim(self, queue: str, count: int) -> Claim:
+        """The consumers of ``queue`` (and of its groups) waiting here that a publish
+        of ``count`` messages can hand messages to in its own script call: parked
+        long-polls (in order of arrival, until they want ``count``), then the
+        round-robin streams of a queue or group whose dispatch is idle (which stays
+        busy until :meth:`deliver`, so each stream gets its messages in order).
+        Every claim must end in :meth:`deliver` or :meth:`release`."""
+        claim = Claim()
+        targets = self._targets.get(queue)
+        if not targets:
+            return claim
+        for target in targets:
+            state = self._queues[target]
+            group = split_namespace(target)[1]
+            wanted = count
+            for waiter in state.waiters:
+                if wanted <= 0:
+                    break
+                if waiter.taker is not None and waiter.parked and not waiter.claimed:
+                    waiter.claimed = True
+                    claim.add(target, waiter, waiter.taker)
+                    wanted -= waiter.taker.count
+            if wanted > 0 and state.consumers and state.ready and not state.busy and \
+                    (group or state.policy is Policy.ROUNDROBIN):
+                able = sum(1 for c in state.consumers if c.can_take() and not _is_acked(c))
+                if able:
+                    state.busy = True
+                    claim.add(target, state, Taker(
+                        group, min(able * self.roundrobin_depth, self.config.batch_size), stream=True))
+        return claim
+
+    async def publish(self, queue: str, bodies: Sequence[str], **options: Any) -> Any:
+        """``store.add(queue, bodies, **options)``, handing the new messages to the
+        consumers waiting on this process in the same Redis call (see add.lua):
+        a waiting long-poll or round-robin stream gets a message published here one
+        round trip after the publish began, without the pub/sub hop. What is left
+        wakes every other process as before. Resolves to the ``AddResult``."""
+        claim = self.claim(queue, len(bodies)) if not options.get("delay_ms") else Claim()
+        try:
+            result = await self.store.add(queue, bodies, takers=claim.takers, origin=self.origin,
+                                          **options)
+        except BaseException:
+            self.release(claim)
+            raise
+        self.deliver(queue, claim, result.handed, result.woken)
+        return result
+
+    def release(self, claim: Claim) -> None:
+        """The publish failed: whoever was claimed waits on (or times out) as before."""
+        self.deliver("", claim, [[] for _ in claim.takers], [])
+
+    def deliver(self, queue: str, claim: Claim, handed: Sequence[List[Message]],
+                woken: Sequence[str]) -> None:
+        """Hand each claimed consumer what the publish took for it, give back what
+        nobody can take any more, and wake this process's consumers of ``woken``."""
+        for (target, owner), taker, messages in zip(claim.owners, claim.takers, handed):
+            if isinstance(owner, Waiter):
+                if not owner.hand(messages):
+                    self._give_back_later(target, messages)
+                continue
+            owner.busy = False
+            if messages and not (self._queues.get(target) is owner
+                                 and self._deal_now(target, owner, messages)):
+                self._give_back_later(target, messages)
+            if owner.again:
+                # a wake-up came while the publish was on its way
+                owner.again = False
+                self.wake(target)
+        for target in woken:
+            self.wake(target)
+
+    def _give_back_later(self, target: str, messages: List[Message]) -> None:
+        defer.ensureDeferred(self._give_back_messages(target, messages))
+
+    async def _give_back_messages(self, target: str, messages: List[Message]) -> None:
+        """Messages taken for a consumer that left before they reached it: leased
+        ones are nacked, popped ones put back at the head; then everyone is woken."""
+        name, group = split_namespace(target)
+        receipts = [m.receipt for m in messages if m.receipt]
+        try:
+            if receipts:
+                await self.store.nack(name, receipts, group=group)  # nack.lua wakes
+            plain = [m for m in messages if not m.receipt]
+            if plain:
+                await self.store.requeue(name, plain, group=group)
+                await self.store.wake(name, group)
+        except RestMQError as exc:
+            self.log.warn("Could not give back {count} messages of {queue} ({error})",
+                          count=len(messages), queue=target, error=exc.message)
+
     # wake-ups
 
     def wake(self, queue: str) -> None:
         """Something may be waiting in ``queue``: deliver it (coalesced)."""
         state = self._queues.get(queue)
-        if state is None or not state.ready:
+        if state is None:
             return
         for waiter in list(state.waiters):
             waiter.wake()
-        if not state.consumers:
+        if not state.consumers or not state.ready:
             return
         if state.busy:
             state.again = True
@@ -468,13 +629,18 @@ class Dispatcher:
         state.due_timer = self.clock.callLater(delay, self.wake, queue)
 
     async def _deal(self, queue: str, state: _QueueState, messages: List[Message]) -> None:
-        able = [c for c in state.consumers if c.can_take()]
-        if not able:
+        if not self._deal_now(queue, state, messages):
             name, group = split_namespace(queue)
             await self.store.requeue(name, messages, group=group)
-            return
+
+    def _deal_now(self, queue: str, state: _QueueState, messages: List[Message]) -> bool:
+        """Deal popped messages round robin; False (nothing sent) when no consumer can take."""
+        able = [c for c in state.consumers if c.can_take() and not _is_acked(c)]
+        if not able:
+            return False
         self._send_grouped(queue, messages, deal(able, state.cursor, len(messages)))
         state.cursor = (state.cursor + len(messages)) % max(1, len(able))
+        return True
 
     def on_broadcast(self, queue: str, batch: Sequence[str]) -> None:
         """A broadcast batch from the channel: hand it to every local consumer."""

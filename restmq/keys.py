@@ -70,6 +70,8 @@ otherwise be the key of such a queue.
 Pub/sub channels::
 
     restmq:notify             "w<q>" wake consumers of <q> ("w<q>#<g>": of group g);
+                              "w<q> <id>": the same, sent by a publish on process <id>
+                              (that process wakes its own consumers and skips it);
                               "p<q>" <q> was purged ("p<q>#<g>": group g was removed);
                               "r<id>" the reply to request <id> is stored
     restmq:broadcast:<q>      broadcast batches for streaming subscribers of <q>

@@ -9,7 +9,7 @@ import attr
 import orjson
 
 __all__ = ["Policy", "QueueState", "Message", "MessageMeta", "Batch", "QueueInfo", "GroupInfo",
-           "SETTINGS", "parse_setting", "MAX_TTL_SECONDS"]
+           "Taker", "SETTINGS", "parse_setting", "MAX_TTL_SECONDS"]
 
 #: the longest ``ttl`` a message may be given (Redis refuses absurd expiry times)
 MAX_TTL_SECONDS = 10 * 365 * 86400
@@ -238,6 +238,27 @@ class GroupInfo:
     def as_dict(self) -> dict:
         return {"name": self.name, "len": self.length, "inflight": self.inflight,
                 "delayed": self.delayed, "dead": self.dead, "oldest_age": self.oldest_age}
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class Taker:
+    """A consumer waiting on this process that a publish hands messages to in the
+    same script call that stores them (add.lua): a long-poll (``count`` messages,
+    leased for ``lease_ms`` when not 0), or the round-robin streams of a queue
+    or group (``stream``: only while the queue's policy is roundrobin; a group's
+    members always compete)."""
+
+    group: str = ""
+    count: int = 1
+    lease_ms: int = 0
+    default_lease: bool = False    # the queue's (group's) own lease_seconds wins
+    hold_if_stopped: bool = True   # a stopped queue hands nothing
+    stream: bool = False
+
+    def flags(self) -> str:
+        """Its flags in add.lua's ARGV: d default lease, h hold if stopped, s stream."""
+        return ("d" if self.default_lease else "") + ("h" if self.hold_if_stopped else "") + \
+            ("s" if self.stream else "")
 
 
 # the largest integer that Lua (doubles) and JSON readers keep exactly

@@ -122,7 +122,7 @@ def makeService(options: Options) -> service.MultiService:
                             lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected,
-                        on_reply=dispatcher.replied)
+                        on_reply=dispatcher.replied, origin=dispatcher.origin)
     DispatcherService(dispatcher, notifier).setServiceParent(top)
 
     acl = load_acl(config.acl_file) if config.acl_file else Acl()

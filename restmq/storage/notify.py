@@ -48,7 +48,7 @@ class Notifier:
                  on_purge: Callable[[str], None],
                  on_broadcast: Callable[[str, List[str]], None],
                  on_reconnect: Callable[[], None],
-                 on_reply: Optional[Callable[[str], None]] = None) -> None:
+                 on_reply: Optional[Callable[[str], None]] = None, origin: str = "") -> None:
         self.target = target
         self.connect_timeout = connect_timeout
         self.on_wake = on_wake
@@ -56,6 +56,9 @@ class Notifier:
         self.on_broadcast = on_broadcast
         self.on_reconnect = on_reconnect
         self.on_reply = on_reply
+        # wake-ups this process's own publishes sent ("w<ns> <origin>"): it woke
+        # its consumers of <ns> itself when the publish returned
+        self._own_tag = " " + origin if origin else None
         self._channels: Set[str] = set()
         self._protocol: Optional[Any] = None
         self._factory: Any = None
@@ -143,6 +146,10 @@ class Notifier:
         if channel == keys.NOTIFY_CHANNEL:
             kind, queue = message[:1], message[1:]
             if kind == "w":
+                if " " in queue:
+                    if self._own_tag is not None and queue.endswith(self._own_tag):
+                        return
+                    queue = queue.partition(" ")[0]
                 self.on_wake(queue)
             elif kind == "p":
                 self.on_purge(queue)

@@ -12,7 +12,7 @@ import txredisapi
 from restmq import keys
 from restmq.errors import (BackendUnavailable, BadRequest, GroupNotFound, InvalidQueueName,
                            MessageNotFound, QueueFull, RestMQError)
-from restmq.model import GroupInfo, Message, MessageMeta, Policy, QueueInfo, QueueState
+from restmq.model import GroupInfo, Message, MessageMeta, Policy, QueueInfo, QueueState, Taker
 from restmq.storage.pool import RedisPool
 from restmq.storage.scripts import Script, load_scripts
 
@@ -26,8 +26,14 @@ class StorageFull(RestMQError):
 
 @attr.s(frozen=True, auto_attribs=True)
 class AddResult:
+    """What a publish did: the new keys; ``replayed`` when the idempotency key was
+    seen; the messages handed to each taker (``handed[i]`` for ``takers[i]``); the
+    namespaces ("<q>", "<q>#<g>") woken because messages are left for others."""
+
     keys: List[str]
     replayed: bool = False
+    handed: List[List[Message]] = attr.Factory(list)
+    woken: List[str] = attr.Factory(list)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -56,6 +62,22 @@ def _messages(flat: Sequence[Any], start: int) -> List[Message]:
                            "%s:%s" % (key, token) if token else None,
                            MessageMeta.decode(blob) if blob else None))
     return out
+
+
+def _add_result(reply: Sequence[Any], takers: int) -> AddResult:
+    """Decode add.lua's {replayed, N, keys, W, woken, per taker: F, fields}."""
+    count = int(reply[1])
+    at = 2 + count
+    result = AddResult([_text(k) for k in reply[2:at]], bool(reply[0]))
+    if at < len(reply):
+        woken = int(reply[at])
+        result.woken.extend(_text(ns) for ns in reply[at + 1:at + 1 + woken])
+        at += 1 + woken
+    for _ in range(takers):
+        fields = int(reply[at]) if at < len(reply) else 0
+        result.handed.append(_messages(reply[at + 1:at + 1 + fields], 0))
+        at += 1 + fields
+    return result
 
 
 def _json(value: Any) -> Any:
@@ -183,7 +205,8 @@ class QueueStore:
                   delay_ms: Optional[int] = None, idempotency_key: Optional[str] = None,
                   idempotency_window_ms: int = 300000,
                   metas: Optional[Sequence[Optional[MessageMeta]]] = None,
-                  reply_to: str = "", reply_timeout_ms: int = 0) -> AddResult:
+                  reply_to: str = "", reply_timeout_ms: int = 0,
+                  takers: Sequence[Taker] = (), origin: str = "") -> AddResult:
         """Store ``bodies`` in ``queue`` atomically, in order; every consumer group
         of the queue gets each of them too (the body is stored once).
 
@@ -194,6 +217,11 @@ class QueueStore:
             with ``bodies[i]``; None for none.
         :param reply_to: a request id whose caller waits ``reply_timeout_ms`` for
             a reply (see :meth:`reply`); the wait starts in the same round trip.
+        :param takers: consumers waiting on this process: once stored, each pops (or
+            leases) the oldest messages of its namespace in the same script call
+            (see add.lua); what each got is in ``AddResult.handed``.
+        :param origin: this process's id: the wake-ups the publish sends carry it,
+            so that this process can skip them (it wakes ``AddResult.woken`` itself).
         :returns: the new message keys "<q>:<n>", ``replayed`` when the key was seen.
         :raises QueueFull: the queue is at its max length and refuses.
         """
@@ -208,14 +236,20 @@ class QueueStore:
                     payload += [body, meta.encode(), meta.ordering_key or ""]
                 else:
                     payload += [body, "", ""]
+        taking: List[Any] = []
+        for taker in takers:
+            check_group(taker.group)
+            taking += [taker.group, taker.count, taker.lease_ms, taker.flags()]
         reply = await self._run("add", [keys.queue_list(queue)], [
             queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
-            self.history_size, mode, reply_to, reply_timeout_ms, *payload])
+            self.history_size, mode, reply_to, reply_timeout_ms, origin,
+            self.default_max_receives, os.urandom(8).hex() + "-" if takers else "",
+            len(takers), *taking, *payload])
         if self.wait_replicas:
             # a replayed key was stored by an earlier request that may have got a 503
             await self._wait_replicas()
-        return AddResult([_text(k) for k in reply[1:]], bool(reply[0]))
+        return _add_result(reply, len(takers))
 
     async def _wait_replicas(self) -> None:
         acknowledged = await self._command("WAIT", self.wait_replicas, self.wait_timeout_ms)
@@ -359,6 +393,10 @@ class QueueStore:
         for message in messages:
             args += [message.key, message.value, message.meta.encode() if message.meta else ""]
         return int(await self._run("requeue", [keys.queue_list(keys.namespace(queue, group))], args))
+
+    async def wake(self, queue: str, group: str = "") -> None:
+        """Wake the consumers of ``queue`` (of its ``group``) on every process."""
+        await self._command("PUBLISH", keys.NOTIFY_CHANNEL, "w" + keys.namespace(queue, group))
 
     async def dispatch(self, queue: str, broadcast_max: int, roundrobin_max: int,
                        listener_ttl_ms: int, history_size: int, broadcasting: bool = False,

@@ -257,4 +257,6 @@ class ReplyHandler(_Producing):
         if not await self.store.reply(request_id, _reply_encoding(bodies[0], metas[0])):
             raise MessageNotFound("no request %s waits for a reply (timed out, answered or unknown)"
                                   % request_id)
+        # a caller on this process collects at once, without the pub/sub hop
+        self.context.dispatcher.replied(request_id)
         self.respond({"reply_to": request_id, "delivered": True})

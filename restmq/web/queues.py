@@ -8,7 +8,7 @@ import orjson
 from twisted.internet.defer import CancelledError
 
 from restmq.errors import BadRequest
-from restmq.model import MAX_TTL_SECONDS, Message, MessageMeta
+from restmq.model import MAX_TTL_SECONDS, Message, MessageMeta, Taker
 from restmq.storage.store import check_group
 from restmq.web.base import BaseHandler, async_handler
 
@@ -124,7 +124,8 @@ class _Producing(BaseHandler):
         if reply_to and ttl is None:
             # a request nobody took before its caller gave up is of no use to anyone
             ttl = max(1, -(-reply_timeout_ms // 1000))
-        result = await self.store.add(
+        # through the dispatcher: consumers waiting here get the messages in the same call
+        result = await self.context.dispatcher.publish(
             queue, bodies, ttl=ttl, delay_ms=int(delay * 1000) if delay else None,
             idempotency_key=idempotency_key,
             idempotency_window_ms=int(delivery.idempotency_window * 1000),
@@ -173,11 +174,14 @@ class _Consuming(_Producing):
         if self.argument("reserve") is not None:
             lease = self.number("reserve", delivery.lease_seconds, low=0.001, high=12 * 3600)
             lease_ms = int(lease * 1000)
-        messages: Optional[List[Message]] = await self._pop(queue, int(count or 1), lease_ms, 0)
-        if not messages and wait:
+        messages: Optional[List[Message]]
+        if wait:
+            # one pop (that marks the queue as listened to) before the wait, not two
             messages = await self._long_poll(queue, int(count or 1), lease_ms, wait)
             if messages is None:
                 return  # the client went away
+        else:
+            messages = await self._pop(queue, int(count or 1), lease_ms, 0)
         if self.context.metrics is not None and messages:
             self.context.metrics.delivered(queue, "rest", len(messages), self._group)
             # a leased message handed out before: its lease ran out, or it was nacked
@@ -206,12 +210,16 @@ class _Consuming(_Producing):
         """Pop again at every wake-up of ``queue`` until a message comes or ``wait`` ends.
 
         Nothing blocks in Redis: the first pop marks the queue as listened to,
-        so publishers notify, and the waiter is registered before it.
+        so publishers notify, and the waiter is registered before it. A publish
+        on this process hands the waiter its messages directly (its taker says
+        what it would pop).
         """
         dispatcher = self.context.dispatcher
         clock = self.context.clock
         deadline = clock.seconds() + wait
-        waiter = dispatcher.waiter(dispatcher.target(queue, self._group))
+        taker = Taker(self._group, count, lease_ms or 0, self._default_lease and lease_ms is not None,
+                      self.config.delivery.stop_holds_pops)
+        waiter = dispatcher.waiter(dispatcher.target(queue, self._group), taker)
         gone: List[bool] = []
         pending: List[Any] = []
 
@@ -230,9 +238,13 @@ class _Consuming(_Producing):
                 woken = waiter.next_wake(remaining)
                 pending[:] = [woken]
                 try:
-                    if not await woken:
-                        break
+                    fired = await woken
                 except CancelledError:
+                    break
+                if isinstance(fired, list):
+                    messages = fired  # handed over by a publish on this process
+                    break
+                if not fired:
                     break
                 messages = await self._pop(queue, count, lease_ms, dispatcher.listener_ttl_ms)
         finally:

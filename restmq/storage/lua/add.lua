@@ -1,29 +1,45 @@
 -- add.lua: store messages and queue their keys, for the default consumers and every
--- consumer group; wake streaming consumers on every process.
+-- consumer group; hand them to the publisher's waiting consumers; wake the others.
 -- KEYS[1] = <q>:queue (the script also touches <q>:UUID, QUEUESET, queuestat::<q>,
 -- <q>:listeners, <q>:bsubs, <q>:poppers, <q>:settings, <q>:delayed, <q>:idempotency,
 -- <q>:idempotencyexp, <q>:enqueued, the history, <q>:groups, <q>:refs, <q>:meta,
--- <q>:okey, the lists of the groups, restmq:rpc:<id>: fewer arguments make the hottest
--- call cheaper to send)
+-- <q>:okey, the lists of the groups and what pop() touches, restmq:rpc:<id>: fewer
+-- arguments make the hottest call cheaper to send)
 -- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = ttl seconds or ""
 -- ARGV[4] = delay ms or ""  ARGV[5] = idempotency key or ""  ARGV[6] = idempotency window ms
 -- ARGV[7] = default history size  ARGV[8] = "" (bodies only) or "m" (each body is followed
 -- by its metadata blob and its ordering key, "" when none)
 -- ARGV[9] = request id of a caller waiting for a reply, or ""  ARGV[10] = its timeout ms
--- ARGV[11..] = message bodies (a batch is atomic)
+-- ARGV[11] = the publishing process's id or "": its wake-ups read "w<ns> <id>", so that
+-- it skips them (it wakes its own consumers of the namespaces this returns)
+-- ARGV[12] = default max_receives  ARGV[13] = lease token prefix
+-- ARGV[14] = T, the number of takers (consumers waiting on the publishing process), then
+-- 4 arguments per taker: group ("" default consumers), count, lease ms (0: a plain pop),
+-- flags: "d" the queue's (group's) own lease_seconds wins, "h" a stopped queue hands
+-- nothing, "s" round-robin streams (taken only while the policy is roundrobin; a
+-- group's members always compete)
+-- ARGV[15 + 4T ..] = message bodies (a batch is atomic)
 -- Every group of the queue gets every message; the body is stored once with a count
 -- of its holders (<q>:refs) when there are groups.
+-- Hand-off: once stored, each taker in turn pops (or leases) the oldest messages of its
+-- namespace, as take.lua / dispatch.lua would, in this same call: a waiting consumer of
+-- the publisher's process gets the message one round trip after the publish began.
+-- A namespace with messages left (and listeners) is woken on the notify channel.
 -- Publish-through: when the queue has no groups and is broadcast, started, empty,
 -- streamed by broadcast subscribers and nobody pops it, the batch goes straight to the
 -- broadcast channel (and the history) instead of through the list: one hop instead of
 -- three. If no process receives it after all, it is stored as usual.
--- Returns {replayed (0|1), key1, key2, ...}; error "QUEUEFULL ..." when the queue refuses.
+-- Returns {replayed (0|1), N, key1 .. keyN, W, namespace1 .. namespaceW (woken), then per
+-- taker: F, F fields (key, body, deliveries, token, metadata per message)} (a replay
+-- returns only the keys); error "QUEUEFULL ..." when the queue refuses.
 local queue = ARGV[1]
 local list = KEYS[1]
 local now = now_ms()
 local idem = ARGV[5]
 local stride = ARGV[8] == 'm' and 3 or 1
-local first_body = 11
+local origin = ARGV[11]
+local takers = tonumber(ARGV[14])
+local first_body = 15 + 4 * takers
 local count = (#ARGV - first_body + 1) / stride
 
 local function body(i)
@@ -45,12 +61,13 @@ if idem ~= '' then
   local first = redis.call('HGET', queue .. ':idempotency', idem)
   if first then
     local keys = cjson.decode(first)
+    table.insert(keys, 1, #keys)
     table.insert(keys, 1, 1)
     return keys
   end
 end
 
-local function done(keys)
+local function done(keys, woken, handed)
   if redis.call('SADD', 'QUEUESET', queue) == 1 then
     redis.call('SET', 'queuestat::' .. queue, '1', 'NX')
   end
@@ -61,8 +78,21 @@ local function done(keys)
   if ARGV[9] ~= '' then
     redis.call('SET', 'restmq:rpc:' .. ARGV[9], '', 'PX', ARGV[10])
   end
-  table.insert(keys, 1, 0)
-  return keys
+  local out = {0, #keys}
+  for _, key in ipairs(keys) do
+    out[#out + 1] = key
+  end
+  out[#out + 1] = #woken
+  for _, ns in ipairs(woken) do
+    out[#out + 1] = ns
+  end
+  for _, fields in ipairs(handed) do
+    out[#out + 1] = #fields
+    for _, field in ipairs(fields) do
+      out[#out + 1] = field
+    end
+  end
+  return out
 end
 
 local function new_keys()
@@ -89,7 +119,7 @@ if #groups == 0 and ARGV[4] == '' and redis.call('EXISTS', queue .. ':bsubs') ==
   end
   if redis.call('PUBLISH', 'restmq:broadcast:' .. queue, cjson.encode(batch)) > 0 then
     record_history(queue, batch, tonumber(ARGV[7]))
-    return done(keys)
+    return done(keys, {}, {})
   end
 end
 
@@ -161,9 +191,6 @@ local function enqueue(ns, target)
     for i = 1, count, 1000 do
       redis.call('LPUSH', target, unpack(keys, i, math.min(i + 999, count)))
     end
-    if redis.call('EXISTS', ns .. ':listeners') == 1 then
-      redis.call('PUBLISH', ARGV[2], 'w' .. ns)
-    end
   end
 end
 
@@ -178,8 +205,64 @@ if maxlen and maxlen > 0 and settings[2] == 'drop_oldest' then
     dropped = dropped + 1
   end
 end
+local is_group = {}
 for _, g in ipairs(groups) do
+  is_group[g] = true
   local ns = queue .. '#' .. g
   enqueue(ns, ns .. ':queue')
 end
-return done(keys)
+
+-- the hand-off (delayed messages are not due yet: nobody takes them now)
+local handed = {}
+if ARGV[4] == '' and takers > 0 then
+  local policy, stopped
+  local promoted = {}
+  for t = 1, takers do
+    local at = 15 + 4 * (t - 1)
+    local g, n, lease, flags = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
+    local stream = string.find(flags, 's', 1, true) ~= nil
+    local ok = g == '' or is_group[g] == true
+    if ok and stream and g == '' then
+      policy = policy or redis.call('GET', queue .. ':queuepolicy') or ''
+      ok = policy == '2'
+    end
+    if ok and (stream or string.find(flags, 'h', 1, true)) then
+      if stopped == nil then
+        stopped = is_stopped(queue)
+      end
+      ok = not stopped
+    end
+    local out = {}
+    if ok then
+      if not promoted[g] then
+        promote(queue, g, now, tonumber(ARGV[12]))
+        promoted[g] = true
+      end
+      if lease > 0 and string.find(flags, 'd', 1, true) then
+        local own = tonumber(setting(queue, g, 'lease_seconds'))
+        if own then
+          lease = math.floor(own * 1000)
+        end
+      end
+      out = pop(queue, g, n, lease, ARGV[13] .. t .. '.', now)
+    end
+    handed[t] = out
+  end
+end
+
+-- wake whoever else may take what is left
+local woken = {}
+if ARGV[4] == '' then
+  local tag = origin ~= '' and (' ' .. origin) or ''
+  local spaces = {queue}
+  for _, g in ipairs(groups) do
+    spaces[#spaces + 1] = queue .. '#' .. g
+  end
+  for _, ns in ipairs(spaces) do
+    if redis.call('EXISTS', ns .. ':listeners') == 1 and redis.call('LLEN', ns .. ':queue') > 0 then
+      redis.call('PUBLISH', ARGV[2], 'w' .. ns .. tag)
+      woken[#woken + 1] = ns
+    end
+  end
+end
+return done(keys, woken, handed)
