@@ -115,7 +115,7 @@ async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: O
                             lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
                         dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected,
-                        on_reply=dispatcher.replied)
+                        on_reply=dispatcher.replied, origin=dispatcher.origin)
     dispatcher.notifier = notifier
     notifier.start()
     dispatcher.start()
