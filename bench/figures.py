@@ -20,8 +20,8 @@ import orjson
 
 from bench.loads import (SMALL_MESSAGE, Wrk, form_stamp, hotqueue_puts, longpoll_latency,
                          paced_publish, post_on, text_stamp)
-from bench.procs import (ROOT, BenchError, CpuMeter, Proc, Procs, children_of, free_port, percentile,
-                         rss_kb)
+from bench.procs import (ROOT, BenchError, CpuMeter, Proc, Procs, children_of, cpu_seconds, free_port,
+                         percentile, rss_kb)
 
 __all__ = ["Plan", "Row", "Bench", "PHASES"]
 
@@ -109,6 +109,13 @@ def _cpu_note(restmq: Dict[str, float], baseline: Optional[Dict[str, float]]) ->
         return "/".join("%.0f" % cpu[name] for name in ("server", "redis", "clients"))
     text = "CPU %% server/redis/clients %s" % triple(restmq)
     return text + (" vs %s" % triple(baseline) if baseline else "")
+
+
+def _cpu_per_request(results: Sequence[Dict[str, float]]) -> Optional[float]:
+    """Microseconds of server CPU per request over the runs (None when not metered)."""
+    used = sum(r.get("cpu", 0.0) for r in results)
+    requests = sum(r.get("requests", 0.0) for r in results)
+    return used / requests * 1e6 if used and requests else None
 
 
 def _wrk_note(results: Sequence[Dict[str, float]]) -> str:
@@ -209,12 +216,15 @@ class Bench:
 
     def _wrk_series(self, targets: Dict[str, tuple], extra: Optional[Dict[str, Callable[[], float]]] = None,
                     threads: int = 1, before_run: Optional[Callable[[str], None]] = None,
-                    after_run: Optional[Callable[[str], None]] = None) -> Dict[str, List[Dict[str, float]]]:
+                    after_run: Optional[Callable[[str], None]] = None,
+                    cpu: Optional[Dict[str, Callable[[], List[int]]]] = None
+                    ) -> Dict[str, List[Dict[str, float]]]:
         """Warm every target, then ``runs`` rounds, the targets interleaved in each
         round so that a disturbance of the machine hits them alike.
 
         ``targets``: name -> (url, wrk script); ``extra``: name -> a callable
-        measuring one run itself (returns a rate).
+        measuring one run itself (returns a rate); ``cpu``: name -> the server's
+        pids, whose CPU seconds during each run go to the result's ``cpu``.
         """
         plan = self.plan
         for name, (url, script) in targets.items():
@@ -226,7 +236,12 @@ class Bench:
             for name, (url, script) in targets.items():
                 if before_run:
                     before_run(name)
-                results[name].append(self.wrk.run(url, script, plan.wrk_seconds, plan.connections, threads))
+                pids = (cpu or {}).get(name)
+                used = cpu_seconds(pids()) if pids else 0.0
+                result = self.wrk.run(url, script, plan.wrk_seconds, plan.connections, threads)
+                if pids:
+                    result["cpu"] = cpu_seconds(pids()) - used
+                results[name].append(result)
                 if after_run:
                     after_run(name)
             for name, measure in (extra or {}).items():
@@ -237,8 +252,8 @@ class Bench:
 
     def phase_post(self) -> List[Row]:
         self.wrk.check()
-        _, broker = self._broker(profile="post")
-        _, bare = self._bare()
+        broker_proc, broker = self._broker(profile="post")
+        bare_proc, bare = self._bare()
         form = self.wrk.script("POST", "value=" + SMALL_MESSAGE, FORM)
         targets = {
             "restmq": ("http://127.0.0.1:%d/q/bench" % broker, form),
@@ -253,9 +268,12 @@ class Bench:
             hotqueue["hotqueue"] = lambda: hotqueue_puts(self.redis.sock, self.plan.wrk_seconds)
         except BenchError as exc:
             hotqueue_error = str(exc)
-        results = self._wrk_series(targets, hotqueue)
+        results = self._wrk_series(targets, hotqueue, cpu={
+            "restmq": lambda: [broker_proc.pid], "form": lambda: [bare_proc.pid],
+            "lpush": lambda: [bare_proc.pid], "evalsha": lambda: [bare_proc.pid]})
         restmq = _median([r["rps"] for r in results["restmq"]])
         note = _wrk_note(results["restmq"])
+        restmq_cpu = _cpu_per_request(results["restmq"])
         rows = []
         for key, name in (("e1", "form"), ("e2", "lpush"), ("e3", "evalsha"), ("e4", "hotqueue")):
             row = self._row(key, restmq=restmq, note=note)
@@ -266,6 +284,12 @@ class Bench:
                 extra = _wrk_note(results[name])
                 if extra:
                     row.note = "; ".join(filter(None, [note, "baseline: " + extra]))
+                base_cpu = _cpu_per_request(results[name])
+                if base_cpu and restmq_cpu:
+                    # server CPU per request: what load on the machine disturbs least
+                    row.note = "; ".join(filter(None, [row.note, "server CPU per request %.0f vs %.0f us "
+                                                       "(ratio %.2f)" % (restmq_cpu, base_cpu,
+                                                                         base_cpu / restmq_cpu)]))
             rows.append(row)
         return rows
 
