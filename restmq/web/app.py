@@ -39,6 +39,7 @@ class RestMQApplication(cyclone.web.Application):
             if match:
                 args = [unquote_plus(group) if group and ("%" in group or "+" in group) else group
                         for group in match.groups()]
+                request.route_pattern = spec.regex.pattern  # the access log's and metrics' route
                 handler = spec.handler_class(self, request, **spec.kwargs)
                 handler._execute([t(request) for t in self.transforms], *args)
                 return handler
@@ -62,9 +63,16 @@ def _request_logger(access_log: bool, metrics: Any, table: Sequence[tuple]) -> C
     # (pattern, handler[, kwargs]) as Cyclone takes them
     patterns: List[Tuple[Pattern[str], str]] = [
         (re.compile(route[0] + "$"), route_label(route[0])) for route in table]
+    # Cyclone's URLSpec pattern (with "$") -> label, for the requests routed by it
+    labels = {route[0] if route[0].endswith("$") else route[0] + "$": route_label(route[0])
+              for route in table}
 
-    def route_of(path: str) -> str:
+    def route_of(request: Any) -> str:
+        label = labels.get(getattr(request, "route_pattern", None))  # type: ignore[arg-type]
+        if label is not None:
+            return label
         # the first pattern that matches is the one Cyclone routed the request by
+        path = request.path
         for regex, label in patterns:
             if regex.match(path):
                 return label
@@ -73,7 +81,7 @@ def _request_logger(access_log: bool, metrics: Any, table: Sequence[tuple]) -> C
     def log_request(handler: Any) -> None:
         request = handler.request
         duration = time.time() - request._start_time
-        route = route_of(request.path)
+        route = route_of(request)
         if metrics is not None:
             metrics.http(route, handler.get_status(), request.method, duration)
         if not access_log:

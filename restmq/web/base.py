@@ -23,6 +23,7 @@ from restmq.acl import Acl, Credentials
 from restmq.config import Config
 from restmq.errors import BadRequest, Forbidden, MessageTooLarge, RestMQError, Unauthorized
 from restmq.web.errors import status_for
+from restmq.web.http import ChunkedTransferEncoding
 
 __all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK"]
 
@@ -127,6 +128,33 @@ class BaseHandler(cyclone.web.RequestHandler):
     def compute_etag(self) -> None:
         # a pop must never be answered 304 because an earlier pop looked alike
         return None
+
+    def finish(self, chunk: Any = None) -> None:
+        """Cyclone's ``finish`` for the usual response, written whole at once: the
+        same bytes (status line, headers, Content-Length, body) without its
+        generic detours (transforms, per-header encoding, ETag). Anything else
+        (a HEAD, a stream already started, a dict) takes Cyclone's own path."""
+        transforms = self._transforms or ()
+        if self._finished or self._headers_written or self._status_code == 304 \
+                or self.request.method == "HEAD" or (chunk is not None and type(chunk) is not bytes) \
+                or len(transforms) != 1 or type(transforms[0]) is not ChunkedTransferEncoding:
+            return super().finish(chunk)
+        buffered = self._write_buffer
+        body = chunk if not buffered else b"".join(buffered) + (chunk or b"")
+        body = body or b""
+        self._write_buffer = []
+        headers = self._headers
+        if "Content-Length" not in headers:
+            headers["Content-Length"] = str(len(body))
+        lines = ["%s %d %s" % (self.request.version, self._status_code, self._reason)]
+        lines += ["%s: %s" % item for item in headers.items()]
+        lines += ["%s: %s" % item for item in self._list_headers]
+        self._headers_written = True
+        self.request.connection.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body)
+        self.request.finish()
+        self._log()
+        self._finished = True
+        self.on_finish()
 
     # access control
 
