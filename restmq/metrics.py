@@ -13,11 +13,13 @@ queues seen keep their own name, every later one is counted as ``_other``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+import bisect
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from restmq.model import QueueState
 
@@ -73,21 +75,36 @@ class Metrics:
         self._cut_off = Counter(
             "restmq_consumers_cut_off", "Streaming consumers cut off for falling too far behind.",
             ["queue", "transport"], registry=self.registry)
-        self._redis = Histogram(
+        self._redis = _Histogram(
             "restmq_redis_roundtrip_seconds", "Time of one Redis round trip (script or command).",
-            buckets=_REDIS_BUCKETS, registry=self.registry)
+            (), _REDIS_BUCKETS)
         self._requests = Counter(
             "restmq_http_requests", "HTTP requests answered, by route pattern, method and status.",
             ["route", "method", "status"], registry=self.registry)
-        self._durations = Histogram(
+        self._durations = _Histogram(
             "restmq_http_request_duration_seconds",
             "Time from request to the end of the response, by route pattern.",
-            ["route"], buckets=_HTTP_BUCKETS, registry=self.registry)
+            ("route",), _HTTP_BUCKETS)
+        self.registry.register(_HistogramCollector([self._redis, self._durations]))
         self._snapshot: Optional[_Snapshot] = None
+        # counter increments not yet applied: (counter, labels) -> amount. prometheus_client
+        # takes a lock per increment, and several happen per request: they are added
+        # up here and applied when a scrape reads them (render)
+        self._pending: Dict[Tuple[Any, Tuple[str, ...]], float] = {}
         # labelled children by (metric, labels): prometheus_client's labels() locks and
         # validates on every call, and these are called on every request
         self._children: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
         self.registry.register(_ScrapeCollector(self))
+
+    def _count(self, counter: Any, labels: Tuple[str, ...], amount: float) -> None:
+        key = (counter, labels)
+        pending = self._pending
+        pending[key] = pending.get(key, 0.0) + amount
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (counter, labels), amount in pending.items():
+            self._child(counter, *labels).inc(amount)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)
@@ -113,7 +130,7 @@ class Metrics:
         """``count`` messages were stored in ``queue``."""
         if count:
             label = self.queue_label(queue)
-            self._child(self._published, label).inc(count)
+            self._count(self._published, (label,), count)
             self._totals.setdefault(label, [0.0, 0.0])[0] += count
 
     def delivered(self, queue: str, transport: str, count: int, group: str = "") -> None:
@@ -121,10 +138,10 @@ class Metrics:
         consumers over ``transport``."""
         if count:
             label = self.queue_label(queue)
-            self._child(self._delivered, label, transport).inc(count)
+            self._count(self._delivered, (label, transport), count)
             self._totals.setdefault(label, [0.0, 0.0])[1] += count
             if group:
-                self._child(self._group_delivered, label, group).inc(count)
+                self._count(self._group_delivered, (label, group), count)
 
     def acked(self, queue: str, count: int, group: str = "") -> None:
         if count:
@@ -149,9 +166,9 @@ class Metrics:
              seconds: Optional[float] = None) -> None:
         """A request to ``route`` (a pattern such as ``/q/{queue}``) was answered."""
         method = method if method in _METHODS else "other"
-        self._child(self._requests, route, method, str(status)).inc()
+        self._count(self._requests, (route, method, str(status)), 1)
         if seconds is not None:
-            self._child(self._durations, route).observe(seconds)
+            self._durations.observe(seconds, (route,))
 
     # reading
 
@@ -168,11 +185,60 @@ class Metrics:
             did not answer (``restmq_redis_up`` is then 0 and no queue gauge is given).
         :param subscribers: ``dispatcher.all_subscriber_counts()``.
         """
+        self._apply_pending()
         self._snapshot = _Snapshot(self, queues, subscribers)
         try:
             return generate_latest(self.registry)
         finally:
             self._snapshot = None
+
+
+class _Histogram:
+    """A histogram kept as plain counts per label set (observed on every request and
+    Redis round trip: a bisect and two additions), exposed by _HistogramCollector
+    exactly as a prometheus_client Histogram's buckets, count and sum."""
+
+    __slots__ = ("name", "documentation", "labels", "bounds", "series")
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str],
+                 bounds: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = list(labels)
+        self.bounds = tuple(bounds)
+        # labels -> [count per bucket (the last one: above every bound)..., sum]
+        self.series: Dict[Tuple[str, ...], List[float]] = {}
+        if not self.labels:
+            self.series[()] = [0.0] * (len(self.bounds) + 2)  # shown from the start, as prometheus_client does
+
+    def observe(self, value: float, labels: Tuple[str, ...] = ()) -> None:
+        counts = self.series.get(labels)
+        if counts is None:
+            counts = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+        counts[bisect.bisect_left(self.bounds, value)] += 1
+        counts[-1] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, counts in sorted(self.series.items()):
+            cumulative, buckets = 0.0, []
+            for bound, count in zip(self.bounds + (float("inf"),), counts):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric(list(labels), buckets, counts[-1])
+        return family
+
+
+class _HistogramCollector(Collector):
+    def __init__(self, histograms: Sequence[_Histogram]) -> None:
+        self.histograms = list(histograms)
+
+    def describe(self) -> List[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for histogram in self.histograms:
+            yield histogram.family()
 
 
 class _Snapshot:

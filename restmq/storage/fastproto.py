@@ -79,7 +79,24 @@ class _FastCommands:
 
     def connectionMade(self) -> Any:
         self._sent: Deque[float] = collections.deque()
+        # replies decoded by hiredis itself, as txredisapi's charset would (invalid
+        # UTF-8 replaced, as the store's _text does), not element by element in Python
+        self._reader = hiredis.Reader(protocolError=txredisapi.InvalidData,
+                                      replyError=txredisapi.ResponseError,
+                                      encoding="utf-8", errors="replace")
         return super().connectionMade()  # type: ignore[misc]  # the txredisapi base comes later in the MRO
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        if self.inTransaction:  # type: ignore[attr-defined]  # MULTI/WATCH: txredisapi's own path
+            super().dataReceived(data, unpause)  # type: ignore[misc]
+            return
+        reader = self._reader
+        if data:
+            reader.feed(data)
+        reply = reader.gets()
+        while reply is not False:
+            self.replyReceived(reply)
+            reply = reader.gets()
 
     def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
         self._sent.append(time.monotonic())

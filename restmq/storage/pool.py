@@ -86,6 +86,22 @@ class RedisPool:
     def connected(self) -> bool:
         return self._factory is not None and self._factory.size > 0
 
+    def live(self) -> Any:
+        """A live connection, round robin, or None (then :meth:`connection` says why
+        or waits for the first one): no Deferred on the hot path."""
+        factory = self._factory
+        if factory is None:
+            return None
+        live = factory.connectionQueue.pending
+        while live:
+            self._next = (self._next + 1) % len(live)
+            conn = live[self._next]
+            if conn.connected:
+                self._was_connected = True
+                return conn
+            live.remove(conn)
+        return None
+
     def connection(self) -> defer.Deferred:
         """A live connection, round robin; fails fast when there is none.
 

@@ -161,7 +161,9 @@ class QueueStore:
         self.scripts: Dict[str, Script] = load_scripts()
 
     async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
-        connection = await self.pool.connection()
+        connection = self.pool.live()
+        if connection is None:
+            connection = await self.pool.connection()
         started = time.perf_counter()
         try:
             return await self.scripts[name](connection, script_keys, args)
@@ -174,7 +176,9 @@ class QueueStore:
                 self.observe(time.perf_counter() - started)
 
     async def _command(self, *args: Any) -> Any:
-        connection = await self.pool.connection()
+        connection = self.pool.live()
+        if connection is None:
+            connection = await self.pool.connection()
         started = time.perf_counter()
         try:
             return await connection.execute_command(*args)
