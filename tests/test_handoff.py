@@ -43,6 +43,25 @@ async def test_add_hands_the_oldest_message_to_a_taker(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_add_passes_messages_through_to_takers_when_nothing_waits(store, redis):
+    result = await store.add("hp", ["a", "b", "c"], takers=[Taker(count=2)])
+    assert [m.value for m in result.handed[0]] == ["a", "b"]
+    assert [m.key for m in result.handed[0]] == ["hp:1", "hp:2"]
+    # handed without being stored: no body, no bookkeeping; the rest waits as usual
+    assert await redis.exists("hp:1") == 0 and await redis.exists("hp:2") == 0
+    assert await redis.hexists("hp:enqueued", "hp:1") == 0
+    assert [m.value for m in await store.take("hp", 10)] == ["c"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_passes_through_with_attributes(store):
+    from restmq.model import MessageMeta
+    meta = MessageMeta({"color": "blue"})
+    result = await store.add("hpa", ["x"], metas=[meta], takers=[Taker()])
+    assert result.handed[0][0].attributes == {"color": "blue"}
+
+
+@pytest_twisted.ensureDeferred
 async def test_add_hands_each_taker_its_count_in_order(store):
     result = await store.add("h2", ["a", "b", "c", "d"], takers=[Taker(count=3), Taker(count=3)])
     assert [[m.value for m in got] for got in result.handed] == [["a", "b", "c"], ["d"]]

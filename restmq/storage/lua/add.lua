@@ -24,7 +24,9 @@
 -- Hand-off: once stored, each taker in turn pops (or leases) the oldest messages of its
 -- namespace, as take.lua / dispatch.lua would, in this same call: a waiting consumer of
 -- the publisher's process gets the message one round trip after the publish began.
--- A namespace with messages left (and listeners) is woken on the notify channel.
+-- Pass-through: when the queue has no groups and nothing waits in it, what takers pop
+-- without a lease is handed to them without being stored first. A namespace with
+-- messages left (and listeners) is woken on the notify channel.
 -- Publish-through: when the queue has no groups and is broadcast, started, empty,
 -- streamed by broadcast subscribers and nobody pops it, the batch goes straight to the
 -- broadcast channel (and the history) instead of through the list: one hop instead of
@@ -123,6 +125,71 @@ if #groups == 0 and ARGV[4] == '' and redis.call('EXISTS', queue .. ':bsubs') ==
   end
 end
 
+-- the takers' flags and whether each may take now (the policy and the queue's state)
+local taker_ok = {}
+local is_group = {}
+for _, g in ipairs(groups) do
+  is_group[g] = true
+end
+if ARGV[4] == '' and takers > 0 then
+  local policy, stopped
+  for t = 1, takers do
+    local at = 15 + 4 * (t - 1)
+    local g, flags = ARGV[at], ARGV[at + 3]
+    local stream = string.find(flags, 's', 1, true) ~= nil
+    local ok = g == '' or is_group[g] == true
+    if ok and stream and g == '' then
+      policy = policy or redis.call('GET', queue .. ':queuepolicy') or ''
+      ok = policy == '2'
+    end
+    if ok and (stream or string.find(flags, 'h', 1, true)) then
+      if stopped == nil then
+        stopped = is_stopped(queue)
+      end
+      ok = not stopped
+    end
+    taker_ok[t] = ok
+  end
+end
+
+-- Pass-through: with no groups, an empty queue (once due and expired messages are back)
+-- and takers that pop without a lease, the new messages go straight to them, oldest
+-- first, and are never stored (a store and a pop in one atomic call leave nothing
+-- behind either). Only what they do not take is stored below.
+local handed = {}
+local passed = 0
+local promoted = {}
+if takers > 0 and #groups == 0 and ARGV[4] == '' then
+  local plain = false
+  for t = 1, takers do
+    plain = plain or (taker_ok[t] and ARGV[15 + 4 * (t - 1)] == '' and ARGV[15 + 4 * (t - 1) + 2] == '0')
+  end
+  if plain then
+    promote(queue, '', now, tonumber(ARGV[12]))
+    promoted[''] = true
+    if redis.call('LLEN', list) == 0 then
+      keys = new_keys()
+      for t = 1, takers do
+        local at = 15 + 4 * (t - 1)
+        if taker_ok[t] and ARGV[at] == '' and ARGV[at + 2] == '0' and passed < count then
+          local out = {}
+          for i = passed + 1, math.min(count, passed + tonumber(ARGV[at + 1])) do
+            out[#out + 1] = keys[i]
+            out[#out + 1] = body(i)
+            out[#out + 1] = 0
+            out[#out + 1] = ''
+            out[#out + 1] = blob(i)
+            passed = passed + 1
+          end
+          handed[t] = out
+        end
+      end
+    end
+  end
+end
+local first_stored = passed + 1
+local stored = count - passed
+
 local settings = redis.call('HMGET', queue .. ':settings', 'maxlen', 'overflow', 'ttl')
 local maxlen = tonumber(settings[1])
 local ttl = ARGV[3]
@@ -131,14 +198,14 @@ if ttl == '' and settings[3] then
 end
 if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
   local length = redis.call('LLEN', list) + redis.call('ZCARD', queue .. ':delayed')
-  if length + count > maxlen then
+  if stored > 0 and length + stored > maxlen then
     return redis.error_reply('QUEUEFULL queue ' .. queue .. ' holds ' .. length .. ' of at most ' .. maxlen .. ' messages')
   end
 end
 
 keys = keys or new_keys()
 -- bodies and their times in bulk: one command per 1000 messages, not two per message
-for first = 1, count, 1000 do
+for first = first_stored, count, 1000 do
   local final = math.min(first + 999, count)
   local pairs_kv, times, metas, okeys, refs = {}, {}, {}, {}, {}
   for i = first, final do
@@ -188,7 +255,7 @@ local function enqueue(ns, target)
       redis.call('ZADD', ns .. ':delayed', due, keys[i])
     end
   else
-    for i = 1, count, 1000 do
+    for i = first_stored, count, 1000 do
       redis.call('LPUSH', target, unpack(keys, i, math.min(i + 999, count)))
     end
   end
@@ -205,48 +272,34 @@ if maxlen and maxlen > 0 and settings[2] == 'drop_oldest' then
     dropped = dropped + 1
   end
 end
-local is_group = {}
 for _, g in ipairs(groups) do
-  is_group[g] = true
   local ns = queue .. '#' .. g
   enqueue(ns, ns .. ':queue')
 end
 
--- the hand-off (delayed messages are not due yet: nobody takes them now)
-local handed = {}
+-- the hand-off from the lists, for the takers pass-through did not serve (delayed
+-- messages are not due yet: nobody takes them now)
 if ARGV[4] == '' and takers > 0 then
-  local policy, stopped
-  local promoted = {}
   for t = 1, takers do
-    local at = 15 + 4 * (t - 1)
-    local g, n, lease, flags = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
-    local stream = string.find(flags, 's', 1, true) ~= nil
-    local ok = g == '' or is_group[g] == true
-    if ok and stream and g == '' then
-      policy = policy or redis.call('GET', queue .. ':queuepolicy') or ''
-      ok = policy == '2'
-    end
-    if ok and (stream or string.find(flags, 'h', 1, true)) then
-      if stopped == nil then
-        stopped = is_stopped(queue)
-      end
-      ok = not stopped
-    end
-    local out = {}
-    if ok then
-      if not promoted[g] then
-        promote(queue, g, now, tonumber(ARGV[12]))
-        promoted[g] = true
-      end
-      if lease > 0 and string.find(flags, 'd', 1, true) then
-        local own = tonumber(setting(queue, g, 'lease_seconds'))
-        if own then
-          lease = math.floor(own * 1000)
+    if handed[t] == nil then
+      local at = 15 + 4 * (t - 1)
+      local g, n, lease, flags = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
+      local out = {}
+      if taker_ok[t] then
+        if not promoted[g] then
+          promote(queue, g, now, tonumber(ARGV[12]))
+          promoted[g] = true
         end
+        if lease > 0 and string.find(flags, 'd', 1, true) then
+          local own = tonumber(setting(queue, g, 'lease_seconds'))
+          if own then
+            lease = math.floor(own * 1000)
+          end
+        end
+        out = pop(queue, g, n, lease, ARGV[13] .. t .. '.', now)
       end
-      out = pop(queue, g, n, lease, ARGV[13] .. t .. '.', now)
+      handed[t] = out
     end
-    handed[t] = out
   end
 end
 
