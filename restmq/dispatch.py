@@ -638,8 +638,13 @@ class Dispatcher:
         able = [c for c in state.consumers if c.can_take() and not _is_acked(c)]
         if not able:
             return False
-        self._send_grouped(queue, messages, deal(able, state.cursor, len(messages)))
-        state.cursor = (state.cursor + len(messages)) % max(1, len(able))
+        # deal(): message i goes to able[(cursor + i) % n], so each consumer's share
+        # is a slice, in order; one write each
+        count, cursor = len(able), state.cursor
+        for offset in range(min(count, len(messages))):
+            self._send_batch(queue, able[(cursor + offset) % count],
+                             Batch(messages[offset::count], shared=False))
+        state.cursor = (cursor + len(messages)) % count
         return True
 
     def on_broadcast(self, queue: str, batch: Sequence[str]) -> None:

@@ -209,7 +209,8 @@ class _Histogram:
         # labels -> [count per bucket (the last one: above every bound)..., sum]
         self.series: Dict[Tuple[str, ...], List[float]] = {}
         if not self.labels:
-            self.series[()] = [0.0] * (len(self.bounds) + 2)  # shown from the start, as prometheus_client does
+            # shown from the start, as prometheus_client does
+            self.series[()] = [0.0] * (len(self.bounds) + 2)
 
     def observe(self, value: float, labels: Tuple[str, ...] = ()) -> None:
         counts = self.series.get(labels)

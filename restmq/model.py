@@ -126,7 +126,8 @@ class Message:
     deliveries: int = 0
     receipt: Optional[str] = None
     meta: Optional[MessageMeta] = None
-    _encoded: Dict[str, bytes] = attr.ib(factory=dict, repr=False, eq=False)
+    # made on first use: most messages of a round-robin deal are encoded once
+    _encoded: Optional[Dict[str, bytes]] = attr.ib(default=None, repr=False, eq=False)
 
     @property
     def queue(self) -> str:
@@ -152,6 +153,8 @@ class Message:
 
     def json_with_queue(self) -> bytes:
         """The JSON object with ``"queue"`` (streams of several queues), cached."""
+        if self._encoded is None:
+            self._encoded = {}
         cached = self._encoded.get("json+queue")
         if cached is None:
             out = self.as_dict()
@@ -161,28 +164,43 @@ class Message:
 
     def json(self) -> bytes:
         """The JSON object ``{"key", "value"}`` (plus receipt when leased), cached."""
-        cached = self._encoded.get("json")
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = {}
+        cached = encoded.get("json")
         if cached is None:
-            cached = self._encoded["json"] = orjson.dumps(self.as_dict())
+            if self.receipt is None and self.meta is None:
+                cached = orjson.dumps({"key": self.key, "value": self.value})
+            else:
+                cached = orjson.dumps(self.as_dict())
+            encoded["json"] = cached
         return cached
 
     def encoded(self, name: str, encode) -> bytes:
         """Cache ``encode(self)`` under ``name`` so a broadcast encodes once per transport."""
-        cached = self._encoded.get(name)
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = {}
+        cached = encoded.get(name)
         if cached is None:
-            cached = self._encoded[name] = encode(self)
+            cached = encoded[name] = encode(self)
         return cached
 
 
 class Batch:
     """Messages delivered together: each transport's bytes for the whole batch are
-    joined once and shared by every subscriber (one write per connection)."""
+    joined once and shared by every subscriber (one write per connection).
 
-    __slots__ = ("messages", "_joined")
+    ``shared=False``: the batch goes to one subscriber only (a round-robin deal),
+    so its messages are encoded without being cached on them.
+    """
 
-    def __init__(self, messages: "list[Message]") -> None:
+    __slots__ = ("messages", "_joined", "shared")
+
+    def __init__(self, messages: "list[Message]", shared: bool = True) -> None:
         self.messages = messages
         self._joined: Dict[str, bytes] = {}
+        self.shared = shared
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -190,7 +208,11 @@ class Batch:
     def encoded(self, name: str, encode) -> bytes:
         joined = self._joined.get(name)
         if joined is None:
-            joined = self._joined[name] = b"".join(m.encoded(name, encode) for m in self.messages)
+            if self.shared:
+                joined = b"".join(m.encoded(name, encode) for m in self.messages)
+            else:
+                joined = b"".join([encode(m) for m in self.messages])
+            self._joined[name] = joined
         return joined
 
 

@@ -53,14 +53,15 @@ def _text(value: Any) -> str:
 
 def _messages(flat: Sequence[Any], start: int) -> List[Message]:
     """Decode the key, body, deliveries, token, metadata groups that pop() in lib.lua returns."""
-    out = []
+    out: List[Message] = []
+    append = out.append
     for i in range(start, len(flat), 5):
-        token = _text(flat[i + 3])
-        key = _text(flat[i])
-        blob = flat[i + 4]
-        out.append(Message(key, _text(flat[i + 1]), int(flat[i + 2] or 0),
-                           "%s:%s" % (key, token) if token else None,
-                           MessageMeta.decode(blob) if blob else None))
+        key, body, count, token, blob = flat[i:i + 5]
+        # the pool's replies are text already (decoded by hiredis); others may be bytes
+        if type(key) is not str:
+            key, body, token = _text(key), _text(body), _text(token)
+        append(Message(key, body, int(count or 0), "%s:%s" % (key, token) if token else None,
+                       MessageMeta.decode(blob) if blob else None))
     return out
 
 

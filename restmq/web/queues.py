@@ -50,6 +50,9 @@ class _Producing(BaseHandler):
             items = parsed if isinstance(parsed, list) else [parsed]
             if not items:
                 raise BadRequest("empty batch")
+            if default_key is None and all(type(item) is str for item in items):
+                # the usual batch: an array of strings, no metadata
+                return [self.message_body(item) for item in items], [None] * len(items)
             bodies, metas = [], []
             for item in items:
                 text, meta = self._json_item(item, default_key)
