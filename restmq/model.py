@@ -165,14 +165,15 @@ class Message:
     def json(self) -> bytes:
         """The JSON object ``{"key", "value"}`` (plus receipt when leased), cached."""
         encoded = self._encoded
-        if encoded is None:
-            encoded = self._encoded = {}
-        cached = encoded.get("json")
-        if cached is None:
-            if self.receipt is None and self.meta is None:
-                cached = orjson.dumps({"key": self.key, "value": self.value})
-            else:
-                cached = orjson.dumps(self.as_dict())
+        if encoded is not None:
+            cached = encoded.get("json")
+            if cached is not None:
+                return cached
+        if self.receipt is None and self.meta is None:
+            cached = orjson.dumps({"key": self.key, "value": self.value})
+        else:
+            cached = orjson.dumps(self.as_dict())
+        if encoded is not None:  # cached once the message has a cache (a broadcast)
             encoded["json"] = cached
         return cached
 

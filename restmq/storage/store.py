@@ -69,7 +69,9 @@ def _add_result(reply: Sequence[Any], takers: int) -> AddResult:
     """Decode add.lua's {replayed, N, keys, W, woken, per taker: F, fields}."""
     count = int(reply[1])
     at = 2 + count
-    result = AddResult([_text(k) for k in reply[2:at]], bool(reply[0]))
+    new_keys = list(reply[2:at])
+    result = AddResult(new_keys if all(type(k) is str for k in new_keys) else [_text(k) for k in new_keys],
+                       bool(reply[0]))
     if at < len(reply):
         woken = int(reply[at])
         result.woken.extend(_text(ns) for ns in reply[at + 1:at + 1 + woken])

@@ -52,7 +52,11 @@ class _Producing(BaseHandler):
                 raise BadRequest("empty batch")
             if default_key is None and all(type(item) is str for item in items):
                 # the usual batch: an array of strings, no metadata
-                return [self.message_body(item) for item in items], [None] * len(items)
+                quarter = self.config.server.max_message_bytes // 4
+                for item in items:
+                    if len(item) > quarter:
+                        self.message_body(item)
+                return items, [None] * len(items)
             bodies, metas = [], []
             for item in items:
                 text, meta = self._json_item(item, default_key)

@@ -54,7 +54,8 @@ def _comet_chunked(message: Message) -> bytes:
 
 
 def _sse_chunked(message: Message) -> bytes:
-    return _chunk(sse_frame(message))
+    frame = b"id: %s\ndata: %s\n\n" % (message.key.encode("utf-8"), message.json())
+    return b"%x\r\n%s\r\n" % (len(frame), frame)
 
 
 class _Jsonp:
