@@ -19,7 +19,7 @@ import attr
 import orjson
 
 from bench.loads import (SMALL_MESSAGE, Wrk, form_stamp, hotqueue_puts, longpoll_latency,
-                         paced_publish, post_on, text_stamp)
+                         nchan_next, paced_publish, post_on, text_stamp)
 from bench.procs import (ROOT, BenchError, CpuMeter, Proc, Procs, children_of, cpu_seconds, free_port,
                          percentile, rss_kb)
 
@@ -703,12 +703,19 @@ class Bench:
             if post_on(sock, one, "/q/lr/ack", b"receipt=" + receipt.encode()) != 200:
                 raise BenchError("ack refused")
 
-        targets = {
-            "same": (one, "/q/lp?wait=10", one, "/q/lp", None),
-            "cross": (one, "/q/lx?wait=10", two, "/q/lx", None),
-            "reserve": (one, "/q/lr?reserve=30&wait=10", one, "/q/lr", ack),
-            "bare": (bare, "/poll/lp", bare, "/pub/lp", None),
+        targets: Dict[str, tuple] = {
+            "same": (one, "/q/lp?wait=10", one, "/q/lp", {}),
+            "cross": (one, "/q/lx?wait=10", two, "/q/lx", {}),
+            "reserve": (one, "/q/lr?reserve=30&wait=10", one, "/q/lr", {"after": ack}),
+            "bare": (bare, "/poll/lp", bare, "/pub/lp", {}),
         }
+        nchan_error = None
+        try:
+            _, nginx = self._nginx()
+            targets["nchan"] = (nginx, "/lp/lp", nginx, "/pub/lp", {
+                "headers_for": nchan_next, "pub_body": lambda i: (b'"m%d"' % i, "text/plain")})
+        except BenchError as exc:
+            nchan_error = str(exc)
         brokers = {"same": [one], "cross": [one, two], "reserve": [one]}
         found: Dict[str, Dict[str, Any]] = {
             name: {"latencies": [], "misses": 0, "trips": 0.0, "pubs": 0, "rounds": 0}
@@ -718,12 +725,12 @@ class Bench:
         scrape = self._roundtrips(one) - scrape
         share = max(1, plan.longpoll_samples // max(1, plan.runs))
         for _ in range(max(1, plan.runs)):
-            for name, (get_port, get_path, pub_port, pub_path, after) in targets.items():
+            for name, (get_port, get_path, pub_port, pub_path, options) in targets.items():
                 ports = brokers.get(name, [])
                 trips = [self._roundtrips(port) for port in ports]
                 pubs = self._publishes()
                 result = longpoll_latency(get_port, get_path, pub_port, pub_path, share,
-                                          warm=20, after=after)
+                                          warm=20, **options)
                 entry = found[name]
                 entry["pubs"] += self._publishes() - pubs
                 entry["trips"] += sum(self._roundtrips(port) - before - scrape
@@ -738,6 +745,18 @@ class Bench:
         base = found["bare"]["latencies"]
         rows = []
         amq = {"p50": 0.36, "p99": 0.80}
+        nchan = found.get("nchan")
+        nchan_rows = []
+        for stat, fraction in (("p50", 0.50), ("p99", 0.99)):
+            row = self._row("q-%s" % stat, restmq=percentile(found["same"]["latencies"], fraction) * 1000)
+            if nchan is None:
+                row.note = "baseline n/a: %s" % nchan_error
+            else:
+                row.baseline = percentile(nchan["latencies"], fraction) * 1000
+                row.note = "%d samples vs %d" % (len(found["same"]["latencies"]), len(nchan["latencies"]))
+                if nchan["misses"]:
+                    row.note += "; nchan answered %d rounds with another message" % nchan["misses"]
+            nchan_rows.append(row)
         for key, name in (("n", "same"), ("o", "cross"), ("p", "reserve")):
             entry = found[name]
             samples = entry["latencies"]
@@ -755,6 +774,7 @@ class Bench:
                 rows.append(self._row("%s-%s" % (key, stat), restmq=value * 1000,
                                       baseline=percentile(base, fraction) * 1000,
                                       note="; ".join(notes)))
+        rows += nchan_rows
         self.log("  long-poll p50/p99 ms: " + ", ".join(
             "%s %.3f/%.3f" % (name, percentile(e["latencies"], 0.5) * 1000,
                               percentile(e["latencies"], 0.99) * 1000) for name, e in found.items()))
@@ -794,6 +814,8 @@ FIGURES: Dict[str, tuple] = {
     "o-p99": ("o. publish->long-poll latency p99, same run; vs bare Cyclone (one process)", "ms"),
     "p-p50": ("p. publish->reserve with wait= latency p50, same process; vs bare Cyclone long-poll", "ms"),
     "p-p99": ("p. publish->reserve with wait= latency p99, same run; vs bare Cyclone long-poll", "ms"),
+    "q-p50": ("q. publish->long-poll latency p50, same process (as n); vs nginx + nchan long-poll", "ms"),
+    "q-p99": ("q. publish->long-poll latency p99, same run; vs nginx + nchan long-poll", "ms"),
 }
 
 # phase -> (method, the rows it produces), in the order they run
@@ -807,5 +829,6 @@ PHASES: Dict[str, tuple] = {
     "roundrobin": ("phase_roundrobin", ["c"]),
     "idle": ("phase_idle", ["d", "k"]),
     "groups": ("phase_groups", ["l1", "l4", "m"]),
-    "longpoll": ("phase_longpoll", ["n-p50", "n-p99", "o-p50", "o-p99", "p-p50", "p-p99"]),
+    "longpoll": ("phase_longpoll", ["n-p50", "n-p99", "o-p50", "o-p99", "p-p50", "p-p99",
+                                    "q-p50", "q-p99"]),
 }

@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bench.procs import BenchError, die_with_parent as _die_with_parent
 
-__all__ = ["Wrk", "paced_publish", "stamp", "hotqueue_puts", "longpoll_latency", "post_on", "SMALL_MESSAGE"]
+__all__ = ["Wrk", "paced_publish", "stamp", "hotqueue_puts", "longpoll_latency", "post_on", "nchan_next",
+           "SMALL_MESSAGE"]
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -225,6 +226,12 @@ def _http_request(method: str, path: str, port: int, body: bytes = b"",
 
 def _read_response(sock: socket.socket, timeout: float) -> Tuple[int, bytes]:
     """One whole HTTP/1.1 response from ``sock``: (status, body)."""
+    status, head, body = _read_whole(sock, timeout)
+    return status, body
+
+
+def _read_whole(sock: socket.socket, timeout: float) -> Tuple[int, bytes, bytes]:
+    """One whole HTTP/1.1 response from ``sock``: (status, head, body)."""
     response = _Response()
     deadline = time.monotonic() + timeout
     while True:
@@ -236,7 +243,8 @@ def _read_response(sock: socket.socket, timeout: float) -> Tuple[int, bytes]:
             raise BenchError("the server closed the connection")
         status = response.feed(data)
         if status is not None:
-            return status, response.data[response.data.find(b"\r\n\r\n") + 4:]
+            end = response.data.find(b"\r\n\r\n")
+            return status, response.data[:end], response.data[end + 4:]
 
 
 def _connect(port: int) -> socket.socket:
@@ -258,8 +266,8 @@ def longpoll_latency(get_port: int, get_path: str, pub_port: int, pub_path: str,
     connection, possibly to another server) and times from just before the
     POST is written to the moment the GET's whole response is in. The body
     must carry the published message (``"m<i>"``, JSON), else the round counts as a
-    miss. ``after(sock, body)`` runs untimed (an ack); ``headers_for(body)``
-    gives extra request headers for the next GET (nchan's message id).
+    miss. ``after(sock, body)`` runs untimed (an ack); ``headers_for(head)``
+    gives extra request header lines for the next GET (nchan's message id).
     """
     getter, publisher = _connect(get_port), _connect(pub_port)
     latencies: List[float] = []
@@ -279,16 +287,16 @@ def longpoll_latency(get_port: int, get_path: str, pub_port: int, pub_path: str,
             message = _http_request("POST", pub_path, pub_port, body, content_type)
             started = time.monotonic()
             publisher.sendall(message)
-            status, got = _read_response(getter, 15.0)
+            status, head, got = _read_whole(getter, 15.0)
             took = time.monotonic() - started
             pub_status, _ = _read_response(publisher, 15.0)
             if pub_status >= 300:
                 raise BenchError("POST %s answered %d" % (pub_path, pub_status))
+            if headers_for is not None and status == 200:
+                extra = headers_for(head)
             if status != 200 or (b'"m%d"' % i) not in got:
                 misses += 1
                 continue
-            if headers_for is not None:
-                extra = headers_for(got)
             if after is not None:
                 after(publisher, got)
             if i >= warm:
@@ -304,3 +312,13 @@ def post_on(sock: socket.socket, port: int, path: str, body: bytes, content_type
     """POST on an open keep-alive connection; the status."""
     sock.sendall(_http_request("POST", path, port, body, content_type))
     return _read_response(sock, 15.0)[0]
+
+
+def nchan_next(head: bytes) -> str:
+    """The request headers that ask nchan's long-poll for the message after this one."""
+    lines = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        lines[name.strip().lower()] = value.strip().decode("latin-1")
+    return "If-Modified-Since: %s\r\nIf-None-Match: %s\r\n" % (
+        lines.get(b"last-modified", ""), lines.get(b"etag", ""))

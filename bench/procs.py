@@ -468,6 +468,10 @@ http {
             nchan_subscriber eventsource;
             nchan_channel_id $1;
         }
+        location ~ ^/lp/(\\w+)$ {
+            nchan_subscriber longpoll;
+            nchan_channel_id $1;
+        }
     }
 }
 """
