@@ -355,20 +355,38 @@ class Bench:
 
     def phase_workers(self) -> List[Row]:
         self.wrk.check()
-        if not os.path.exists(os.path.join(ROOT, "restmq", "reuseport.py")):
+        if not os.path.exists(os.path.join(ROOT, "restmq", "server", "reuseport.py")):
             return [self._row("j", na="--reuse-port missing (restmq/server/reuseport.py)")]
         port = free_port()
-        self._broker(port, ["--reuse-port"], "restmq-1", profile="workers")
+        first, _ = self._broker(port, ["--reuse-port"], "restmq-1", profile="workers")
         script = self.wrk.script("POST", "value=" + SMALL_MESSAGE, FORM)
         url = "http://127.0.0.1:%d/q/bench" % port
+        redis_pid = self.redis.proc.pid
         # two wrk threads in both cases, so the load generator is the same
-        one = self._wrk_series({"one": (url, script)}, threads=2)["one"]
-        self._broker(port, ["--reuse-port"], "restmq-2")
-        two = self._wrk_series({"two": (url, script)}, threads=2)["two"]
+        measured: Dict[str, Any] = {}
+        one_redis = self._redis_share(lambda: measured.update(self._wrk_series(
+            {"one": (url, script)}, threads=2, cpu={"one": lambda: [first.pid]})), redis_pid)
+        one = measured["one"]
+        second, _ = self._broker(port, ["--reuse-port"], "restmq-2")
+        two = self._wrk_series({"two": (url, script)}, threads=2,
+                               cpu={"two": lambda: [first.pid, second.pid]})["two"]
         row = self._row("j", restmq=_median([r["rps"] for r in two]),
                         baseline=_median([r["rps"] for r in one]))
-        row.note = "; ".join(filter(None, ["wrk -t2 for both", _wrk_note(one + two)]))
+        notes = ["wrk -t2 for both", _wrk_note(one + two)]
+        per_one, per_two = _cpu_per_request(one), _cpu_per_request(two)
+        if per_one and per_two:
+            # equal CPU per request: the workers do not slow each other; the rate is then
+            # bounded by the cores (here 2, shared with wrk and Redis)
+            notes.append("broker CPU per request %.0f us with one worker, %.0f us with two; Redis "
+                         "%.0f%% of a core with one" % (per_one, per_two, one_redis))
+        row.note = "; ".join(filter(None, notes))
         return [row]
+
+    def _redis_share(self, run: Callable[[], Any], pid: int) -> float:
+        """Percent of one core that Redis used while ``run`` ran."""
+        started, used = time.monotonic(), cpu_seconds([pid])
+        run()
+        return 100.0 * (cpu_seconds([pid]) - used) / max(1e-6, time.monotonic() - started)
 
     # issue 3 and 5: streaming
 
