@@ -491,6 +491,10 @@ class Dispatcher:
                 # a wake-up came while the publish was on its way
                 owner.again = False
                 self.wake(target)
+        if self.notifier is not None and not self.notifier.listening:
+            # a broadcast taken now would go to a channel this process does not hear;
+            # the sweep at the reconnection takes it instead (as the wake-up would have)
+            return
         for target in woken:
             self.wake(target)
 

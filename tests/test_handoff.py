@@ -305,3 +305,25 @@ async def test_roundrobin_streams_get_a_local_publish_in_the_publish_call(redis,
             stream.close()
     finally:
         await stop_app(app)
+
+
+def test_publish_wakes_nothing_here_while_the_notifier_does_not_listen():
+    class Deaf:
+        listening = False
+
+        def watch(self, queue):
+            return defer.Deferred()
+
+    store = _RecordingStore()
+    dispatcher = Dispatcher(store, task.Clock(), DispatchConfig())
+    waiter = dispatcher.waiter("q", Taker())
+    dispatcher.notifier = Deaf()
+    fired = []
+    waiter.next_wake(10).addCallback(fired.append)
+    # a broadcast taken now would be published where this process cannot hear it:
+    # the sweep at the reconnection takes it instead
+    dispatcher.deliver("q", dispatcher.claim("q", 0), [], ["q"])
+    assert fired == []
+    dispatcher.notifier.listening = True
+    dispatcher.deliver("q", dispatcher.claim("q", 0), [], ["q"])
+    assert fired == [True]

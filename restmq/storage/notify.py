@@ -64,6 +64,7 @@ class Notifier:
         self._factory: Any = None
         self._waiting: Dict[str, List[defer.Deferred]] = {}
         self._ever_attached = False
+        self._listening = False
 
     def start(self) -> None:
         protocol = type("NotifyProtocol", (_NotifyProtocol,), {"notifier": self})
@@ -77,6 +78,12 @@ class Notifier:
     @property
     def connected(self) -> bool:
         return self._protocol is not None
+
+    @property
+    def listening(self) -> bool:
+        """Connected and subscribed to every channel it watches (what is published
+        now reaches this process)."""
+        return self._listening and self._protocol is not None
 
     def watch(self, queue: str) -> defer.Deferred:
         """Receive broadcast batches of ``queue``; fires once subscribed (after
@@ -124,6 +131,7 @@ class Notifier:
 
     def _subscribed(self, _: Any, protocol: Any) -> None:
         self.log.info("Listening for wake-ups on {target}", target=self.target.describe())
+        self._listening = self._protocol is protocol
         waiting, self._waiting = self._waiting, {}
         for waiters in waiting.values():
             for waiter in waiters:
@@ -135,6 +143,7 @@ class Notifier:
     def _detach(self, protocol: Any) -> None:
         if self._protocol is protocol:
             self._protocol = None
+            self._listening = False
             if self._factory is not None:
                 self.log.warn("Lost the pub/sub connection to Redis; reconnecting")
 
