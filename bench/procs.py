@@ -470,6 +470,7 @@ http {
         }
         location ~ ^/lp/(\\w+)$ {
             nchan_subscriber longpoll;
+            nchan_subscriber_first_message newest;
             nchan_channel_id $1;
         }
     }

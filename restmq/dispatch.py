@@ -199,6 +199,9 @@ class _QueueState:
     waiters: List[Waiter] = attr.Factory(list)
     cursor: int = 0
     busy: bool = False
+    # publishes in flight that will hand messages to the round-robin streams, in the
+    # order their scripts ran: [messages, or None until the publish returns]
+    claims: List[List[Any]] = attr.Factory(list)
     again: bool = False
     ready: bool = False
     ready_waiters: List[defer.Deferred] = attr.Factory(list)
@@ -427,9 +430,11 @@ class Dispatcher:
         """The consumers of ``queue`` (and of its groups) waiting here that a publish
         of ``count`` messages can hand messages to in its own script call: parked
         long-polls (in order of arrival, until they want ``count``), then the
-        round-robin streams of a queue or group whose dispatch is idle (which stays
-        busy until :meth:`deliver`, so each stream gets its messages in order).
-        Every claim must end in :meth:`deliver` or :meth:`release`."""
+        round-robin streams of a queue or group whose dispatch is not running
+        (several publishes may claim them at once: their messages are dealt in the
+        order the claims were made, and no dispatch runs meanwhile, so each stream
+        gets its messages in order). Every claim must end in :meth:`deliver` or
+        :meth:`release`."""
         claim = Claim()
         targets = self._targets.get(queue)
         if not targets:
@@ -449,8 +454,9 @@ class Dispatcher:
                     (group or state.policy is Policy.ROUNDROBIN):
                 able = sum(1 for c in state.consumers if c.can_take() and not _is_acked(c))
                 if able:
-                    state.busy = True
-                    claim.add(target, state, Taker(
+                    holder: List[Any] = [None]
+                    state.claims.append(holder)
+                    claim.add(target, (state, holder), Taker(
                         group, min(able * self.roundrobin_depth, self.config.batch_size), stream=True))
         return claim
 
@@ -483,13 +489,17 @@ class Dispatcher:
                 if not owner.hand(messages):
                     self._give_back_later(target, messages)
                 continue
-            owner.busy = False
-            if messages and not (self._queues.get(target) is owner
-                                 and self._deal_now(target, owner, messages)):
-                self._give_back_later(target, messages)
-            if owner.again:
-                # a wake-up came while the publish was on its way
-                owner.again = False
+            state, holder = owner
+            holder[0] = messages
+            # deal in the order the claims were made (replies may come in another)
+            while state.claims and state.claims[0][0] is not None:
+                dealt = state.claims.pop(0)[0]
+                if dealt and not (self._queues.get(target) is state
+                                  and self._deal_now(target, state, dealt)):
+                    self._give_back_later(target, dealt)
+            if state.again and not state.claims:
+                # a wake-up came while the publishes were on their way
+                state.again = False
                 self.wake(target)
         if self.notifier is not None and not self.notifier.listening:
             # a broadcast taken now would go to a channel this process does not hear;
@@ -528,7 +538,7 @@ class Dispatcher:
             waiter.wake()
         if not state.consumers or not state.ready:
             return
-        if state.busy:
+        if state.busy or state.claims:
             state.again = True
             return
         defer.ensureDeferred(self._run(queue, state))

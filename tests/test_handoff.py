@@ -327,3 +327,48 @@ def test_publish_wakes_nothing_here_while_the_notifier_does_not_listen():
     dispatcher.notifier.listening = True
     dispatcher.deliver("q", dispatcher.claim("q", 0), [], ["q"])
     assert fired == [True]
+
+
+class _Stream:
+    """A streaming consumer as the dispatcher sees it, recording what it is sent."""
+
+    transport = "comet"
+
+    def __init__(self):
+        self.got = []
+
+    def send(self, message):
+        self.got.append(message.value)
+
+    def send_batch(self, batch):
+        self.got.extend(m.value for m in batch.messages)
+
+    def can_take(self):
+        return True
+
+    def overflowing(self):
+        return False
+
+    def close(self, reason):
+        pass
+
+
+def test_concurrent_publishes_deal_to_streams_in_the_order_they_claimed():
+    from restmq.storage.store import DispatchResult
+
+    class Store(_RecordingStore):
+        async def dispatch(self, *args, **kwargs):
+            return DispatchResult(True, Policy.ROUNDROBIN, [])
+
+    dispatcher = Dispatcher(Store(), task.Clock(), DispatchConfig())
+    stream = _Stream()
+    dispatcher.subscribe("q", stream)
+    assert dispatcher._queues["q"].policy is Policy.ROUNDROBIN
+    first, second = dispatcher.claim("q", 1), dispatcher.claim("q", 1)
+    assert first.takers and second.takers  # both publishes hand to the streams
+    # the second publish's reply is handled first: it waits for the first's
+    dispatcher.deliver("q", second, [[Message("q:2", "2")]], [])
+    assert stream.got == []
+    dispatcher.deliver("q", first, [[Message("q:1", "1")]], [])
+    assert stream.got == ["1", "2"]
+    assert not dispatcher._queues["q"].claims
