@@ -65,19 +65,34 @@ def _messages(flat: Sequence[Any], start: int) -> List[Message]:
     return out
 
 
-def _add_result(reply: Sequence[Any], takers: int) -> AddResult:
-    """Decode add.lua's {replayed, N, keys, W, woken, per taker: F, fields}."""
+def _add_result(queue: str, reply: Sequence[Any], takers: int, bodies: Sequence[str],
+                metas: Optional[Sequence[Optional[MessageMeta]]]) -> AddResult:
+    """Decode add.lua's reply: {0, -N, n, W, woken, per taker: F and F fields, or -K}, or a
+    replay's {1, N, keys}. A taker's -K is the next K of ``bodies`` (passed through)."""
     count = int(reply[1])
-    at = 2 + count
-    new_keys = list(reply[2:at])
-    result = AddResult(new_keys if all(type(k) is str for k in new_keys) else [_text(k) for k in new_keys],
-                       bool(reply[0]))
+    if count < 0:
+        first = int(reply[2])
+        new_keys = ["%s:%d" % (queue, first + i) for i in range(-count)]
+        at = 3
+    else:
+        at = 2 + count
+        new_keys = [_text(k) for k in reply[2:at]]
+    result = AddResult(new_keys, bool(reply[0]))
     if at < len(reply):
         woken = int(reply[at])
         result.woken.extend(_text(ns) for ns in reply[at + 1:at + 1 + woken])
         at += 1 + woken
+    passed = 0
     for _ in range(takers):
         fields = int(reply[at]) if at < len(reply) else 0
+        if fields < 0:
+            took = range(passed, passed - fields)
+            result.handed.append([Message(new_keys[i], bodies[i],
+                                          meta=(metas[i] or None) if metas is not None else None)
+                                  for i in took])
+            passed -= fields
+            at += 1
+            continue
         result.handed.append(_messages(reply[at + 1:at + 1 + fields], 0))
         at += 1 + fields
     return result
@@ -256,7 +271,7 @@ class QueueStore:
         if self.wait_replicas:
             # a replayed key was stored by an earlier request that may have got a 503
             await self._wait_replicas()
-        return _add_result(reply, len(takers))
+        return _add_result(queue, reply, len(takers), bodies, metas if mode else None)
 
     async def _wait_replicas(self) -> None:
         acknowledged = await self._command("WAIT", self.wait_replicas, self.wait_timeout_ms)

@@ -31,9 +31,11 @@
 -- streamed by broadcast subscribers and nobody pops it, the batch goes straight to the
 -- broadcast channel (and the history) instead of through the list: one hop instead of
 -- three. If no process receives it after all, it is stored as usual.
--- Returns {replayed (0|1), N, key1 .. keyN, W, namespace1 .. namespaceW (woken), then per
--- taker: F, F fields (key, body, deliveries, token, metadata per message)} (a replay
--- returns only the keys); error "QUEUEFULL ..." when the queue refuses.
+-- Returns {0, -N, n, W, namespace1 .. namespaceW (woken), then per taker: F, F fields
+-- (key, body, deliveries, token, metadata per message), or -K: it took the next K of the
+-- new messages as they were sent (passed through)}, the new keys being "<q>:n" ..
+-- "<q>:<n+N-1>"; a replay returns {1, N, key1 .. keyN}; error "QUEUEFULL ..." when the
+-- queue refuses.
 local queue = ARGV[1]
 local list = KEYS[1]
 local now = now_ms()
@@ -69,41 +71,51 @@ if idem ~= '' then
   end
 end
 
+local first_id  -- the number of the first new message (the others follow it)
+
+local function new_keys()
+  if not first_id then
+    first_id = redis.call('INCRBY', queue .. ':UUID', count) - count + 1
+  end
+  local keys = {}
+  for i = 1, count do
+    keys[i] = queue .. ':' .. (first_id + i - 1)
+  end
+  return keys
+end
+
 local function done(keys, woken, handed)
   if redis.call('SADD', 'QUEUESET', queue) == 1 then
     redis.call('SET', 'queuestat::' .. queue, '1', 'NX')
   end
   if idem ~= '' then
-    redis.call('HSET', queue .. ':idempotency', idem, cjson.encode(keys))
+    redis.call('HSET', queue .. ':idempotency', idem, cjson.encode(keys or new_keys()))
     redis.call('ZADD', queue .. ':idempotencyexp', now + tonumber(ARGV[6]), idem)
   end
   if ARGV[9] ~= '' then
     redis.call('SET', 'restmq:rpc:' .. ARGV[9], '', 'PX', ARGV[10])
   end
-  local out = {0, #keys}
-  for _, key in ipairs(keys) do
-    out[#out + 1] = key
-  end
-  out[#out + 1] = #woken
+  -- the keys as the first number and a negative count: they follow each other
+  local out = {0, -count, first_id, #woken}
+  local n = 4
   for _, ns in ipairs(woken) do
-    out[#out + 1] = ns
+    n = n + 1
+    out[n] = ns
   end
   for _, fields in ipairs(handed) do
-    out[#out + 1] = #fields
-    for _, field in ipairs(fields) do
-      out[#out + 1] = field
+    if type(fields) == 'number' then
+      n = n + 1
+      out[n] = fields  -- passed through: -k, the next k new messages
+    else
+      n = n + 1
+      out[n] = #fields
+      for _, field in ipairs(fields) do
+        n = n + 1
+        out[n] = field
+      end
     end
   end
   return out
-end
-
-local function new_keys()
-  local last = redis.call('INCRBY', queue .. ':UUID', count)
-  local keys = {}
-  for i = 1, count do
-    keys[i] = queue .. ':' .. (last - count + i)
-  end
-  return keys
 end
 
 local groups = redis.call('HKEYS', queue .. ':groups')
@@ -168,20 +180,14 @@ if takers > 0 and #groups == 0 and ARGV[4] == '' then
     promote(queue, '', now, tonumber(ARGV[12]))
     promoted[''] = true
     if redis.call('LLEN', list) == 0 then
-      keys = new_keys()
+      first_id = redis.call('INCRBY', queue .. ':UUID', count) - count + 1
       for t = 1, takers do
         local at = 15 + 4 * (t - 1)
         if taker_ok[t] and ARGV[at] == '' and ARGV[at + 2] == '0' and passed < count then
-          local out = {}
-          for i = passed + 1, math.min(count, passed + tonumber(ARGV[at + 1])) do
-            out[#out + 1] = keys[i]
-            out[#out + 1] = body(i)
-            out[#out + 1] = 0
-            out[#out + 1] = ''
-            out[#out + 1] = blob(i)
-            passed = passed + 1
-          end
-          handed[t] = out
+          -- the caller has the bodies: it is told how many of the new messages are this taker's
+          local took = math.min(count - passed, tonumber(ARGV[at + 1]))
+          passed = passed + took
+          handed[t] = -took
         end
       end
     end
@@ -203,7 +209,9 @@ if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
   end
 end
 
-keys = keys or new_keys()
+if stored > 0 then
+  keys = keys or new_keys()
+end
 -- bodies and their times in bulk: one command per 1000 messages, not two per message
 for first = first_stored, count, 1000 do
   local final = math.min(first + 999, count)

@@ -211,12 +211,14 @@ local function pop_plain(q, g, n)
       redis.call('HDEL', ns .. ':enqueued', unpack(mine))
       for i, key in ipairs(mine) do
         if bodies[i] then
+          -- a counter, not #out: this loop runs for every message a dispatch takes
+          local at = got * 5
           got = got + 1
-          out[#out + 1] = key
-          out[#out + 1] = bodies[i]
-          out[#out + 1] = tonumber(counts[i]) or 0
-          out[#out + 1] = ''
-          out[#out + 1] = metas[i] or ''
+          out[at + 1] = key
+          out[at + 2] = bodies[i]
+          out[at + 3] = tonumber(counts[i]) or 0
+          out[at + 4] = ''
+          out[at + 5] = metas[i] or ''
         end
       end
     end
