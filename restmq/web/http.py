@@ -317,7 +317,8 @@ class HTTPConnection(protocol.Protocol):
         method, target, version = parts
         if version not in (b"HTTP/1.1", b"HTTP/1.0"):
             if version.startswith(b"HTTP/"):
-                raise _Rejected(505, "bad_request", "only HTTP/1.0 and HTTP/1.1 are served")
+                # HTTP/2's preface ("PRI * HTTP/2.0") and HTTP/1.2+ land here
+                raise _Rejected(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
             raise _Rejected(400, "bad_request", "malformed request line")
         try:
             target_text = target.decode("ascii")

@@ -8,6 +8,8 @@ the client stops reading: it then takes no round-robin messages, and past
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import orjson
@@ -305,6 +307,15 @@ def _slim(request: Any) -> None:
     request.body = b""
 
 
+def valid_websocket_key(key: str) -> bool:
+    """RFC 6455 4.1: the key is a randomly chosen 16-byte value, base64-encoded
+    (24 characters)."""
+    try:
+        return len(base64.b64decode(key.strip().encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return False
+
+
 class WebSocketHandler(BaseHandler):
     """GET /ws/<q>: a WebSocket (RFC 6455, wsproto) that carries the same JSON
     as text frames. Origin is checked against ``allowed_origins``."""
@@ -326,6 +337,8 @@ class WebSocketHandler(BaseHandler):
         if headers.get("Sec-WebSocket-Version") != "13" or not key:
             self.set_header("Sec-WebSocket-Version", "13")
             raise BadRequest("WebSocket version 13 with a Sec-WebSocket-Key is required")
+        if not valid_websocket_key(key):
+            raise BadRequest("Sec-WebSocket-Key must be a base64-encoded 16-byte nonce (RFC 6455)")
         self._check_origin()
         self._auto_finish = False
         self._finished = True  # cyclone must not write an HTTP response after the 101
