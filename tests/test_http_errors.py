@@ -153,8 +153,8 @@ async def test_huge_content_length_is_refused_before_the_body(app):
 @pytest.mark.parametrize("length", [b"-5", b"abc", b"1 2", b"+3", b"99999999999999999999999"])
 @pytest_twisted.ensureDeferred
 async def test_bad_content_length_is_400(app, length):
-    raw = await raw_exchange(app.port,
-                             b"POST /q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %s\r\n\r\n" % length)
+    raw = await raw_exchange(
+        app.port, b"POST /q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %s\r\n\r\n" % length)
     status, _, body = split_response(raw)
     assert status == 400
     assert json.loads(body)["error"]["code"] == "bad_request"

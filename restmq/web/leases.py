@@ -97,7 +97,9 @@ class SettingsHandler(BaseHandler):
     """GET /settings/<q>; POST any of maxlen, overflow, max_receives, lease_seconds,
     history_size, ttl (an empty value removes that setting)."""
 
-    acl_categories = {"GET": "rest:consumer", "POST": "rest:producer"}
+    # maxlen with overflow=drop_oldest makes the queue drop messages (a consumer's power),
+    # and every setting shapes what producers get: changing them takes both
+    acl_categories = {"GET": "rest:consumer", "POST": ("rest:producer", "rest:consumer")}
 
     def _effective(self, own: Dict[str, str]) -> Dict[str, object]:
         delivery = self.config.delivery

@@ -256,7 +256,7 @@ class DashboardEventsHandler(_OpsHandler):
         self.write(b"retry: %d\n\n" % self.config.dispatch.sse_retry_ms)
         self.flush()
         watcher = _Watcher(self._send)
-        self.request.connection.transport.registerProducer(watcher, True)
+        self.request.connection.attach_producer(watcher)
         self.notifyFinish().addBoth(lambda _: self.feed.leave(watcher))
         self.feed.join(watcher)
 

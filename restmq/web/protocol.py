@@ -10,14 +10,21 @@ from restmq.errors import BadRequest
 from restmq.model import MAX_TTL_SECONDS
 from restmq.web.base import BaseHandler, async_handler
 
-__all__ = ["ProtocolHandler"]
+__all__ = ["ProtocolHandler", "COMMAND_CATEGORIES"]
+
+
+#: the ACL category of each command: adding is producing; looking at, taking and
+#: deleting messages is consuming
+COMMAND_CATEGORIES = {"add": "rest:producer", "get": "rest:consumer", "take": "rest:consumer",
+                      "del": "rest:consumer"}
 
 
 class ProtocolHandler(BaseHandler):
     """POST a JSON object ``{"cmd": ..., "queue": ...}`` as the ``body`` or ``msg``
-    form field, or as a raw ``application/json`` body."""
+    form field, or as a raw ``application/json`` body. The ACL category is the
+    command's (COMMAND_CATEGORIES), checked once the body is parsed."""
 
-    acl_categories = {"POST": "rest:producer", "GET": "rest:consumer"}
+    acl_categories = {"GET": "rest:consumer"}
 
     def get(self) -> None:
         self.respond({"commands": sorted(self.COMMANDS),
@@ -28,8 +35,9 @@ class ProtocolHandler(BaseHandler):
         command = self._command()
         name = command.get("cmd")
         handler = self.COMMANDS.get(name) if isinstance(name, str) else None
-        if handler is None:
+        if handler is None or not isinstance(name, str):
             raise BadRequest("unknown cmd %r (use %s)" % (name, ", ".join(sorted(self.COMMANDS))))
+        self.check_acl(COMMAND_CATEGORIES[name])
         queue = command.get("queue")
         if not isinstance(queue, str):
             raise BadRequest("missing string field 'queue'")

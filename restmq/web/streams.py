@@ -215,7 +215,7 @@ class _HttpStreamEnd:
         if reason == "too slow":
             transport.abortConnection()
             return
-        transport.unregisterProducer()
+        self.connection.detach_producer()
         if self.chunked:
             self.connection.write(b"0\r\n\r\n")
         # the stream is over: end the response and the connection with it
@@ -270,7 +270,7 @@ class CometHandler(BaseHandler):
             self.write(b"retry: %d\n\n" % dispatch.sse_retry_ms)
         self.flush()
         self._headers_written = self._finished = True  # the consumer owns the response now
-        connection.transport.registerProducer(consumer, True)
+        connection.attach_producer(consumer)
         self.notifyFinish().addBoth(consumer.gone)
         dispatcher.subscribe(queue, consumer)
         if sse:
@@ -350,8 +350,19 @@ class WebSocketHandler(BaseHandler):
         connection.upgrade(session)
 
 
+#: commands of one WebSocket waiting for Redis; past this, its frames wait unread
+MAX_PENDING_COMMANDS = 64
+
+
 class _WebSocketSession:
-    """The WebSocket after the handshake: frames in, messages out."""
+    """The WebSocket after the handshake: frames in, messages out.
+
+    A command is parsed once its whole message arrived (however many frames and
+    TCP segments it came in), up to ``max_message_bytes``. While the client does
+    not read what it is sent (pongs and answers count too), or while
+    ``MAX_PENDING_COMMANDS`` of its commands wait for Redis, its frames are left
+    unread.
+    """
 
     log = Logger()
 
@@ -359,7 +370,14 @@ class _WebSocketSession:
         self.handler = handler
         self.queue = queue
         self.context = handler.context
-        self.transport = handler.request.connection.transport
+        self.connection = handler.request.connection
+        self.transport = self.connection.transport
+        self.max_message_bytes = self.context.config.server.max_message_bytes
+        self._parts: List[str] = []
+        self._size = 0
+        self._oversized = False
+        self._pending = 0
+        self._closing = False
         self.ws = Connection(ConnectionType.SERVER)
         dispatcher = self.context.dispatcher
         self.consumer = StreamConsumer(
@@ -367,7 +385,7 @@ class _WebSocketSession:
             self.context.config.dispatch.buffer_limit, dispatcher, queue, self._closed_by_broker,
             self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
-        self.transport.registerProducer(self.consumer, True)
+        self.connection.attach_producer(self.consumer)
         dispatcher.subscribe(queue, self.consumer)
         dispatcher.add_heartbeat(self.consumer)
         _slim(handler.request)
@@ -380,26 +398,70 @@ class _WebSocketSession:
         return self.ws.send(TextMessage(data=message.json().decode("utf-8")))
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
         try:
             self.ws.receive_data(data)
-            for event in self.ws.events():
-                if isinstance(event, Ping):
-                    self.transport.write(self.ws.send(event.response()))
-                elif isinstance(event, CloseConnection):
-                    self.transport.write(self.ws.send(event.response()))
-                    self.transport.loseConnection()
-                elif isinstance(event, WsMessage):
-                    self.messageReceived(event)
-        except RemoteProtocolError:
+        except (RemoteProtocolError, LocalProtocolError):
             self.transport.abortConnection()
+            return
+        self._handle_events()
+
+    def resume(self) -> None:
+        """The client read what it was sent (HTTPConnection calls this): go on."""
+        self._handle_events()
+
+    def _handle_events(self) -> None:
+        events = self.ws.events()
+        try:
+            # the rest stays in wsproto's buffer (and TCP's) until the client reads
+            # its answers or its commands are done
+            while not (self._closing or self.consumer.closed or self.connection.check_output()
+                       or self._pending >= MAX_PENDING_COMMANDS):
+                event = next(events, None)
+                if event is None:
+                    break
+                if isinstance(event, Ping):
+                    self._send(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self._closing = True
+                    self._send(self.ws.send(event.response()))
+                    self.connection.lose_connection()
+                elif isinstance(event, TextMessage):
+                    self.messageReceived(event)
+        except (RemoteProtocolError, LocalProtocolError):
+            self._closing = True
+            self.transport.abortConnection()
+        finally:
+            events.close()
+        if not self._closing:
+            self.connection.hold_reading(self._pending >= MAX_PENDING_COMMANDS)
 
     def messageReceived(self, event: WsMessage) -> None:
-        """Client text frames are commands: ``{"ack": receipt(s)}``,
+        """Client text messages are commands: ``{"ack": receipt(s)}``,
         ``{"nack": receipt(s), "delay": S}``, ``{"extend": receipt(s), "seconds": S}``.
-        Each is answered with a frame like ``{"acked": 1}`` or ``{"error": {...}}``."""
+        Each is answered with a frame like ``{"acked": 1}`` or ``{"error": {...}}``.
+        wsproto hands a message over in pieces as its frames and segments arrive:
+        they are joined here (at most ``max_message_bytes``) before parsing."""
         if not isinstance(event, TextMessage):
             return
-        defer.ensureDeferred(self._command(event.data))
+        if not self._oversized:
+            self._size += len(event.data.encode("utf-8"))
+            if self._size > self.max_message_bytes:
+                self._oversized = True
+                self._parts = []
+                self._reply({"error": {"code": "message_too_large", "message":
+                                       "a command is at most %d bytes" % self.max_message_bytes}})
+            else:
+                self._parts.append(event.data)
+        if not event.message_finished:
+            return
+        text = "".join(self._parts)
+        oversized = self._oversized
+        self._parts, self._size, self._oversized = [], 0, False
+        if not oversized:
+            self._pending += 1
+            defer.ensureDeferred(self._command(text))
 
     async def _command(self, text: str) -> None:
         from restmq.errors import RestMQError
@@ -408,6 +470,14 @@ class _WebSocketSession:
             reply = await self._settle(text)
         except RestMQError as exc:
             reply = {"error": {"code": status_for(exc)[1], "message": exc.message}}
+        finally:
+            self._pending -= 1
+        self._reply(reply)
+        if self._pending == MAX_PENDING_COMMANDS - 1 and not self.consumer.closed:
+            # it was held at the limit: read on
+            self._handle_events()
+
+    def _reply(self, reply: Dict[str, Any]) -> None:
         if not self.consumer.closed:
             self.consumer.write_raw(self.ws.send(TextMessage(data=orjson.dumps(reply).decode())))
 
@@ -452,11 +522,12 @@ class _WebSocketSession:
         if reason == "too slow":
             self.transport.abortConnection()
             return
+        self._closing = True
         try:
-            self.transport.write(self.ws.send(CloseConnection(code=1001, reason=reason)))
+            self._send(self.ws.send(CloseConnection(code=1001, reason=reason)))
         except LocalProtocolError:
             pass  # a close is already under way
-        self.transport.loseConnection()
+        self.connection.lose_connection()
 
     def connectionLost(self, reason: Any) -> None:
         self.consumer.gone()
