@@ -12,10 +12,12 @@ import os
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer, protocol, reactor, task
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Request, TextMessage
+from wsproto.events import Ping, Request, TextMessage
 
-from tests.helpers import open_raw, raw_exchange, start_app, stop_app, test_config, wait_until
+from restmq.web.http import buffered
+from tests.helpers import raw_exchange, sleep, start_app, stop_app, test_config, wait_until
 from tests.streaming import WsClient
 
 
@@ -137,3 +139,306 @@ async def test_configured_public_names_are_served(redis, redis_server):
 def test_parse_host(value, parsed):
     from restmq.web.hosts import parse_host
     assert parse_host(value) == parsed
+
+
+# items 3 and 4: what a client costs the broker is bounded
+
+class _Client(protocol.Protocol):
+    """A raw client; ``reading=False`` never reads what the broker sends."""
+
+    def __init__(self, reading: bool) -> None:
+        self.reading = reading
+        self.data = bytearray()
+        self.closed: defer.Deferred = defer.Deferred()
+        self.connected_at: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if not self.reading:
+            self.transport.pauseProducing()
+        self.connected_at.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def read(self) -> None:
+        self.transport.resumeProducing()
+
+    def connectionLost(self, reason) -> None:
+        if not self.connected_at.called:
+            self.connected_at.callback(self)
+        self.closed.callback(None)
+
+
+async def connect(port: int, reading: bool = True, bind: str = "127.0.0.1") -> _Client:
+    client = _Client(reading)
+    factory = protocol.ClientFactory()
+    factory.protocol = lambda: client  # type: ignore[assignment]
+    reactor.connectTCP("127.0.0.1", port, factory, bindAddress=(bind, 0))
+    await client.connected_at
+    return client
+
+
+def server_connections(running) -> list:
+    """The broker's HTTPConnection objects (the deadline sweep knows them all)."""
+    deadlines = running.listener.factory.settings.get("_deadlines")
+    return list(deadlines.connections) if deadlines is not None else []
+
+
+def the_connection(running):
+    connections = server_connections(running)
+    assert len(connections) == 1, connections
+    return connections[0]
+
+
+BOUND = 256 * 1024
+
+
+async def flood_without_reading(running, request: bytes, count: int, response_size: int) -> _Client:
+    """Pipeline ``count`` requests from a client that reads nothing; the broker must
+    stop (holding at most max_output_bytes plus one response) rather than buffer
+    every answer."""
+    client = await connect(running.port, reading=False)
+    client.transport.write(request * count)
+    await wait_until(lambda: len(server_connections(running)) == 1)
+    connection = the_connection(running)
+    bound = BOUND + response_size + 64 * 1024
+    # either it stops reading, or its buffer shows the defect
+    await wait_until(lambda: connection._stalled or buffered(connection.transport) > bound, timeout=30)
+    assert buffered(connection.transport) <= bound
+    served = connection._served
+    await sleep(0.3)
+    assert connection._served == served, "it kept answering a client that reads nothing"
+    assert buffered(connection.transport) <= bound
+    assert served < count
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_requests_from_a_client_that_never_reads_are_bounded(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(server={"max_output_bytes": BOUND}))
+    try:
+        document = await (await running.get("/openapi.json")).content()
+        request = b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        count = 40 * 1024 * 1024 // len(document) + 1
+        client = await flood_without_reading(running, request, count, len(document))
+        # once the client reads, every answer comes, in order
+        client.read()
+        await wait_until(lambda: client.data.count(b"HTTP/1.1 200 OK") == count, timeout=60)
+        client.transport.loseConnection()
+    finally:
+        await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_404s_from_a_client_that_never_reads_are_bounded(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(server={"max_output_bytes": BOUND}))
+    try:
+        request = b"GET /no/such/route HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        client = await flood_without_reading(running, request, 200000, 1024)
+        client.transport.abortConnection()
+    finally:
+        await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_that_stays_over_the_bound_is_closed_after_idle_timeout(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(
+        server={"max_output_bytes": BOUND, "idle_timeout": 0.5}))
+    try:
+        request = b"GET /no/such/route HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        client = await flood_without_reading(running, request, 200000, 1024)
+        await wait_until(lambda: client.closed.called, timeout=20)
+        assert server_connections(running) == []
+    finally:
+        await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_pings_and_error_answers_count_against_the_bound(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(server={"max_output_bytes": BOUND}))
+    try:
+        client = await connect(running.port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        client.transport.write(ws.send(Request(host="127.0.0.1", target="/ws/flood")))
+        await wait_until(lambda: b"\r\n\r\n" in client.data)
+        ws.receive_data(bytes(client.data))
+        assert [type(event).__name__ for event in ws.events()] == ["AcceptConnection"]
+        client.transport.pauseProducing()  # from now on it reads nothing
+        connection = the_connection(running)
+        ping = ws.send(Ping(payload=b"p" * 125))
+        junk = ws.send(TextMessage(data="1"))  # each answered by an error frame ten times its size
+        client.transport.write((ping + junk) * 100000)
+        bound = BOUND + 128 * 1024
+        await wait_until(lambda: connection._stalled or buffered(connection.transport) > bound, timeout=30)
+        assert buffered(connection.transport) <= bound
+        await sleep(0.3)
+        assert buffered(connection.transport) <= bound
+        client.transport.abortConnection()
+    finally:
+        await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_are_capped_per_address_and_in_total(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(
+        server={"max_connections": 5, "max_connections_per_ip": 3}))
+    limiter = running.listener.factory.limiter
+    try:
+        held = [await connect(running.port) for _ in range(3)]
+        await wait_until(lambda: limiter.total == 3)
+        refused = await connect(running.port)
+        await wait_until(lambda: refused.closed.called)
+        assert refused.data == b"" and limiter.total == 3
+        # another address is still served
+        held += [await connect(running.port, bind="127.0.0.2") for _ in range(2)]
+        await wait_until(lambda: limiter.total == 5)
+        over = await connect(running.port, bind="127.0.0.3")
+        await wait_until(lambda: over.closed.called)
+        assert limiter.total == 5 and limiter.refused == 2
+        held[0].transport.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await wait_until(lambda: b"200 OK" in held[0].data)
+        # a closed connection frees its place
+        held[0].transport.loseConnection()
+        await wait_until(lambda: limiter.total == 4)
+        again = await connect(running.port)
+        again.transport.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await wait_until(lambda: b"200 OK" in again.data)
+        for client in held[1:] + [again]:
+            client.transport.loseConnection()
+        await wait_until(lambda: limiter.total == 0 and limiter.per_ip == {})
+    finally:
+        await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_address_cannot_take_every_connection(redis, redis_server):
+    # the defaults: sized to the descriptor limit, one address gets three quarters
+    running = await start_app(redis_server.target, test_config(server={"max_connections": 12}))
+    limiter = running.listener.factory.limiter
+    try:
+        assert limiter.max_per_ip == 9
+        hog = [await connect(running.port) for _ in range(15)]
+        await wait_until(lambda: limiter.total == 9 and sum(c.closed.called for c in hog) == 6)
+        other = await connect(running.port, bind="127.0.0.2")
+        other.transport.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await wait_until(lambda: b"200 OK" in other.data)
+        for client in hog + [other]:
+            client.transport.loseConnection()
+    finally:
+        await stop_app(running)
+
+
+def test_connection_limits_default_to_the_descriptor_limit():
+    import resource
+    from restmq.web.http import ConnectionLimiter
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limiter = ConnectionLimiter(0, 0, task.Clock())
+    assert limiter.max_total == soft - ConnectionLimiter.RESERVED_FDS
+    assert limiter.max_per_ip == limiter.max_total * 3 // 4
+
+
+def test_refused_connections_are_logged_at_most_once_a_second():
+    from twisted.logger import globalLogPublisher
+    from restmq.web.http import ConnectionLimiter
+    clock = task.Clock()
+    limiter = ConnectionLimiter(2, 1, clock)
+    events: list = []
+    observer = events.append
+    globalLogPublisher.addObserver(observer)
+    try:
+        assert limiter.admit("10.0.0.1")
+        for _ in range(50):
+            assert not limiter.admit("10.0.0.1")
+        clock.advance(0.5)
+        for _ in range(50):
+            assert not limiter.admit("10.0.0.1")
+        refusals = [e for e in events if "Refused" in e.get("log_format", "")]
+        assert len(refusals) == 1 and refusals[0]["count"] == 1
+        clock.advance(0.6)
+        assert not limiter.admit("10.0.0.1")
+        refusals = [e for e in events if "Refused" in e.get("log_format", "")]
+        assert len(refusals) == 2 and refusals[1]["count"] == 100
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_that_never_sends_a_request_is_closed_after_header_timeout(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(
+        server={"header_timeout": 0.3, "idle_timeout": 600}))
+    try:
+        silent = await connect(running.port)
+        await wait_until(lambda: silent.closed.called, timeout=10)
+        assert silent.data == b""
+        # one that sent a request is idle keep-alive: idle_timeout applies
+        served = await connect(running.port)
+        served.transport.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await wait_until(lambda: b"200 OK" in served.data)
+        connection = the_connection(running)
+        assert connection.deadline - running.dispatcher.clock.seconds() > 500
+        served.transport.loseConnection()
+    finally:
+        await stop_app(running)
+
+
+# item 9: a command is a whole WebSocket message, however it travelled
+
+async def acked_socket(running, queue: str) -> tuple:
+    ws = await WsClient.open(running.port, "/ws/%s?ack=1" % queue)
+    assert ws.accepted
+    await wait_until(lambda: running.dispatcher.subscriber_counts(queue).get("websocket") == 1
+                     and running.dispatcher._queues[queue].ready)
+    await running.store.add(queue, ["job"])
+    await wait_until(lambda: len(ws.messages()) == 1)
+    return ws, ws.messages()[0]["receipt"]
+
+
+def answers(ws) -> list:
+    return [m for m in ws.messages() if "key" not in m]
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_command_split_across_segments_is_one_command(app):
+    ws, receipt = await acked_socket(app, "split")
+    frame = ws.ws.send(TextMessage(data=json.dumps({"ack": receipt})))
+    assert len(frame) > 40
+    ws.client.transport.write(frame[:25])
+    await sleep(0.1)  # let the first segment go out (and be read) alone
+    ws.client.transport.write(frame[25:])
+    await wait_until(lambda: answers(ws))
+    await sleep(0.1)
+    assert answers(ws) == [{"acked": 1}]
+    assert (await app.store.stats("split"))[0].inflight == 0
+    ws.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_fragmented_and_large_commands_are_reassembled(app):
+    ws, receipt = await acked_socket(app, "frag")
+    text = json.dumps({"pad": "x" * 100000, "ack": receipt})
+    pieces = [text[:10], text[10:50000], text[50000:]]
+    data = b"".join(ws.ws.send(TextMessage(data=piece, message_finished=i == len(pieces) - 1))
+                    for i, piece in enumerate(pieces))
+    ws.client.transport.write(data)
+    await wait_until(lambda: answers(ws))
+    await sleep(0.1)
+    assert answers(ws) == [{"acked": 1}]
+    ws.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_command_over_max_message_bytes_is_refused_and_it_goes_on(redis, redis_server):
+    running = await start_app(redis_server.target, test_config(server={"max_message_bytes": 2000}))
+    try:
+        ws, receipt = await acked_socket(running, "big")
+        ws.send_text(json.dumps({"pad": "x" * 5000, "ack": receipt}))
+        await wait_until(lambda: answers(ws))
+        assert answers(ws)[0]["error"]["code"] == "message_too_large"
+        session = the_connection(running)._upgraded
+        assert session._parts == [] and session._size == 0
+        ws.send_text(json.dumps({"ack": receipt}))
+        await wait_until(lambda: len(answers(ws)) == 2)
+        assert answers(ws)[1] == {"acked": 1}
+        ws.close()
+    finally:
+        await stop_app(running)
