@@ -407,8 +407,9 @@ class Dispatcher:
         wanted = min(sum(credits), self.config.batch_size)
         if not wanted:
             return False
-        lease_ms = int(self.lease_seconds * 1000)
-        messages = await self.store.reserve(queue, wanted, lease_ms, hold_if_stopped=True)
+        # the queue's own lease_seconds setting wins over the default, as on REST
+        messages, lease_ms = await self.store.reserve_leased(
+            queue, wanted, int(self.lease_seconds * 1000), hold_if_stopped=True, default_lease=True)
         live = [c for c in acked if c in state.consumers and c.can_take()]
         if not live:
             if messages:
@@ -417,7 +418,7 @@ class Dispatcher:
         credits = [c.credit(now) for c in live]
         chosen = deal_by_credit(live, credits, state.acked_cursor, len(messages))
         state.acked_cursor += len(messages)
-        deadline = now + self.lease_seconds
+        deadline = now + lease_ms / 1000.0
         for message, consumer in zip(messages, chosen):
             consumer.hold(message, deadline)
         self._send_grouped(queue, messages, chosen)

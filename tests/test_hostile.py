@@ -442,3 +442,35 @@ async def test_websocket_command_over_max_message_bytes_is_refused_and_it_goes_o
         ws.close()
     finally:
         await stop_app(running)
+
+
+# item 8: every lease follows the queue's lease_seconds
+
+async def lease_left_ms(redis, queue: str, key: str) -> float:
+    seconds, micros = await redis.execute_command("TIME")
+    now = int(seconds) * 1000 + int(micros) // 1000
+    return float(await redis.zscore(queue + ":inflight", key)) - now
+
+
+@pytest_twisted.ensureDeferred
+async def test_acked_streams_and_extends_use_the_queues_lease_seconds(app, redis):
+    assert (await app.post("/settings/short", data={"lease_seconds": "3"})).code == 200
+    # a WebSocket with ?ack=1 (COMET and SSE share its dispatcher path)
+    ws, receipt = await acked_socket(app, "short")
+    key = receipt.rpartition(":")[0]
+    assert 0 < await lease_left_ms(redis, "short", key) <= 3000
+    consumer = next(iter(app.dispatcher._queues["short"].consumers))
+    assert consumer._held[key][1] - app.dispatcher.clock.seconds() <= 3.0
+    # extend without seconds: the queue's lease again, on the socket and on REST
+    ws.send_text(json.dumps({"extend": receipt}))
+    await wait_until(lambda: answers(ws) == [{"extended": 1}])
+    assert 0 < await lease_left_ms(redis, "short", key) <= 3000
+    assert (await app.post("/q/short/extend", data={"receipt": receipt, "seconds": "100"})).code == 200
+    assert await lease_left_ms(redis, "short", key) > 90000
+    assert (await app.post("/q/short/extend", data={"receipt": receipt})).code == 200
+    assert 0 < await lease_left_ms(redis, "short", key) <= 3000
+    ws.close()
+    # and a queue without the setting keeps the default (30 s)
+    plain, receipt = await acked_socket(app, "long")
+    assert 25000 < await lease_left_ms(redis, "long", receipt.rpartition(":")[0]) <= 30000
+    plain.close()

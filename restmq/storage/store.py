@@ -190,7 +190,7 @@ class QueueStore:
         reply = await self._run("take", [keys.queue_list(queue)], [
             queue, count, 0, "", "1" if hold_if_stopped else "0", self.default_max_receives,
             listen_ms])
-        return _messages(reply, 1)
+        return _messages(reply, 2)
 
     async def reserve(self, queue: str, count: int, lease_ms: int,
                       hold_if_stopped: bool = False, listen_ms: int = 0,
@@ -199,12 +199,20 @@ class QueueStore:
         ``lease_seconds`` setting when ``default_lease``), counted, and carries a
         receipt for ack / nack / extend. An expired lease puts the message back at
         the head of the queue (or in the dead letters after ``max_receives``)."""
+        messages, _ = await self.reserve_leased(queue, count, lease_ms, hold_if_stopped, listen_ms,
+                                                default_lease)
+        return messages
+
+    async def reserve_leased(self, queue: str, count: int, lease_ms: int, hold_if_stopped: bool = False,
+                             listen_ms: int = 0, default_lease: bool = False) -> Tuple[List[Message], int]:
+        """:meth:`reserve`, resolving to (messages, the lease in ms they got): with
+        ``default_lease`` that is the queue's own ``lease_seconds`` when it has one."""
         check_queue(queue)
         reply = await self._run("take", [keys.queue_list(queue)], [
             queue, count, lease_ms, os.urandom(8).hex() + "-",
             "1" if hold_if_stopped else "0", self.default_max_receives, listen_ms,
             "1" if default_lease else "0"])
-        return _messages(reply, 1)
+        return _messages(reply, 2), int(reply[1]) if len(reply) > 1 else lease_ms
 
     async def _settle(self, script: str, queue: str, receipts: Sequence[str],
                       args: Sequence[Any], script_keys: Sequence[str]) -> Tuple[int, List[str]]:
@@ -229,9 +237,12 @@ class QueueStore:
         return await self._settle("nack", queue, receipts, [delay_ms, self.default_max_receives],
                                   [keys.inflight(queue)])
 
-    async def extend(self, queue: str, receipts: Sequence[str], lease_ms: int) -> Tuple[int, List[str]]:
-        """Move lease deadlines to ``lease_ms`` from now."""
-        return await self._settle("extend", queue, receipts, [lease_ms],
+    async def extend(self, queue: str, receipts: Sequence[str], lease_ms: int,
+                     default_lease: bool = False) -> Tuple[int, List[str]]:
+        """Move lease deadlines to ``lease_ms`` from now (with ``default_lease``, to
+        the queue's own ``lease_seconds`` when it has one)."""
+        lease = "default:%d" % lease_ms if default_lease else lease_ms
+        return await self._settle("extend", queue, receipts, [lease],
                                   [keys.inflight(queue), keys.leases(queue)])
 
     async def redrive(self, queue: str, count: int = 0) -> int:

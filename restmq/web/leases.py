@@ -45,8 +45,11 @@ class SettleHandler(BaseHandler):
             done, refused = await self.store.nack(queue, receipts, int(delay * 1000))
             self.context.dispatcher.settled(queue, receipts)
         else:
-            seconds = self.number("seconds", self.config.delivery.lease_seconds, low=0.001, high=12 * 3600)
-            done, refused = await self.store.extend(queue, receipts, int(seconds * 1000))
+            seconds = self.number("seconds", None, low=0.001, high=12 * 3600)
+            # no seconds: the queue's lease_seconds, as a reserve without a value
+            done, refused = await self.store.extend(
+                queue, receipts, int((seconds or self.config.delivery.lease_seconds) * 1000),
+                default_lease=seconds is None)
         if refused:
             raise LeaseLost("the lease of %s is not yours any more (expired and handed out again, "
                             "or settled); %d other receipt(s) were %sed"

@@ -508,10 +508,13 @@ class _WebSocketSession:
                 raise BadRequest("delay must be 0 to %d seconds" % delivery.max_delay)
             done, refused = await store.nack(self.queue, receipts, int(delay * 1000))
         else:
-            seconds = command.get("seconds", delivery.lease_seconds)
-            if not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600:
+            seconds = command.get("seconds")
+            if seconds is not None and (not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600):
                 raise BadRequest("seconds must be between 0 and 43200")
-            done, refused = await store.extend(self.queue, receipts, int(seconds * 1000))
+            # no seconds: the queue's lease_seconds
+            done, refused = await store.extend(
+                self.queue, receipts, int((seconds or delivery.lease_seconds) * 1000),
+                default_lease=seconds is None)
         if action != "extend":
             self.context.dispatcher.settled(self.queue, receipts)
         if refused:

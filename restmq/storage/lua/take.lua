@@ -5,7 +5,7 @@
 -- ARGV[6] = default max_receives  ARGV[7] = listeners ttl ms (a long-poll waits: publishers
 -- must notify, and must not bypass the list) or 0  ARGV[8] = "1" when the lease is the default one (the queue's own
 -- lease_seconds setting wins then)
--- Returns {stopped (0|1), key, body, deliveries, token, ...}.
+-- Returns {stopped (0|1), lease ms used (0 for a plain pop), key, body, deliveries, token, ...}.
 local queue = ARGV[1]
 if ARGV[7] ~= '0' then
   listen(queue, ARGV[7])
@@ -24,5 +24,6 @@ if lease > 0 and ARGV[8] == '1' then
   end
 end
 local out = pop(queue, tonumber(ARGV[2]), lease, ARGV[4], now)
+table.insert(out, 1, lease)
 table.insert(out, 1, 0)
 return out
