@@ -509,7 +509,8 @@ class _WebSocketSession:
             done, refused = await store.nack(self.queue, receipts, int(delay * 1000))
         else:
             seconds = command.get("seconds")
-            if seconds is not None and (not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600):
+            if seconds is not None and \
+                    (not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600):
                 raise BadRequest("seconds must be between 0 and 43200")
             # no seconds: the queue's lease_seconds
             done, refused = await store.extend(
