@@ -12,12 +12,13 @@ import os
 
 import pytest
 import pytest_twisted
+import txredisapi
 from twisted.internet import defer, protocol, reactor, task
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Ping, Request, TextMessage
 
 from restmq.web.http import buffered
-from tests.helpers import raw_exchange, sleep, start_app, stop_app, test_config, wait_until
+from tests.helpers import RedisProcess, raw_exchange, sleep, start_app, stop_app, test_config, wait_until
 from tests.streaming import WsClient
 
 
@@ -474,3 +475,83 @@ async def test_acked_streams_and_extends_use_the_queues_lease_seconds(app, redis
     plain, receipt = await acked_socket(app, "long")
     assert 25000 < await lease_left_ms(redis, "long", receipt.rpartition(":")[0]) <= 30000
     plain.close()
+
+
+# item 7: Redis out of memory or read-only, inside a script
+
+class LogCapture:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.events: list = []
+
+    def __call__(self, event: dict) -> None:
+        if event.get("log_namespace", "").startswith(self.namespace):
+            self.events.append(event)
+
+    def __enter__(self) -> "LogCapture":
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.removeObserver(self)
+
+    def at(self, level: str) -> list:
+        return [e for e in self.events if e["log_level"].name == level]
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_out_of_memory_is_507_logged_once_and_not_ready():
+    server = RedisProcess().start()
+    running = await start_app(server.target)
+    try:
+        redis = await txredisapi.Connection("127.0.0.1", server.port, reconnect=False)
+        with LogCapture("restmq.storage") as logs:
+            await redis.execute_command("CONFIG", "SET", "maxmemory", "1")
+            for _ in range(5):
+                response = await running.post("/q/full", data={"value": "v"})
+                assert response.code == 507
+                assert json.loads(await response.text())["error"]["code"] == "storage_full"
+            assert (await running.post("/queue", data={"body": json.dumps(
+                {"cmd": "add", "queue": "full", "value": "v"})})).code == 507
+            ready = await running.get("/health/ready")
+            assert ready.code == 507 and b"out of memory" in await ready.content()
+            assert len(logs.at("error")) == 1 and "out_of_memory" in logs.at("error")[0]["state"]
+            await redis.execute_command("CONFIG", "SET", "maxmemory", "0")
+            assert (await running.get("/health/ready")).code == 200
+            assert (await running.post("/q/full", data={"value": "v"})).code == 200
+            assert len(logs.at("error")) == 1 and len(logs.at("info")) == 1
+        await redis.disconnect()
+    finally:
+        await stop_app(running)
+        server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_read_only_replica_is_503_logged_once_and_not_ready():
+    master = RedisProcess().start()
+    server = RedisProcess().start()
+    running = await start_app(server.target)
+    try:
+        await running.store.add("ro", ["before"])
+        redis = await txredisapi.Connection("127.0.0.1", server.port, reconnect=False)
+        with LogCapture("restmq.storage") as logs:
+            await redis.execute_command("REPLICAOF", "127.0.0.1", str(master.port))
+            for path in ("/q/ro", "/q/ro?reserve=10"):
+                for _ in range(3):
+                    response = await (running.post(path, data={"value": "v"}) if "reserve" not in path
+                                      else running.get(path))
+                    assert response.code == 503, path
+                    assert json.loads(await response.text())["error"]["code"] == "backend_unavailable"
+            ready = await running.get("/health/ready")
+            assert ready.code == 503 and b"read-only" in await ready.content()
+            assert len(logs.at("error")) == 1 and logs.at("error")[0]["state"] == "read_only"
+            await redis.execute_command("REPLICAOF", "NO", "ONE")
+            assert (await running.post("/q/ro", data={"value": "after"})).code == 200
+            assert (await running.get("/health/ready")).code == 200
+        await redis.disconnect()
+    finally:
+        await stop_app(running)
+        server.stop()
+        master.stop()

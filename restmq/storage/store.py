@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 import txredisapi
+from twisted.logger import Logger
 
 from restmq import keys
 from restmq.errors import (BackendUnavailable, InvalidQueueName, MessageNotFound,
@@ -16,11 +18,48 @@ from restmq.model import Message, Policy, QueueInfo, QueueState
 from restmq.storage.pool import RedisPool
 from restmq.storage.scripts import Script, load_scripts
 
-__all__ = ["QueueStore", "AddResult", "DispatchResult", "StorageFull"]
+__all__ = ["QueueStore", "AddResult", "DispatchResult", "StorageFull", "RedisHealth"]
 
 
 class StorageFull(RestMQError):
     """Redis is out of memory (maxmemory reached)."""
+
+
+# Redis error codes that mean "cannot serve now". A script's error wraps the
+# inner one: "ERR Error running script (call to f_...): @user_script:12: ... -OOM ...".
+_REFUSALS = re.compile(r"(?:^|[\s-])(OOM|READONLY|LOADING|MASTERDOWN|BUSY|TRYAGAIN|NOREPLICAS)\b")
+#: the backend states the store reports (and logs once, when they change)
+OK, OUT_OF_MEMORY, READ_ONLY, REFUSING = "ok", "out_of_memory", "read_only", "refusing"
+_STATES = {"OOM": OUT_OF_MEMORY, "READONLY": READ_ONLY}
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class RedisHealth:
+    """What one INFO says about the Redis RestMQ writes to."""
+
+    role: str
+    loading: bool
+    used_memory: int
+    maxmemory: int
+    maxmemory_policy: str
+    latency: float
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.maxmemory > 0 and self.used_memory >= self.maxmemory and \
+            self.maxmemory_policy == "noeviction"
+
+    @property
+    def problem(self) -> Optional[str]:
+        """Why writes would be refused now, or None."""
+        if self.role != "master":
+            return "Redis is a read-only replica (role %s)" % self.role
+        if self.loading:
+            return "Redis is loading its data"
+        if self.out_of_memory:
+            return "Redis is out of memory (used_memory %d >= maxmemory %d)" % (
+                self.used_memory, self.maxmemory)
+        return None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -70,6 +109,18 @@ def _pairs(flat: Any) -> Dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+def _info_fields(reply: Any) -> Dict[str, str]:
+    """INFO's "name:value" lines (txredisapi may hand them over already parsed)."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    fields = {}
+    for line in _text(reply).splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not name.startswith("#"):
+            fields[name.strip()] = value.strip()
+    return fields
+
+
 def check_queue(queue: str) -> str:
     """:raises InvalidQueueName: unless the name is in the safe set (keys.py)."""
     if not keys.is_valid_queue_name(queue):
@@ -97,7 +148,13 @@ class QueueStore:
 
     :param observe: called with the duration in seconds of every round trip
         (the metrics hook; storage itself knows nothing of Prometheus).
+
+    ``backend_state`` is ``ok``, ``out_of_memory``, ``read_only`` or
+    ``refusing`` (another "cannot serve now" reply): what the last replies said.
+    A change is logged once, not once per request.
     """
+
+    log = Logger()
 
     def __init__(self, pool: RedisPool, default_max_receives: int = 5,
                  wait_replicas: int = 0, wait_timeout_ms: int = 1000,
@@ -110,6 +167,7 @@ class QueueStore:
         self.wait_timeout_ms = wait_timeout_ms
         self.observe = observe
         self.scripts: Dict[str, Script] = load_scripts()
+        self.backend_state = OK
 
     async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
         connection = await self.pool.connection()
@@ -137,16 +195,30 @@ class QueueStore:
             if self.observe is not None:
                 self.observe(time.perf_counter() - started)
 
-    @staticmethod
-    def _response_error(exc: Exception) -> Exception:
+    def _response_error(self, exc: Exception) -> Exception:
         text = str(exc)
         if "QUEUEFULL" in text:
             return QueueFull(text[text.index("QUEUEFULL") + 10:])
-        if text.startswith(("LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "NOREPLICAS")):
-            return BackendUnavailable("Redis cannot serve now: %s" % text.split("\n")[0])
-        if text.startswith("OOM"):
-            return StorageFull("Redis is out of memory")
-        return exc
+        refusal = _REFUSALS.search(text)
+        if refusal is None:
+            return exc
+        code = refusal.group(1)
+        detail = text[refusal.start(1):].split("\n")[0].rstrip(".")
+        self._set_state(_STATES.get(code, REFUSING), detail)
+        if code == "OOM":
+            return StorageFull("Redis is out of memory (maxmemory reached)")
+        return BackendUnavailable("Redis cannot serve now: %s" % detail)
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state == self.backend_state:
+            return
+        previous, self.backend_state = self.backend_state, state
+        if state == OK:
+            self.log.info("Redis accepts writes again (it was {previous})", previous=previous)
+        else:
+            self.log.error("Redis refuses writes: {state} ({detail}); answering {answer} until it "
+                           "accepts them", state=state, detail=detail,
+                           answer="507" if state == OUT_OF_MEMORY else "503")
 
     # producing
 
@@ -166,6 +238,9 @@ class QueueStore:
             queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
             self.history_size, *bodies])
+        if self.backend_state != OK:
+            # add always writes: Redis takes writes again
+            self._set_state(OK)
         if self.wait_replicas:
             # a replayed key was stored by an earlier request that may have got a 503
             await self._wait_replicas()
@@ -383,3 +458,24 @@ class QueueStore:
         started = time.perf_counter()
         await self._command("PING")
         return time.perf_counter() - started
+
+    async def health(self) -> RedisHealth:
+        """One INFO: whether Redis would take writes now (its role, loading, memory).
+        A Redis that would is noted as ``ok`` again."""
+        started = time.perf_counter()
+        reply = await self._command("INFO")
+        latency = time.perf_counter() - started
+        fields = _info_fields(reply)
+
+        def number(name: str) -> int:
+            try:
+                return int(fields.get(name, "0"))
+            except ValueError:
+                return 0
+
+        health = RedisHealth(role=fields.get("role", "master"), loading=fields.get("loading") == "1",
+                             used_memory=number("used_memory"), maxmemory=number("maxmemory"),
+                             maxmemory_policy=fields.get("maxmemory_policy", "noeviction"), latency=latency)
+        if health.problem is None and self.backend_state != OK:
+            self._set_state(OK)
+        return health

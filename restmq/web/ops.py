@@ -21,6 +21,7 @@ from restmq.config import Config
 from restmq.errors import BackendUnavailable
 from restmq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from restmq.storage.pool import describe
+from restmq.storage.store import StorageFull
 from restmq.web.base import BaseHandler, Context, async_handler
 
 __all__ = ["routes", "load_openapi", "static_file", "StatsFeed", "HealthHandler", "ReadyHandler",
@@ -69,13 +70,18 @@ class HealthHandler(_OpsHandler):
 
 
 class ReadyHandler(_OpsHandler):
-    """GET /health/ready: readiness, one Redis round trip (503 when Redis is away)."""
+    """GET /health/ready: readiness, one Redis round trip (an INFO). Not ready
+    (503) while Redis is away, loading, or a read-only replica; 507 while it is
+    out of memory: either way it would refuse the writes this broker makes."""
 
     @async_handler
     async def get(self) -> None:
-        seconds = await self.store.ping()
+        health = await self.store.health()
+        problem = health.problem
+        if problem is not None:
+            raise StorageFull(problem) if health.out_of_memory else BackendUnavailable(problem)
         self.respond({"status": "ok", "redis": {"target": describe(self.config.redis.target),
-                                                "latency_ms": round(seconds * 1000.0, 3)}})
+                                                "latency_ms": round(health.latency * 1000.0, 3)}})
 
 
 class MetricsHandler(_OpsHandler):
