@@ -29,6 +29,13 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:idempotencyexp    ZSET    Idempotency-Key -> expiry (ms)
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
+    <q>:purgedlist<t>     LIST    a purge in progress (token <t>): the purged <q>:queue, renamed,
+    <q>:purgedinflight<t> ZSET    <q>:inflight and <q>:delayed; their message bodies are deleted
+    <q>:purgeddelayed<t>  ZSET    a bounded chunk at a time, then the keys are gone
+
+Global::
+
+    restmq:purges         SET     purges in progress, "<t>:<q>" (a RestMQ that starts finishes them)
 
 Queue names beginning with "queuestat:" are refused: "queuestat::<q>" could
 otherwise be the key of such a queue.
@@ -48,11 +55,13 @@ __all__ = [
     "uuid", "message", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
-    "broadcast_channel", "dead_letter_queue", "queue_of_key",
+    "broadcast_channel", "dead_letter_queue", "queue_of_key", "PURGES", "purge_trash",
+    "purge_entry", "parse_purge_entry",
 ]
 
 QUEUESET = "QUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
+PURGES = "restmq:purges"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
 MAX_QUEUE_NAME_BYTES = 200
 DEAD_LETTER_SUFFIX = ":dead"
@@ -148,6 +157,23 @@ def dead_info(queue: str) -> str:
 def dead_letter_queue(queue: str) -> str:
     """The ordinary queue that receives <q>'s dead letters: "<q>:dead"."""
     return queue + DEAD_LETTER_SUFFIX
+
+
+def purge_trash(queue: str, token: str) -> tuple:
+    """The (list, inflight, delayed) keys a purge with ``token`` renames ``queue``'s to."""
+    return ("%s:purgedlist%s" % (queue, token), "%s:purgedinflight%s" % (queue, token),
+            "%s:purgeddelayed%s" % (queue, token))
+
+
+def purge_entry(queue: str, token: str) -> str:
+    """The member of PURGES for a purge in progress (tokens are hex: no ':')."""
+    return "%s:%s" % (token, queue)
+
+
+def parse_purge_entry(entry: str) -> tuple:
+    """(queue, token) of a PURGES member."""
+    token, _, queue = entry.partition(":")
+    return queue, token
 
 
 def broadcast_channel(queue: str) -> str:

@@ -555,3 +555,91 @@ async def test_redis_read_only_replica_is_503_logged_once_and_not_ready():
         await stop_app(running)
         server.stop()
         master.stop()
+
+
+# item 6: work that grows with a queue is done in bounded chunks, one script call each
+
+class CallCounter:
+    """Counts the store's Redis round trips (its metrics hook)."""
+
+    def __init__(self, store) -> None:
+        self.calls = 0
+        store.observe = self
+
+    def __call__(self, seconds: float) -> None:
+        self.calls += 1
+
+
+async def keys_of(redis, pattern: str) -> list:
+    found, cursor = [], "0"
+    while True:
+        cursor, batch = await redis.execute_command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+        found += [k.decode() if isinstance(k, bytes) else k for k in batch]
+        if cursor in (b"0", "0", 0):
+            return sorted(found)
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_of_a_large_queue_is_chunked_and_complete(store, redis, monkeypatch):
+    from restmq.storage import store as store_module
+    monkeypatch.setattr(store_module, "PURGE_CHUNK", 100)
+    for _ in range(25):
+        await store.add("big", ["m"] * 100)
+    await store.reserve("big", 10, 60000)
+    await store.add("big", ["later"] * 5, delay_ms=60000)
+    await store.set_policy("big", store_module.Policy.ROUNDROBIN)
+    counter = CallCounter(store)
+    assert await store.purge("big") == 2505
+    # one O(1) detach, then 100 bodies per call at most
+    assert counter.calls >= 1 + 2505 // 100
+    assert await keys_of(redis, "big:*") == ["big:UUID", "big:queuepolicy"]
+    assert await redis.smembers("restmq:purges") == set()
+    assert "big" not in await store.queues()
+    # the queue is usable at once
+    await store.add("big", ["again"])
+    assert [m.value for m in await store.take("big")] == ["again"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_purge_interrupted_half_way_is_finished_by_the_next_start(store, redis):
+    from restmq import keys
+    await store.add("cut", ["m"] * 300)
+    token = "feedface"
+    entry = keys.purge_entry("cut", token)
+    # the broker dies right after the detach
+    await store._run("purge_start", [keys.queue_list("cut"), keys.QUEUESET, keys.PURGES,
+                                     *keys.purge_trash("cut", token)], ["cut", keys.NOTIFY_CHANNEL, entry])
+    assert len(await keys_of(redis, "cut:[0-9]*")) == 300
+    assert await store.take("cut") == []
+    assert await store.finish_purges() == 300
+    assert await keys_of(redis, "cut:*") == ["cut:UUID"]
+    assert await redis.smembers("restmq:purges") == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redrive_of_many_dead_letters_is_chunked_and_counts_what_it_moved(store, monkeypatch):
+    from restmq.storage import store as store_module
+    monkeypatch.setattr(store_module, "REDRIVE_CHUNK", 50)
+    for _ in range(10):
+        await store.add("rd:dead", ["d"] * 100)
+    counter = CallCounter(store)
+    assert await store.redrive("rd", 130) == 130
+    assert counter.calls >= 3
+    counter.calls = 0
+    assert await store.redrive("rd") == 870
+    assert counter.calls >= 870 // 50
+    assert (await store.stats("rd"))[0].length == 1000
+    assert (await store.stats("rd:dead"))[0].length == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stats_of_many_queues_is_paged_without_repeats(store, monkeypatch):
+    from restmq.storage import store as store_module
+    monkeypatch.setattr(store_module, "STATS_PAGE", 25)
+    for i in range(600):
+        await store.add("s%03d" % i, ["x"] * (i % 3 + 1))
+    counter = CallCounter(store)
+    infos = await store.stats()
+    assert [info.name for info in infos] == ["s%03d" % i for i in range(600)]
+    assert [info.length for info in infos] == [i % 3 + 1 for i in range(600)]
+    assert counter.calls >= 600 // 25 // 2

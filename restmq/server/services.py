@@ -8,6 +8,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from restmq.errors import RestMQError
 from restmq.storage.notify import Notifier
 from restmq.storage.pool import RedisPool
 
@@ -49,6 +50,18 @@ class DispatcherService(service.Service):
         self.dispatcher.notifier = self.notifier
         self.notifier.start()
         self.dispatcher.start()
+        defer.ensureDeferred(self._finish_purges())
+
+    async def _finish_purges(self) -> None:
+        """A RestMQ that died while purging left bodies to delete: finish that."""
+        try:
+            deleted = await self.dispatcher.store.finish_purges()
+        except RestMQError as exc:
+            self.log.warn("Could not finish interrupted purges now ({error}); the next start will",
+                          error=exc.message)
+            return
+        if deleted:
+            self.log.info("Finished interrupted purges: {count} message bodies deleted", count=deleted)
 
     def stopService(self) -> defer.Deferred:
         service.Service.stopService(self)
