@@ -79,6 +79,7 @@ class RedisConfig:
     wait_replicas: int = 0
     data_dir: str = "var/redis"
     server_binary: str = ""
+    max_restarts: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -202,6 +203,7 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("redis", "wait_replicas"): (_non_negative_int, "redis.wait_replicas"),
     ("redis", "data_dir"): (_text, "redis.data_dir"),
     ("redis", "server_binary"): (_text, "redis.server_binary"),
+    ("redis", "max_restarts"): (_non_negative_int, "redis.max_restarts"),
     ("dispatch", "sweep_interval"): (_seconds, "dispatch.sweep_interval"),
     ("dispatch", "buffer_limit"): (_positive_int, "dispatch.buffer_limit"),
     ("dispatch", "heartbeat_interval"): (_seconds, "dispatch.heartbeat_interval"),

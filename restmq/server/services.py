@@ -12,7 +12,27 @@ from restmq.errors import RestMQError
 from restmq.storage.notify import Notifier
 from restmq.storage.pool import RedisPool
 
-__all__ = ["RedisService", "DispatcherService"]
+__all__ = ["RedisService", "DispatcherService", "stop_and_exit"]
+
+
+def stop_and_exit(status: int) -> None:
+    """Stop RestMQ as a SIGTERM would (every service stops, twistd removes its
+    pidfile), then exit with ``status``, so that systemd or the workers launcher
+    restarts the whole service."""
+    import atexit
+    import os
+    import sys
+
+    from twisted.internet import reactor
+
+    def exit_with_status() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    atexit.register(exit_with_status)
+    if reactor.running:  # type: ignore[attr-defined]
+        reactor.stop()  # type: ignore[attr-defined,misc]
 
 
 class RedisService(service.Service):

@@ -39,6 +39,8 @@ class Context:
     config: Config
     clock: Any
     metrics: Any = None
+    #: the embedded redis-server's supervisor (restmq.server.redisproc.EmbeddedRedis), if any
+    embedded: Any = None
 
 
 def async_handler(method: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., defer.Deferred]:

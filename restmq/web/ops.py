@@ -63,10 +63,24 @@ class _OpsHandler(BaseHandler):
 
 
 class HealthHandler(_OpsHandler):
-    """GET /health: liveness. The process answers; Redis is not asked."""
+    """GET /health: liveness, without a Redis round trip: the process answers and
+    says what it knows of its backend. 503 while its own embedded redis-server
+    is not running (it is being restarted; restarting the process would help if
+    it never comes back); an external Redis that is away is /health/ready's
+    business, not a reason to restart this process."""
 
     def get(self) -> None:
-        self.respond({"status": "ok"})
+        store = self.store
+        redis: Dict[str, Any] = {
+            "connected": bool(store is not None and store.pool.connected),
+            "state": getattr(store, "backend_state", "ok")}
+        embedded = self.context.embedded
+        if embedded is not None:
+            redis["embedded"] = {"state": embedded.state, "pid": embedded.pid, "restarts": embedded.restarts}
+            if embedded.state != "running":
+                raise BackendUnavailable("the embedded redis-server is %s (%d restarts)"
+                                         % (embedded.state, embedded.restarts))
+        self.respond({"status": "ok", "redis": redis})
 
 
 class ReadyHandler(_OpsHandler):
