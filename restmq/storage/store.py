@@ -25,11 +25,11 @@ __all__ = ["QueueStore", "AddResult", "DispatchResult", "StorageFull", "RedisHea
 # chunk per script call, so that no call holds Redis for more than a few ms; each
 # measured at about 1-3 ms on the development machine (bench/hostile.py).
 #: message bodies deleted per purge_chunk call
-PURGE_CHUNK = 2000
+PURGE_CHUNK = 500
 #: dead letters moved per redrive call
 REDRIVE_CHUNK = 200
 #: queues per stats call (SSCAN COUNT)
-STATS_PAGE = 200
+STATS_PAGE = 100
 
 
 class StorageFull(RestMQError):
