@@ -251,7 +251,8 @@ def phase_redis(args: argparse.Namespace, workdir: str, which: str) -> List[str]
             (status, body), call, ping, command, wall = probe.measure(
                 lambda: http(broker.port, "POST", "/q/big/redrive", b""))
             lines.append("redrive of %d dead letters: %d %s in %.2f s; longest Redis call %.1f ms (%s), "
-                         "longest PING %.1f ms" % (count, status, body.decode()[:80], wall, call, command, ping))
+                         "longest PING %.1f ms"
+                         % (count, status, body.decode()[:80], wall, call, command, ping))
         else:
             pipe = server.client.pipeline(transaction=False)
             for i in range(30000):
@@ -260,9 +261,11 @@ def phase_redis(args: argparse.Namespace, workdir: str, which: str) -> List[str]
                 pipe.set("q%05d:1" % i, "x")
             pipe.execute()
             for path in ("/stats/", "/metrics"):
-                (status, body), call, ping, command, wall = probe.measure(lambda: http(broker.port, "GET", path))
+                (status, body), call, ping, command, wall = probe.measure(
+                    lambda: http(broker.port, "GET", path))
                 lines.append("GET %s with 30,000 queues: %d (%d bytes) in %.2f s; longest Redis call %.1f ms "
-                             "(%s), longest PING %.1f ms" % (path, status, len(body), wall, call, command, ping))
+                             "(%s), longest PING %.1f ms"
+                             % (path, status, len(body), wall, call, command, ping))
     finally:
         broker.stop()
         server.stop()
@@ -303,8 +306,8 @@ def _settled_rss(broker: Broker, seconds: float = 5.0) -> float:
 def phase_pipeline(args: argparse.Namespace, workdir: str) -> List[str]:
     server = RedisServer(workdir)
     lines = []
-    cases = [("78 KB of pipelined GET /openapi.json", b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-              78 * 1024),
+    cases = [("78 KB of pipelined GET /openapi.json",
+              b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 78 * 1024),
              ("8.8 MB of pipelined 404s", b"GET /no/such/route HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
               int(8.8 * 1024 * 1024))]
     try:
