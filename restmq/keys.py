@@ -29,6 +29,8 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:idempotencyexp    ZSET    Idempotency-Key -> expiry (ms)
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
+    restmq:counters       HASH    "<event>:<q>" -> count (dead_lettered, expired, queue_full),
+                                  for /metrics, shared by every broker on this Redis
 
 Queue names beginning with "queuestat:" are refused: "queuestat::<q>" could
 otherwise be the key of such a queue.
@@ -48,12 +50,16 @@ __all__ = [
     "uuid", "message", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
-    "broadcast_channel", "dead_letter_queue", "queue_of_key",
+    "broadcast_channel", "dead_letter_queue", "queue_of_key", "COUNTERS", "COUNTED_EVENTS",
 ]
 
 QUEUESET = "QUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
+#: HASH "<event>:<queue>" -> count of every broker sharing this Redis, for /metrics
+#: (written by lib.lua's count_event)
+COUNTERS = "restmq:counters"
+COUNTED_EVENTS = ("dead_lettered", "expired", "queue_full")
 MAX_QUEUE_NAME_BYTES = 200
 DEAD_LETTER_SUFFIX = ":dead"
 

@@ -360,6 +360,17 @@ class QueueStore:
                 oldest_age=None if age < 0 else age / 1000.0))
         return sorted(infos, key=lambda info: info.name)
 
+    async def counters(self) -> Dict[str, Dict[str, int]]:
+        """Event counts of every broker on this Redis: {event: {queue: count}} for the
+        events of ``keys.COUNTED_EVENTS`` (dead-lettered, expired, refused as full)."""
+        reply = await self._command("HGETALL", keys.COUNTERS)
+        counts: Dict[str, Dict[str, int]] = {event: {} for event in keys.COUNTED_EVENTS}
+        for field, value in _pairs(reply).items():
+            event, _, queue = field.partition(":")
+            if event in counts and queue:
+                counts[event][queue] = int(value)
+        return counts
+
     async def jobs(self, queue: str, count: int = 10) -> Tuple[int, List[Message]]:
         """The newest ``count`` waiting messages (body "" if expired) and the length."""
         check_queue(queue)

@@ -268,6 +268,7 @@ class CometHandler(BaseHandler):
             self.write(b"retry: %d\n\n" % dispatch.sse_retry_ms)
         self.flush()
         self._headers_written = self._finished = True  # the consumer owns the response now
+        self._log()  # access log and HTTP metrics: the stream was answered, it now lives on
         connection.transport.registerProducer(consumer, True)
         self.notifyFinish().addBoth(consumer.gone)
         dispatcher.subscribe(queue, consumer)
@@ -333,6 +334,8 @@ class WebSocketHandler(BaseHandler):
         connection.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: %s\r\n\r\n" % generate_accept_token(key.encode("latin-1")))
+        self._status_code = 101
+        self._log()  # access log and HTTP metrics: the upgrade was answered
         session = _WebSocketSession(self, queue)
         connection.upgrade(session)
 
@@ -424,6 +427,8 @@ class _WebSocketSession:
             if not isinstance(delay, (int, float)) or not 0 <= delay <= delivery.max_delay:
                 raise BadRequest("delay must be 0 to %d seconds" % delivery.max_delay)
             done, refused = await store.nack(self.queue, receipts, int(delay * 1000))
+            if self.context.metrics is not None:
+                self.context.metrics.nacked(self.queue, done)
         else:
             seconds = command.get("seconds", delivery.lease_seconds)
             if not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600:

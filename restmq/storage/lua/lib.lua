@@ -15,6 +15,14 @@ local function owns(queue, key)
   return string.sub(key, 1, n + 1) == queue .. ':' and string.find(key, '^%d+$', n + 2) ~= nil
 end
 
+-- Deployment-wide event counts read by /metrics (keys.py COUNTERS): HASH field
+-- "<event>:<queue>" -> count, event one of dead_lettered, expired, queue_full.
+local function count_event(event, queue, n)
+  if n > 0 then
+    redis.call('HINCRBY', 'restmq:counters', event .. ':' .. queue, n)
+  end
+end
+
 local function del_many(keys)
   for i = 1, #keys, 1000 do
     redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
@@ -40,6 +48,7 @@ local function dead_letter(queue, key, count, reason, now)
   redis.call('HSET', dq .. ':enqueued', newkey, now)
   redis.call('HSET', dq .. ':deadinfo', newkey,
     cjson.encode({reason = reason, from = key, deliveries = tonumber(count), at = now}))
+  count_event('dead_lettered', queue, 1)
   return newkey
 end
 
@@ -78,6 +87,7 @@ local function pop_plain(queue, n)
   local list = queue .. ':queue'
   local out = {}
   local got = 0
+  local expired = 0
   while got < n do
     local want = n - got
     local keys = redis.call('RPOP', list, want)
@@ -103,6 +113,8 @@ local function pop_plain(queue, n)
           out[#out + 1] = bodies[i]
           out[#out + 1] = tonumber(counts[i]) or 0
           out[#out + 1] = ''
+        else
+          expired = expired + 1
         end
       end
     end
@@ -110,6 +122,7 @@ local function pop_plain(queue, n)
       break
     end
   end
+  count_event('expired', queue, expired)
   return out
 end
 
@@ -153,8 +166,10 @@ local function pop(queue, n, lease_ms, tokens_prefix, now)
           out[#out + 1] = ''
         end
       else
+        -- its ttl ran out while it waited
         redis.call('HDEL', queue .. ':deliveries', key)
         redis.call('HDEL', queue .. ':enqueued', key)
+        count_event('expired', queue, 1)
       end
     end
   end
