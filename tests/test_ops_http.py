@@ -236,7 +236,7 @@ async def test_dashboard_events_push_a_snapshot_every_second(app):
 async def test_405_names_the_allowed_methods(app):
     response = await app.delete("/health")
     assert response.code == 405
-    assert response.headers.getRawHeaders("Allow") == ["GET"]
+    assert response.headers.getRawHeaders("Allow") == ["GET, HEAD"]
     assert (await body_json(response))["error"]["code"] == "method_not_allowed"
     response = await app.post("/stats/")
     assert response.headers.getRawHeaders("Allow") == ["GET"]
