@@ -307,8 +307,9 @@ async def test_metrics_count_nacks_dead_letters_expiries_and_full_queues(app, re
     assert value(text, "restmq_messages_dead_lettered_total", queue="poison") == 1
     assert value(text, "restmq_queue_full_refusals_total", queue="small") == 1
     assert value(text, "restmq_messages_expired_total", queue="short") == 1
-    assert value(text, "restmq_http_requests_total", route="/q/{queue}/nack", method="POST", status="200") == 1
-    assert value(text, "restmq_http_requests_total", route="/q/{queue}/ack", method="POST", status="200") is None
+    requests = "restmq_http_requests_total"
+    assert value(text, requests, route="/q/{queue}/nack", method="POST", status="200") == 1
+    assert value(text, requests, route="/q/{queue}/ack", method="POST", status="200") is None
 
 
 @pytest_twisted.ensureDeferred

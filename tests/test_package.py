@@ -160,7 +160,8 @@ def test_twistd_from_an_empty_folder_round_trips_a_message(installed):
         deadline = time.monotonic() + 60
         while True:
             try:
-                reply = urllib.request.urlopen(url + "/q/pip", data=b"value=from%20a%20wheel", timeout=5).read()
+                reply = urllib.request.urlopen(url + "/q/pip", data=b"value=from%20a%20wheel",
+                                               timeout=5).read()
                 break
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, log()
@@ -174,5 +175,6 @@ def test_twistd_from_an_empty_folder_round_trips_a_message(installed):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    assert os.listdir(installed["empty"]) == [], "left in the current folder: %s" % os.listdir(installed["empty"])
+    left = os.listdir(installed["empty"])
+    assert left == [], "left in the current folder: %s" % left
     assert "Traceback" not in log(), log()
