@@ -128,6 +128,9 @@ class Options(OneLineErrors):
             if self.config.acl_file:
                 from restmq.acl import load_acl
                 load_acl(self.config.acl_file)
+            if self.config.redis.target is None:
+                from restmq.server.redisproc import EmbeddedRedis
+                EmbeddedRedis(self.config.redis.data_dir, self.config.redis.server_binary)
         except ConfigError as exc:
             raise StartupError(exc.message, CONFIG_STATUS) from None
         self._choose_logger()
@@ -174,8 +177,9 @@ def makeService(options: Options) -> service.MultiService:
     if target is None:
         try:
             embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary)
-        except ConfigError as exc:
-            raise usage.UsageError(exc.message) from None
+        except ConfigError as exc:  # postOptions checked it already; the same one line
+            sys.stderr.write("restmq: %s\n" % exc.message)
+            raise SystemExit(CONFIG_STATUS) from None
         embedded.setServiceParent(top)
         target = embedded.target
         data_dir = embedded.data_dir

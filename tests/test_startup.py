@@ -34,6 +34,7 @@ def run(command, cwd, env=None, timeout=60):
     (["--config", "bad.conf"], 1, "restmq: bad.conf: [server] port = '99999': must be a port number"),
     (["--config", "missing.conf"], 1, "restmq: missing.conf: cannot read"),
     (["--config", "unknown.conf"], 1, "restmq: unknown.conf: [dispatch] mystery: unknown key"),
+    (["--data-dir", "/tmp/" + "x" * 120], 1, "restmq: --data-dir /tmp/xxx"),
 ])
 def test_twistd_bad_option_or_config_is_one_line_on_stderr(tmp_path, argv, status, needle):
     (tmp_path / "bad.conf").write_text("[server]\nport = 99999\n")
