@@ -608,7 +608,8 @@ async def test_a_purge_interrupted_half_way_is_finished_by_the_next_start(store,
     entry = keys.purge_entry("cut", token)
     # the broker dies right after the detach
     await store._run("purge_start", [keys.queue_list("cut"), keys.QUEUESET, keys.PURGES,
-                                     *keys.purge_trash("cut", token)], ["cut", keys.NOTIFY_CHANNEL, entry])
+                                     keys.purge_job("cut", token)],
+                     ["cut", keys.NOTIFY_CHANNEL, entry, keys.purge_trash_prefix("cut", token)])
     assert len(await keys_of(redis, "cut:[0-9]*")) == 300
     assert await store.take("cut") == []
     assert await store.finish_purges() == 300

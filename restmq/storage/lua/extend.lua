@@ -1,13 +1,15 @@
 -- extend.lua: push lease deadlines out (a heartbeat for long jobs).
--- KEYS[1] = <q>:inflight  KEYS[2] = <q>:leases
--- ARGV[1] = queue name  ARGV[2] = new lease ms from now, or "default:<ms>" for the queue's own
--- lease_seconds setting (<ms> when it has none)  ARGV[3..] = key, token, ...
+-- KEYS[1] = <ns>:inflight  KEYS[2] = <ns>:leases
+-- ARGV[1] = queue name  ARGV[2] = new lease ms from now, or "default:<ms>:<group>" for the
+-- lease_seconds setting of the group (else of the queue; <ms> when neither has one)
+-- ARGV[3..] = key, token, ...
 -- Returns {extended count, refused key, ...}.
 local now = now_ms()
 local lease = ARGV[2]
-if string.sub(lease, 1, 8) == 'default:' then
-  local own = tonumber(redis.call('HGET', ARGV[1] .. ':settings', 'lease_seconds'))
-  lease = own and math.floor(own * 1000) or tonumber(string.sub(lease, 9))
+local fallback, group = string.match(lease, '^default:(%d+):?(.*)$')
+if fallback then
+  local own = tonumber(setting(ARGV[1], group, 'lease_seconds'))
+  lease = own and math.floor(own * 1000) or tonumber(fallback)
 else
   lease = tonumber(lease)
 end
