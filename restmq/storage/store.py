@@ -143,6 +143,8 @@ def _info_fields(reply: Any) -> Dict[str, str]:
         if sep and not name.startswith("#"):
             fields[name.strip()] = value.strip()
     return fields
+
+
 def dead_letter_queue(queue: str, group: str = "") -> str:
     """The name of the ordinary queue that gets the dead letters of ``queue`` (of its group)."""
     return keys.dead_letter_queue(queue, group)
@@ -504,9 +506,10 @@ class QueueStore:
         """
         check_queue(queue)
         token = os.urandom(8).hex()
-        pending = int(await self._run(
-            "purge_start", [keys.queue_list(queue), keys.QUEUESET, keys.PURGES, keys.purge_job(queue, token)],
-            [queue, keys.NOTIFY_CHANNEL, keys.purge_entry(queue, token), keys.purge_trash_prefix(queue, token)]))
+        script_keys = [keys.queue_list(queue), keys.QUEUESET, keys.PURGES, keys.purge_job(queue, token)]
+        entry, prefix = keys.purge_entry(queue, token), keys.purge_trash_prefix(queue, token)
+        pending = int(await self._run("purge_start", script_keys,
+                                      [queue, keys.NOTIFY_CHANNEL, entry, prefix]))
         if not pending:
             return 0
         return await self._purge_chunks(queue, token)
