@@ -163,7 +163,8 @@ async def test_malformed_basic_header_is_401(redis, redis_server, tmp_path):
         await stop_app(running)
 
 
-# Every route and /queue command with the ACL categories it needs (all of them).
+# Every route and /queue command with the ACL categories it needs (all of them):
+# (method, path, the /queue command or a query string, form, categories).
 # Reading or removing messages is consuming; adding is producing; changing a
 # queue's settings (which can make it drop messages) takes both.
 P, C = ("rest:producer",), ("rest:consumer",)
@@ -181,6 +182,13 @@ ROUTE_CATEGORIES = [
     ("POST", "/q/{queue}/extend", "", {"receipt": "t:1:x"}, C),
     ("POST", "/q/{queue}/redrive", "", {"count": "1"}, P),
     ("GET", "/q/{queue}/dead", "", None, C),
+    ("GET", "/q/{queue}/groups", "", None, C),
+    ("POST", "/q/{queue}/groups/{group}", "", {}, P),
+    ("GET", "/q/{queue}/groups/{group}", "", None, C),
+    ("DELETE", "/q/{queue}/groups/{group}", "", None, C),
+    ("GET", "/take", "?queues=t,u", None, C),
+    ("POST", "/rpc/{queue}", "?timeout=0.01", {"value": "v"}, P),
+    ("POST", "/reply/{reply_to}", "", {"value": "v"}, P),
     ("GET", "/settings/{queue}", "", None, C),
     ("POST", "/settings/{queue}", "", {"maxlen": "5"}, P + C),
     ("GET", PROTOCOL, "", None, C),
@@ -191,6 +199,9 @@ ROUTE_CATEGORIES = [
     ("GET", "/c/{queue}", "", None, COMET),
     ("GET", "/sse/{queue}", "", None, COMET),
     ("GET", "/ws/{queue}", "", None, WS),
+    ("GET", "/c/", "?queues=t,u", None, COMET),
+    ("GET", "/sse/", "?queues=t,u", None, COMET),
+    ("GET", "/ws/", "?queues=t,u", None, WS),
     ("GET", "/p/{queue}", "", None, C),
     ("POST", "/p/{queue}", "", {"policy": "roundrobin"}, P),
     ("GET", "/control/{queue}", "", None, C),
@@ -211,7 +222,8 @@ ROUTE_CATEGORIES = [
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{queue}", "t").replace("{file}", "dashboard.js")
+    return path.replace("{queue}", "t").replace("{file}", "dashboard.js").replace(
+        "{group}", "g").replace("{reply_to}", "0123456789abcdef0123456789abcdef")
 
 
 def test_acl_table_covers_every_route_and_command():
@@ -320,7 +332,7 @@ async def test_acl_table_over_http(redis, redis_server, tmp_path):
     try:
         for method, path, command, form, categories in ROUTE_CATEGORIES:
             label = "%s %s %s" % (method, path, command)
-            query = "?queue=t" if path == "/" and method == "GET" else ""
+            query = command if command.startswith("?") else ""
             attempts = [(other,) for other in everything if other not in categories]
             if len(categories) > 1:
                 attempts += [(one,) for one in categories]
@@ -332,12 +344,12 @@ async def test_acl_table_over_http(redis, redis_server, tmp_path):
                                      stop_at=b"\r\n\r\n")
             assert raw.split(b" ")[1] not in (b"401", b"403"), "%s refused its own: %r" % (label, raw[:200])
         # producer credentials alone neither read nor remove messages (the defect of issue 11)
-        await running.store.add("t", ["secret"])
+        key = (await running.store.add("secretq", ["secret"])).keys[0]
         for command in ("get", "take", "del"):
-            raw = await raw_exchange(running.port, _request(
-                "POST", PROTOCOL, "", {"body": json.dumps({"cmd": command, "queue": "t", "key": "t:2"})}, P))
+            body = json.dumps({"cmd": command, "queue": "secretq", "key": key})
+            raw = await raw_exchange(running.port, _request("POST", PROTOCOL, "", {"body": body}, P))
             assert raw.split(b" ")[1] == b"401" and b"secret" not in raw, command
-        length, messages = await running.store.jobs("t")
+        length, messages = await running.store.jobs("secretq")
         assert [m.value for m in messages] == ["secret"]
     finally:
         await stop_app(running)
