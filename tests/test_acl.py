@@ -343,6 +343,12 @@ async def test_acl_table_over_http(redis, redis_server, tmp_path):
             raw = await raw_exchange(running.port, _request(method, path, query, form, categories),
                                      stop_at=b"\r\n\r\n")
             assert raw.split(b" ")[1] not in (b"401", b"403"), "%s refused its own: %r" % (label, raw[:200])
+        # HEAD needs what GET needs
+        for path in ("/health", "/health/ready", "/metrics", "/openapi.json", "/dashboard/"):
+            for categories, status in (((), b"401"), (P, b"401"), (OPS, b"200")):
+                raw = await raw_exchange(running.port, _request("HEAD", path, "", None, categories),
+                                         stop_at=b"\r\n\r\n")
+                assert raw.split(b" ")[1] == status, (path, categories, raw[:80])
         # producer credentials alone neither read nor remove messages (the defect of issue 11)
         key = (await running.store.add("secretq", ["secret"])).keys[0]
         for command in ("get", "take", "del"):

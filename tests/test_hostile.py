@@ -404,7 +404,9 @@ async def test_websocket_command_split_across_segments_is_one_command(app):
     frame = ws.ws.send(TextMessage(data=json.dumps({"ack": receipt})))
     assert len(frame) > 40
     ws.client.transport.write(frame[:25])
-    await sleep(0.1)  # let the first segment go out (and be read) alone
+    # the broker has read the first segment alone (and kept its part of the message)
+    session = the_connection(app)._upgraded
+    await wait_until(lambda: session._parts)
     ws.client.transport.write(frame[25:])
     await wait_until(lambda: answers(ws))
     await sleep(0.1)
