@@ -18,7 +18,8 @@ from restmq.errors import ConfigError
 
 __all__ = [
     "Config", "ServerConfig", "RedisConfig", "RedisTarget", "DispatchConfig",
-    "DeliveryConfig", "load_config", "parse_redis_url", "OPTION_TABLE",
+    "DeliveryConfig", "CollectdConfig", "COLLECTD_FORMATS", "load_config", "parse_redis_url",
+    "OPTION_TABLE",
 ]
 
 MiB = 1024 * 1024
@@ -100,6 +101,19 @@ class DeliveryConfig:
     stop_holds_pops: bool = False
     prefetch: int = 10
     max_batch: int = 1000
+    # seconds a REST pop leaves the body at its key "<q>:<n>" (the original left it)
+    popped_ttl: float = 30.0
+
+
+#: how /collectd/data and /collectd/event store what they get
+COLLECTD_FORMATS = ("original", "parsed")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class CollectdConfig:
+    # "original": one message per request, in the original RestMQ's shape;
+    # "parsed": one JSON message per value list or notification
+    format: str = "original"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -108,6 +122,7 @@ class Config:
     redis: RedisConfig = RedisConfig()
     dispatch: DispatchConfig = DispatchConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    collectd: CollectdConfig = CollectdConfig()
     acl_file: str = ""
     source: str = "<defaults>"
 
@@ -137,6 +152,20 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be 0 or a positive number of seconds")
+    return value
+
+
+def _collectd_format(text: str) -> str:
+    value = text.strip()
+    if value not in COLLECTD_FORMATS:
+        raise ValueError("must be %s" % " or ".join(COLLECTD_FORMATS))
     return value
 
 
@@ -198,6 +227,8 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("delivery", "stop_holds_pops"): (_boolean, "delivery.stop_holds_pops"),
     ("delivery", "prefetch"): (_positive_int, "delivery.prefetch"),
     ("delivery", "max_batch"): (_positive_int, "delivery.max_batch"),
+    ("delivery", "popped_ttl"): (_non_negative_seconds, "delivery.popped_ttl"),
+    ("collectd", "format"): (_collectd_format, "collectd.format"),
     ("acl", "file"): (_text, "acl.file"),
 }
 
@@ -283,7 +314,7 @@ def load_config(path: Optional[str] = None,
         raw[item] = (value, "command line")
 
     sections: Dict[str, Dict[str, Any]] = {
-        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "acl": {}}
+        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "collectd": {}, "acl": {}}
     for (section, key), (text, origin) in raw.items():
         convert, field = OPTION_TABLE[(section, key)]
         try:
@@ -326,6 +357,7 @@ def load_config(path: Optional[str] = None,
         redis=RedisConfig(target=target, **redis_values),
         dispatch=DispatchConfig(**sections["dispatch"]),
         delivery=DeliveryConfig(**sections["delivery"]),
+        collectd=CollectdConfig(**sections["collectd"]),
         acl_file=acl_file,
         source=path or "<defaults>",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "RestMQError", "BadRequest", "InvalidQueueName", "QueueNotFound",
-    "MessageNotFound", "MessageTooLarge", "Unauthorized", "Forbidden",
+    "MessageNotFound", "MessageTooLarge", "Unauthorized", "Forbidden", "AddressDenied",
     "BackendUnavailable", "ConfigError", "QueueFull", "LeaseLost",
 ]
 
@@ -55,6 +55,10 @@ class Unauthorized(RestMQError):
 
 class Forbidden(RestMQError):
     """The address or user is not allowed."""
+
+
+class AddressDenied(Forbidden):
+    """The ACL refuses the client's address (the original answered 401 to it)."""
 
 
 class BackendUnavailable(RestMQError):

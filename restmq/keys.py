@@ -30,8 +30,30 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
 
-Queue names beginning with "queuestat:" are refused: "queuestat::<q>" could
-otherwise be the key of such a queue.
+Queue names. As in the original, a name is any text: spaces, slashes,
+non-ASCII letters, ':' and punctuation are all fine. The rules that keep the
+layout safe:
+
+- 1 to 200 bytes of UTF-8 (the dead-letter queue "<q>:dead" of a 200-byte
+  name may be 205), no control characters (U+0000-U+001F, U+007F-U+009F:
+  they would break SSE frames and log lines);
+- not beginning with "queuestat:": "queuestat::<q>" is the status key of <q>,
+  and a queue "queuestat:" would own "queuestat::UUID", the status key of a
+  queue named "UUID".
+
+Why no other name can collide: every key of a queue is "<q>:" + a suffix, and
+no suffix RestMQ uses contains ':' except the message keys' "<n>" (digits) and
+"<n>:refcount"; for "<a>:<s>" to equal "<b>:<t>" with a != b, one suffix would
+have to contain the other's extra ":..." part, which none does. So "a:queue",
+"a:UUID" or "a:5" are ordinary queues whose keys ("a:queue:queue", "a:5:1",
+...) never meet the keys of the queue "a" ("a:queue", "a:5"). A name ending in
+":dead" is the dead-letter queue of the name before it, by design. The words
+"refcount" and "lock" (the original's "<key>:lock") are never used as suffixes.
+
+Original keys kept as the original wrote them::
+
+    <q>:<n>:refcount      STRING  how many times the JSON protocol's "get" looked at
+                                  message <q>:<n> (INCR, shared with the original's brokers)
 
 Pub/sub channels::
 
@@ -45,7 +67,7 @@ import re
 
 __all__ = [
     "QUEUESET", "NOTIFY_CHANNEL", "MAX_QUEUE_NAME_BYTES", "is_valid_queue_name",
-    "uuid", "message", "queue_list", "policy", "status", "deliveries",
+    "uuid", "message", "refcount", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
     "broadcast_channel", "dead_letter_queue", "queue_of_key",
@@ -57,18 +79,25 @@ BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
 MAX_QUEUE_NAME_BYTES = 200
 DEAD_LETTER_SUFFIX = ":dead"
 
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_\-.:@]{1,%d}\Z" % (MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX)))
+# control characters (C0, DEL, C1): they would break SSE frames, logs and headers
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _RESERVED_PREFIX = "queuestat:"
 
 
 def is_valid_queue_name(name: str) -> bool:
-    """Letters, digits and ``_ - . : @``, 1 to 200 bytes, not ``queuestat:...``.
+    """1 to 200 bytes of UTF-8, no control characters, not ``queuestat:...``.
 
-    The dead-letter queue of a 200-byte name ("<q>:dead") is valid too.
+    The dead-letter queue of a 200-byte name ("<q>:dead") is valid too. A name
+    holding lone surrogates (undecodable percent-escapes) is not UTF-8: refused.
     """
-    if not _QUEUE_NAME.match(name) or name.startswith(_RESERVED_PREFIX):
+    if not name or name.startswith(_RESERVED_PREFIX) or _CONTROL.search(name):
         return False
-    return len(name) <= MAX_QUEUE_NAME_BYTES or name.endswith(DEAD_LETTER_SUFFIX)
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return size <= MAX_QUEUE_NAME_BYTES or (
+        name.endswith(DEAD_LETTER_SUFFIX) and size <= MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX))
 
 
 def uuid(queue: str) -> str:
@@ -77,6 +106,11 @@ def uuid(queue: str) -> str:
 
 def message(queue: str, msg_id: int) -> str:
     return "%s:%d" % (queue, msg_id)
+
+
+def refcount(key: str) -> str:
+    """The original's look counter of one message key (JSON protocol ``get``)."""
+    return key + ":refcount"
 
 
 def queue_of_key(key: str) -> str:

@@ -1,15 +1,24 @@
-"""/p/<q> policy, /control/<q> start/stop, /stats and /j/<q> job view."""
+"""/p/<q> policy, /control/<q> start/stop, /stats and /j/<q> job view.
+
+Clients that ask for JSON (``Accept: application/json``) get this broker's
+shapes (labels such as ``"started"``, 400 for a bad value); the others get the
+original's answers (its nested status, ``"OK"``, its numbers for status and
+policy), which its clients and its dashboard parse.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from restmq.errors import BadRequest
 from restmq.model import Policy, QueueState
 from restmq.storage.pool import describe
+from restmq.web import pages
 from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["PolicyHandler", "ControlHandler", "StatsHandler", "JobsHandler"]
+
+_JSON = "application/json"
 
 
 class PolicyHandler(BaseHandler):
@@ -19,37 +28,82 @@ class PolicyHandler(BaseHandler):
 
     @async_handler
     async def get(self, queue: str) -> None:
-        policy = await self.store.get_policy(queue)
-        self.respond({"queue": queue, "value": policy.label})
+        if self.wants_json():
+            policy = await self.store.get_policy(queue)
+            self.respond({"queue": queue, "value": policy.label})
+            return
+        stored = await self.store.get_policy_setting(queue)
+        # the original named what was stored: "unknown" when nothing was (broadcast then)
+        self.respond_original({"queue": queue, "value": stored.label if stored else "unknown"})
 
     @async_handler
     async def post(self, queue: str) -> None:
+        name = self.required("policy")
         try:
-            policy = Policy.from_name(self.required("policy"))
+            policy = Policy.from_name(name)
         except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+            if self.wants_json():
+                raise BadRequest(str(exc)) from None
+            # the original answered its None result as JSON, and changed nothing
+            self.respond_original(None)
+            return
         await self.store.set_policy(queue, policy)
-        self.respond({"queue": queue, "value": policy.label})
+        if self.wants_json():
+            self.respond({"queue": queue, "value": policy.label})
+        else:
+            # Redis's reply to SET, as the original passed it on
+            self.respond_original("OK")
 
 
 class ControlHandler(BaseHandler):
-    """GET whether a queue is started; POST ``status=start|stop``."""
+    """GET whether a queue is started (every queue on /control/); POST ``status=start|stop``."""
 
     acl_categories = {"GET": "rest:consumer", "POST": "rest:producer"}
 
     @async_handler
-    async def get(self, queue: str) -> None:
+    async def get(self, queue: Optional[str] = None) -> None:
+        redis = describe(self.config.redis.target)
+        if queue is None:
+            infos = await self.store.stats()
+            if self.wants_json():
+                self.respond({"queues": {info.name: info.state.label for info in infos},
+                              "count": len(infos)})
+                return
+            statuses = {info.name: {"queue": info.name, "status": info.state.value} for info in infos}
+            self.respond_original({"redis": redis, "queues": statuses, "count": len(statuses)}, _JSON)
+            return
         state = await self.store.get_state(queue)
-        self.respond({"queue": queue, "status": state.label})
+        if self.wants_json():
+            self.respond({"queue": queue, "status": state.label})
+        else:
+            self.respond_original({"redis": redis, "queue": queue,
+                                   "status": {"queue": queue, "status": state.value}}, _JSON)
 
     @async_handler
-    async def post(self, queue: str) -> None:
+    async def post(self, queue: Optional[str] = None) -> None:
+        if queue is None:
+            raise BadRequest("name the queue: POST /control/<queue>")
+        word = self.argument("status")
         try:
-            state = QueueState.from_command(self.required("status"))
+            state = QueueState.from_command(word or "")
         except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+            if self.wants_json():
+                raise BadRequest(str(exc)) from None
+            # the original answered 200 and said so under "stat"
+            self.respond_original({"stat": "invalid status: %s" % word})
+            return
         await self.store.set_state(queue, state)
-        self.respond({"queue": queue, "status": state.label})
+        if self.wants_json():
+            self.respond({"queue": queue, "status": state.label})
+        else:
+            self.respond_original({"stat": {"queue": queue, "status": state.value}})
+
+
+def _original_entry(info: Any) -> Dict[str, Any]:
+    """A queue as the original's /stats/ listed it: status 1|0, the stored policy
+    number, "" when none is stored."""
+    return {"name": info.name, "len": info.length, "status": info.state.value,
+            "policy": info.policy.value if info.policy_is_set else ""}
 
 
 class StatsHandler(BaseHandler):
@@ -61,13 +115,22 @@ class StatsHandler(BaseHandler):
     async def get(self, queue: Optional[str] = None) -> None:
         redis = describe(self.config.redis.target)
         subscribers = self.context.dispatcher.subscriber_counts
+        json_client = self.wants_json()
         if queue:
             infos = await self.store.stats(queue)
+            if not json_client:
+                self.respond_original({"redis": redis, "queue": queue, "len": infos[0].length},
+                                      _JSON, b"")
+                return
             payload = infos[0].as_dict()
             payload.update(queue=queue, redis=redis, subscribers=subscribers(queue))
             self.respond(payload)
             return
         infos = await self.store.stats()
+        if not json_client:
+            self.respond_original({"queues": {info.name: _original_entry(info) for info in infos},
+                                   "redis": redis, "count": len(infos)}, _JSON, b"")
+            return
         queues = {}
         for info in infos:
             entry = info.as_dict()
@@ -77,7 +140,8 @@ class StatsHandler(BaseHandler):
 
 
 class JobsHandler(BaseHandler):
-    """/j/<q>: the newest waiting messages, the length. (The original forgot its ACL.)"""
+    """/j/<q>: the newest waiting messages, the length; a page for browsers.
+    (The original forgot its ACL.)"""
 
     acl_categories = {"GET": "rest:consumer"}
 
@@ -85,5 +149,8 @@ class JobsHandler(BaseHandler):
     async def get(self, queue: str) -> None:
         count = self.number("count", 10, low=1, high=1000, integer=True)
         length, messages = await self.store.jobs(queue, int(count))
-        self.respond({"queue": queue, "len": length,
-                      "jobs": [{"key": m.key, "value": m.value} for m in messages]})
+        jobs = [{"key": m.key, "value": m.value} for m in messages]
+        if self.wants_html() and not self.wants_json():
+            self.respond_html(pages.jobs(queue, length, jobs))
+            return
+        self.respond({"queue": queue, "len": length, "jobs": jobs})

@@ -13,7 +13,7 @@ for i = 2, #ARGV, 2 do
   if owns(queue, key) and redis.call('HGET', leases, key) == token then
     redis.call('ZREM', KEYS[1], key)
     redis.call('HDEL', leases, key)
-    redis.call('DEL', key)
+    redis.call('DEL', key, key .. ':refcount')
     redis.call('HDEL', queue .. ':deliveries', key)
     redis.call('HDEL', queue .. ':enqueued', key)
     acked = acked + 1

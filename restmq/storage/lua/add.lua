@@ -115,7 +115,7 @@ else
   if maxlen and maxlen > 0 and settings[2] == 'drop_oldest' then
     while redis.call('LLEN', list) > maxlen do
       local oldest = redis.call('RPOP', list)
-      redis.call('DEL', oldest)
+      redis.call('DEL', oldest, oldest .. ':refcount')
       redis.call('HDEL', queue .. ':enqueued', oldest)
     end
   end

@@ -15,6 +15,15 @@ local function owns(queue, key)
   return string.sub(key, 1, n + 1) == queue .. ':' and string.find(key, '^%d+$', n + 2) ~= nil
 end
 
+-- The original's look counters ("<key>:refcount", JSON protocol get) of some message keys.
+local function refcounts(keys)
+  local out = {}
+  for i, key in ipairs(keys) do
+    out[i] = key .. ':refcount'
+  end
+  return out
+end
+
 local function del_many(keys)
   for i = 1, #keys, 1000 do
     redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
@@ -25,7 +34,7 @@ end
 -- and recording why. The original key and its bookkeeping are removed.
 local function dead_letter(queue, key, count, reason, now)
   local body = redis.call('GET', key)
-  redis.call('DEL', key)
+  redis.call('DEL', key, key .. ':refcount')
   redis.call('HDEL', queue .. ':deliveries', key)
   redis.call('HDEL', queue .. ':enqueued', key)
   if not body then
@@ -74,7 +83,9 @@ local function promote(queue, now, default_max_receives)
 end
 
 -- The plain pop, in bulk: a few commands per batch rather than six per message.
-local function pop_plain(queue, n)
+-- keep_ms > 0 leaves each body in place for that long (the original left it for good,
+-- and clients read "<q>:<n>" after the pop); otherwise the bodies go at once.
+local function pop_plain(queue, n, keep_ms)
   local list = queue .. ':queue'
   local out = {}
   local got = 0
@@ -93,7 +104,18 @@ local function pop_plain(queue, n)
     if #mine > 0 then
       local bodies = redis.call('MGET', unpack(mine))
       local counts = redis.call('HMGET', queue .. ':deliveries', unpack(mine))
-      redis.call('DEL', unpack(mine))
+      if keep_ms > 0 then
+        for _, key in ipairs(mine) do
+          redis.call('PEXPIRE', key, keep_ms)
+        end
+        redis.call('DEL', unpack(refcounts(mine)))
+      else
+        local gone = refcounts(mine)
+        for _, key in ipairs(mine) do
+          gone[#gone + 1] = key
+        end
+        redis.call('DEL', unpack(gone))
+      end
       redis.call('HDEL', queue .. ':deliveries', unpack(mine))
       redis.call('HDEL', queue .. ':enqueued', unpack(mine))
       for i, key in ipairs(mine) do
@@ -115,11 +137,12 @@ end
 
 -- Pop up to n live messages: expired (ttl) bodies and foreign elements are skipped.
 -- With lease_ms > 0 each message is leased (kept, counted, hidden until the deadline)
--- and its token is tokens_prefix .. i; otherwise it is deleted.
+-- and its token is tokens_prefix .. i; otherwise it is deleted (or, with keep_ms, left
+-- to expire: see pop_plain).
 -- Returns a flat list: key, body, deliveries, token (token "" when not leased).
-local function pop(queue, n, lease_ms, tokens_prefix, now)
+local function pop(queue, n, lease_ms, tokens_prefix, now, keep_ms)
   if lease_ms == 0 then
-    return pop_plain(queue, n)
+    return pop_plain(queue, n, keep_ms or 0)
   end
   local list = queue .. ':queue'
   local out = {}
@@ -144,7 +167,7 @@ local function pop(queue, n, lease_ms, tokens_prefix, now)
           out[#out + 1] = token
         else
           local count = redis.call('HGET', queue .. ':deliveries', key) or 0
-          redis.call('DEL', key)
+          redis.call('DEL', key, key .. ':refcount')
           redis.call('HDEL', queue .. ':deliveries', key)
           redis.call('HDEL', queue .. ':enqueued', key)
           out[#out + 1] = key

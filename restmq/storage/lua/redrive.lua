@@ -14,7 +14,7 @@ while limit == 0 or moved < limit do
     break
   end
   local body = redis.call('GET', old)
-  redis.call('DEL', old)
+  redis.call('DEL', old, old .. ':refcount')
   redis.call('HDEL', dq .. ':deliveries', old)
   redis.call('HDEL', dq .. ':enqueued', old)
   redis.call('HDEL', dq .. ':deadinfo', old)

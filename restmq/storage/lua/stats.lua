@@ -2,7 +2,7 @@
 -- KEYS[1] = QUEUESET
 -- ARGV[1] = queue name, or "" for all queues  ARGV[2] = default max_receives
 -- Due delayed messages and expired leases are moved first, so the counts are current.
--- Returns a flat list, 8 fields per queue: name, length, status, policy, inflight,
+-- Returns a flat list, 8 fields per queue: name, length, status, policy ("" when unset), inflight,
 -- delayed, dead, age of the oldest waiting message in ms (-1 unknown).
 local names
 if ARGV[1] ~= '' then
@@ -25,7 +25,7 @@ for _, q in ipairs(names) do
   out[#out + 1] = q
   out[#out + 1] = redis.call('LLEN', q .. ':queue')
   out[#out + 1] = redis.call('GET', 'queuestat::' .. q) or '1'
-  out[#out + 1] = redis.call('GET', q .. ':queuepolicy') or '1'
+  out[#out + 1] = redis.call('GET', q .. ':queuepolicy') or ''
   out[#out + 1] = redis.call('ZCARD', q .. ':inflight')
   out[#out + 1] = redis.call('ZCARD', q .. ':delayed')
   out[#out + 1] = redis.call('LLEN', q .. ':dead:queue')

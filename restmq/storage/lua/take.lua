@@ -4,7 +4,8 @@
 -- ARGV[4] = lease token prefix  ARGV[5] = "1" if a stopped queue holds pops
 -- ARGV[6] = default max_receives  ARGV[7] = listeners ttl ms (a long-poll waits: publishers
 -- must notify, and must not bypass the list) or 0  ARGV[8] = "1" when the lease is the default one (the queue's own
--- lease_seconds setting wins then)
+-- lease_seconds setting wins then)  ARGV[9] = ms a plain pop leaves the body in place
+-- (the original kept it; 0 = delete it at once)
 -- Returns {stopped (0|1), key, body, deliveries, token, ...}.
 local queue = ARGV[1]
 if ARGV[7] ~= '0' then
@@ -23,6 +24,6 @@ if lease > 0 and ARGV[8] == '1' then
     lease = math.floor(own * 1000)
   end
 end
-local out = pop(queue, tonumber(ARGV[2]), lease, ARGV[4], now)
+local out = pop(queue, tonumber(ARGV[2]), lease, ARGV[4], now, tonumber(ARGV[9]) or 0)
 table.insert(out, 1, 0)
 return out
