@@ -48,7 +48,7 @@ class LeaseLost(RestMQError):
 class Unauthorized(RestMQError):
     """Credentials are missing or wrong."""
 
-    def __init__(self, message: str = "", realm: str = "RestMQ") -> None:
+    def __init__(self, message: str = "", realm: str = "RestMQ Restricted Access") -> None:
         super().__init__(message)
         self.realm = realm
 

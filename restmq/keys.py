@@ -34,8 +34,8 @@ Queue names. As in the original, a name is any text: spaces, slashes,
 non-ASCII letters, ':' and punctuation are all fine. The rules that keep the
 layout safe:
 
-- 1 to 200 bytes of UTF-8 (the dead-letter queue "<q>:dead" of a 200-byte
-  name may be 205), no control characters (U+0000-U+001F, U+007F-U+009F:
+- 1 to 200 characters (the dead-letter queue "<q>:dead" of a 200-character
+  name may be 205), valid UTF-8, no control characters (U+0000-U+001F, U+007F-U+009F:
   they would break SSE frames and log lines);
 - not beginning with "queuestat:": "queuestat::<q>" is the status key of <q>,
   and a queue "queuestat:" would own "queuestat::UUID", the status key of a
@@ -66,7 +66,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "QUEUESET", "NOTIFY_CHANNEL", "MAX_QUEUE_NAME_BYTES", "is_valid_queue_name",
+    "QUEUESET", "NOTIFY_CHANNEL", "MAX_QUEUE_NAME_CHARS", "is_valid_queue_name",
     "uuid", "message", "refcount", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
@@ -76,7 +76,7 @@ __all__ = [
 QUEUESET = "QUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
-MAX_QUEUE_NAME_BYTES = 200
+MAX_QUEUE_NAME_CHARS = 200
 DEAD_LETTER_SUFFIX = ":dead"
 
 # control characters (C0, DEL, C1): they would break SSE frames, logs and headers
@@ -85,19 +85,21 @@ _RESERVED_PREFIX = "queuestat:"
 
 
 def is_valid_queue_name(name: str) -> bool:
-    """1 to 200 bytes of UTF-8, no control characters, not ``queuestat:...``.
+    """1 to 200 characters of UTF-8 text, no control characters, not ``queuestat:...``.
 
-    The dead-letter queue of a 200-byte name ("<q>:dead") is valid too. A name
-    holding lone surrogates (undecodable percent-escapes) is not UTF-8: refused.
+    The dead-letter queue of a 200-character name ("<q>:dead") is valid too. A
+    name holding lone surrogates (undecodable percent-escapes) is not UTF-8: refused.
     """
     if not name or name.startswith(_RESERVED_PREFIX) or _CONTROL.search(name):
         return False
+    limit = MAX_QUEUE_NAME_CHARS + (len(DEAD_LETTER_SUFFIX) if name.endswith(DEAD_LETTER_SUFFIX) else 0)
+    if len(name) > limit:
+        return False
     try:
-        size = len(name.encode("utf-8"))
+        name.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return size <= MAX_QUEUE_NAME_BYTES or (
-        name.endswith(DEAD_LETTER_SUFFIX) and size <= MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX))
+    return True
 
 
 def uuid(queue: str) -> str:

@@ -22,11 +22,11 @@ def split_response(raw: bytes):
     return status, head, body
 
 
-# names are any UTF-8 text but control characters, up to 200 bytes, not queuestat:...
+# names are any UTF-8 text but control characters, up to 200 characters, not queuestat:...
 @pytest.mark.parametrize("path", ["/q/a%00b", "/q/a%0Ab", "/q/" + "x" * 201, "/q/%FF",
                                   "/q/queuestat:x", "/c/bad%0Dname", "/p/bad%01name",
                                   "/control/bad%7Fname", "/stats/bad%C2%85name", "/j/%C3%28",
-                                  "/q/" + "%C3%A9" * 101])
+                                  "/q/" + "%C3%A9" * 201])
 @pytest_twisted.ensureDeferred
 async def test_bad_queue_name_is_400(app, path):
     response = await app.get(path)

@@ -394,7 +394,8 @@ def original_data(body: bytes, content_type: str, now: float) -> str:
     text = _text(body)
     declared = content_type.split(";", 1)[0].strip().lower()
     if declared == "application/json" or (declared != "text/plain" and _is_json(text)):
-        _json(text)
+        for index, item in enumerate(_json(text)):
+            _json_value_list(item, index)  # refuse what the parsed form would refuse
         return text
     out: List[Dict[str, Any]] = []
     for number, words in _command_lines(text):

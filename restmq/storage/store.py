@@ -74,7 +74,7 @@ def check_queue(queue: str) -> str:
     """:raises InvalidQueueName: unless the name follows the rule of keys.py."""
     if not keys.is_valid_queue_name(queue):
         raise InvalidQueueName(
-            "invalid queue name %r: 1-200 bytes of UTF-8, no control characters, "
+            "invalid queue name %r: 1-200 characters of UTF-8, no control characters, "
             "not beginning with 'queuestat:'" % queue[:250])
     return queue
 
@@ -332,11 +332,6 @@ class QueueStore:
     async def get_policy(self, queue: str) -> Policy:
         check_queue(queue)
         return Policy.from_redis(await self._command("GET", keys.policy(queue)))
-
-    async def get_policy_setting(self, queue: str) -> Optional[Policy]:
-        """The stored policy, or None when the queue has none (it is then broadcast)."""
-        check_queue(queue)
-        return Policy.from_setting(await self._command("GET", keys.policy(queue)))
 
     async def set_policy(self, queue: str, policy: Policy) -> Policy:
         check_queue(queue)

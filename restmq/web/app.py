@@ -108,7 +108,7 @@ def routes(context: Context) -> list:
         (r"/sse/%s/?" % _Q, streams.CometHandler, deps),
         (r"/ws/%s/?" % _Q, streams.WebSocketHandler, deps),
         (r"/p/%s/?" % _Q, control.PolicyHandler, deps),
-        (r"/control/?", control.ControlHandler, deps),
+        (r"/control/?", control.ControlListHandler, deps),
         (r"/control/%s/?" % _Q, control.ControlHandler, deps),
         (r"/stats/?", control.StatsHandler, deps),
         (r"/stats/%s/?" % _Q, control.StatsHandler, deps),

@@ -16,7 +16,7 @@ from restmq.storage.pool import describe
 from restmq.web import pages
 from restmq.web.base import BaseHandler, async_handler
 
-__all__ = ["PolicyHandler", "ControlHandler", "StatsHandler", "JobsHandler"]
+__all__ = ["PolicyHandler", "ControlListHandler", "ControlHandler", "StatsHandler", "JobsHandler"]
 
 _JSON = "application/json"
 
@@ -28,13 +28,12 @@ class PolicyHandler(BaseHandler):
 
     @async_handler
     async def get(self, queue: str) -> None:
+        policy = await self.store.get_policy(queue)
+        payload = {"queue": queue, "value": policy.label}
         if self.wants_json():
-            policy = await self.store.get_policy(queue)
-            self.respond({"queue": queue, "value": policy.label})
-            return
-        stored = await self.store.get_policy_setting(queue)
-        # the original named what was stored: "unknown" when nothing was (broadcast then)
-        self.respond_original({"queue": queue, "value": stored.label if stored else "unknown"})
+            self.respond(payload)
+        else:
+            self.respond_original(payload)
 
     @async_handler
     async def post(self, queue: str) -> None:
@@ -55,34 +54,38 @@ class PolicyHandler(BaseHandler):
             self.respond_original("OK")
 
 
+class ControlListHandler(BaseHandler):
+    """GET /control/: every queue's status (what the original meant to answer there)."""
+
+    acl_categories = {"GET": "rest:consumer"}
+
+    @async_handler
+    async def get(self) -> None:
+        infos = await self.store.stats()
+        if self.wants_json():
+            self.respond({"queues": {info.name: info.state.label for info in infos}, "count": len(infos)})
+            return
+        statuses = {info.name: {"queue": info.name, "status": info.state.value} for info in infos}
+        self.respond_original({"redis": describe(self.config.redis.target), "queues": statuses,
+                               "count": len(statuses)}, _JSON)
+
+
 class ControlHandler(BaseHandler):
-    """GET whether a queue is started (every queue on /control/); POST ``status=start|stop``."""
+    """GET whether a queue is started; POST ``status=start|stop``."""
 
     acl_categories = {"GET": "rest:consumer", "POST": "rest:producer"}
 
     @async_handler
-    async def get(self, queue: Optional[str] = None) -> None:
-        redis = describe(self.config.redis.target)
-        if queue is None:
-            infos = await self.store.stats()
-            if self.wants_json():
-                self.respond({"queues": {info.name: info.state.label for info in infos},
-                              "count": len(infos)})
-                return
-            statuses = {info.name: {"queue": info.name, "status": info.state.value} for info in infos}
-            self.respond_original({"redis": redis, "queues": statuses, "count": len(statuses)}, _JSON)
-            return
+    async def get(self, queue: str) -> None:
         state = await self.store.get_state(queue)
         if self.wants_json():
             self.respond({"queue": queue, "status": state.label})
         else:
-            self.respond_original({"redis": redis, "queue": queue,
+            self.respond_original({"redis": describe(self.config.redis.target), "queue": queue,
                                    "status": {"queue": queue, "status": state.value}}, _JSON)
 
     @async_handler
-    async def post(self, queue: Optional[str] = None) -> None:
-        if queue is None:
-            raise BadRequest("name the queue: POST /control/<queue>")
+    async def post(self, queue: str) -> None:
         word = self.argument("status")
         try:
             state = QueueState.from_command(word or "")
