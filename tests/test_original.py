@@ -895,3 +895,68 @@ async def test_popped_ttl_zero_deletes_the_body_at_once(redis, redis_server):
         assert await redis.exists("now:1") == 0
     finally:
         await stop_app(running)
+
+
+# where the original was plainly broken (README, "Differences from the original RestMQ")
+
+@pytest_twisted.ensureDeferred
+async def test_numeric_bodies_stay_text(app):
+    # CHANGED: the original's Redis client turned "007" into the number 7
+    await publish(app, "num", "007")
+    assert line((await call(app, "GET", "/q/num"))[2])["value"] == "007"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queue_without_a_stored_status_is_started(app, redis):
+    # CHANGED: the original answered null for it and never streamed it
+    await redis.set("foreign:1", "v")
+    await redis.lpush("foreign:queue", "foreign:1")
+    answer = line((await call(app, "GET", "/control/foreign"))[2])
+    assert answer["status"] == {"queue": "foreign", "status": 1}
+    stream = await Stream.open(app.port, "/c/foreign")
+    await wait_until(lambda: stream.lines() == [{"key": "foreign:1", "value": "v"}])
+    stream.close()
+
+
+def test_collectd_original_shapes_without_the_original_losses():
+    from restmq.ingest.collectd import original_data, original_events
+    # CHANGED: every time:values group is kept (the original kept the first), quotes go
+    data = json.loads(original_data(b'PUTVAL "web 1/cpu-0/cpu-idle" interval=10 1:1 2:2', "text/plain", 0.0))
+    assert data == [{"host": "web 1", "plugin_instance": "cpu-0", "type_instance": "cpu-idle",
+                     "interval": "10", "value": "1:1"},
+                    {"host": "web 1", "plugin_instance": "cpu-0", "type_instance": "cpu-idle",
+                     "interval": "10", "value": "2:2"}]
+    # CHANGED: whole header values, PluginInstance, a message of several lines
+    text = b"Severity: FAILURE\nHost: my host\nPluginInstance: sda\n\nline one\nline two\n"
+    [event] = original_events(text, 0.0)
+    assert json.loads(event) == [{"severity": "FAILURE"}, {"host": "my host"}, {"plugininstance": "sda"},
+                                 {"event_text": "line one\nline two"}]
+    # a notification the original did not know (PUTNOTIF) comes in the same shape
+    [event] = original_events(b"PUTNOTIF severity=warning time=1700000000 host=h message=disk full", 0.0)
+    assert json.loads(event) == [{"severity": "WARNING"}, {"time": "1700000000"}, {"host": "h"},
+                                 {"event_text": "disk full"}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_collectd_unknown_content_type_is_read_by_the_body(app):
+    # CHANGED: the original answered 503 to a Content-Type it did not expect
+    status, _, body = await call(app, "POST", "/collectd/data", README_PUTVAL,
+                                 {"Content-Type": "application/octet-stream"})
+    assert (status, body) == (200, b"collectd_data:1\r\n")
+    status, _, _ = await call(app, "POST", "/collectd/data", b"PUTVAL nonsense",
+                              {"Content-Type": "text/plain"})
+    assert status == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_echo_is_bounded(redis, redis_server):
+    # CHANGED: the original echoed whatever came; a message over max_message_bytes closes it
+    running = await start_app(redis_server.target, test_config(server={"max_message_bytes": 1024}))
+    try:
+        ws = await WsClient.open(running.port, "/ws/big")
+        ws.send_text("x" * 100)
+        await wait_until(lambda: ws.poll() or "x" * 100 in ws.received)
+        ws.send_text("y" * 2000)
+        await wait_until(lambda: ws.poll() or ws.closed_by_server or ws.client.closed.called)
+    finally:
+        await stop_app(running)
