@@ -55,7 +55,7 @@ def route_label(pattern: str) -> str:
     """The label of a route pattern in logs and metrics: r"/q/([^/]+)/?" -> "/q/{queue}"."""
     if pattern == r".*":
         return "(unmatched)"
-    label = pattern.replace(_Q, "{queue}").replace("\\", "")
+    label = pattern.replace(_Q, "{queue}").replace("(.*)", "{name}").replace("\\", "")
     return label[:-2] if label.endswith("/?") and len(label) > 2 else label
 
 
