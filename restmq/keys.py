@@ -13,7 +13,7 @@ that follow it share the same queues::
 New structures sit beside them. Their suffixes contain no ':' so they can never
 collide with the keys of another queue (whose names may contain ':')::
 
-    <q>:deliveries        HASH    message key -> times it was handed out (peek, reserve)
+    <q>:deliveries        HASH    message key -> times it was handed out (reserve)
     <q>:listeners         STRING  present while some RestMQ process streams <q> (PX ttl)
     <q>:bsubs             STRING  present while some process has broadcast subscribers of <q>
                                   ready (publishes may then go straight to the channel)
@@ -21,6 +21,7 @@ collide with the keys of another queue (whose names may contain ':')::
                                   acked stream): publishes must then go through the list
     <q>:history           LIST    keys of the last broadcast messages, newest first
     <q>:historybodies     HASH    message key -> body, for the keys in <q>:history
+    <q>:historymeta       HASH    message key -> metadata blob, for those that have one
     <q>:inflight          ZSET    leased message key -> lease deadline (ms, Redis TIME)
     <q>:leases            HASH    leased message key -> lease token
     <q>:delayed           ZSET    delayed message key -> due time (ms, Redis TIME)
@@ -30,13 +31,48 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
 
+Consumer groups, attributes and ordering keys (a queue that never had a group,
+an attribute or an ordering key has none of these keys and behaves as above)::
+
+    <q>:groups            HASH    group name -> creation time (ms); every publish to <q>
+                                  also queues the message key on each group's list
+    <q>:refs              HASH    message key -> holders left (default consumers + groups)
+                                  when the message was published while <q> had groups;
+                                  the body goes when the count reaches 0 (no field: one holder)
+    <q>:meta              HASH    message key -> one encoded blob of per-message metadata
+                                  (JSON: {"a": attributes, "k": ordering key, "s": system
+                                  fields that other front-ends such as SQS carry}); opaque
+                                  to Lua, removed with the body
+    <q>:okey              HASH    message key -> its ordering key (Lua reads this, not the blob)
+    <ns>:okeys            HASH    ordering key -> the message key that holds it (leased,
+                                  waiting at the head, or delayed after a nack)
+    <q>#<g>:ok.<k>        LIST    messages with ordering key k that arrived while k was
+    <q>#:ok.<k>                   held, oldest at the tail (group g / the default consumers)
+    <ns>:parked           STRING  how many messages wait in the ok.<k> lists of <ns>
+
+Each group g of <q> has the consuming structures of a queue under the prefix
+``<ns>`` = "<q>#<g>" (the default consumers' prefix is <q> itself, so their keys
+are the ones listed above): <ns>:queue, :inflight, :leases, :delayed,
+:deliveries, :enqueued, :settings, :listeners, :poppers. '#' is not allowed in
+queue or group names and ':' not in group names, so "<q>#<g>:<suffix>" is never
+a key of any queue. The list of a group holds the message keys "<q>:<n>" of
+<q>: bodies are stored once. A group's dead letters go to the ordinary queue
+"<q>:dead@<g>" (with their attributes).
+
+Request/reply::
+
+    restmq:rpc:<id>       STRING  a caller waits (PX = its timeout); "" until the reply
+                                  arrives, then the reply's encoded body and attributes
+
 Queue names. As in the original, a name is any text: spaces, slashes,
 non-ASCII letters, ':' and punctuation are all fine. The rules that keep the
 layout safe:
 
 - 1 to 200 characters (the dead-letter queue "<q>:dead" of a 200-character
-  name may be 205), valid UTF-8, no control characters (U+0000-U+001F, U+007F-U+009F:
-  they would break SSE frames and log lines);
+  name may be 205, a group's "<q>:dead@<g>" 270), valid UTF-8, no control
+  characters (U+0000-U+001F, U+007F-U+009F: they would break SSE frames and
+  log lines);
+- no '#': "<q>#<g>" is the namespace of group g of q (see above);
 - not beginning with "queuestat:": "queuestat::<q>" is the status key of <q>,
   and a queue "queuestat:" would own "queuestat::UUID", the status key of a
   queue named "UUID".
@@ -48,7 +84,9 @@ have to contain the other's extra ":..." part, which none does. So "a:queue",
 "a:UUID" or "a:5" are ordinary queues whose keys ("a:queue:queue", "a:5:1",
 ...) never meet the keys of the queue "a" ("a:queue", "a:5"). A name ending in
 ":dead" is the dead-letter queue of the name before it, by design. The words
-"refcount" and "lock" (the original's "<key>:lock") are never used as suffixes.
+"refcount" and "lock" (the original's "<key>:lock") are never used as suffixes,
+and a request id (32 hex digits) is none of the suffixes, so "restmq:rpc:<id>"
+is no key of a queue named "restmq:rpc".
 
 Original keys kept as the original wrote them::
 
@@ -57,7 +95,9 @@ Original keys kept as the original wrote them::
 
 Pub/sub channels::
 
-    restmq:notify             "w<q>" wake consumers of <q>; "p<q>" <q> was purged
+    restmq:notify             "w<q>" wake consumers of <q> ("w<q>#<g>": of group g);
+                              "p<q>" <q> was purged ("p<q>#<g>": group g was removed);
+                              "r<id>" the reply to request <id> is stored
     restmq:broadcast:<q>      broadcast batches for streaming subscribers of <q>
 """
 
@@ -71,6 +111,8 @@ __all__ = [
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
     "broadcast_channel", "dead_letter_queue", "queue_of_key",
+    "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
+    "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
 ]
 
 QUEUESET = "QUEUESET"
@@ -79,27 +121,77 @@ BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
 MAX_QUEUE_NAME_CHARS = 200
 DEAD_LETTER_SUFFIX = ":dead"
 
-# control characters (C0, DEL, C1): they would break SSE frames, logs and headers
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+GROUP_SEPARATOR = "#"
+MAX_GROUP_NAME_BYTES = 64
+GROUP_DEAD_LETTER_SEPARATOR = "@"
+RPC_PREFIX = "restmq:rpc:"
+
+# control characters (C0, DEL, C1) would break SSE frames, logs and headers; '#' is
+# the group separator
+_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f#]")
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_\-.@]{1,%d}\Z" % MAX_GROUP_NAME_BYTES)
+_GROUP_DEAD_LETTERS = re.compile(r"(.+):dead@[A-Za-z0-9_\-.@]{1,%d}\Z" % MAX_GROUP_NAME_BYTES, re.S)
 _RESERVED_PREFIX = "queuestat:"
 
 
 def is_valid_queue_name(name: str) -> bool:
-    """1 to 200 characters of UTF-8 text, no control characters, not ``queuestat:...``.
+    """1 to 200 characters of UTF-8 text, no control characters, no '#', not
+    ``queuestat:...``.
 
-    The dead-letter queue of a 200-character name ("<q>:dead") is valid too. A
-    name holding lone surrogates (undecodable percent-escapes) is not UTF-8: refused.
+    The dead-letter queues of a 200-character name ("<q>:dead", "<q>:dead@<g>")
+    are valid too. A name holding lone surrogates (undecodable percent-escapes)
+    is not UTF-8: refused.
     """
-    if not name or name.startswith(_RESERVED_PREFIX) or _CONTROL.search(name):
-        return False
-    limit = MAX_QUEUE_NAME_CHARS + (len(DEAD_LETTER_SUFFIX) if name.endswith(DEAD_LETTER_SUFFIX) else 0)
-    if len(name) > limit:
+    if not name or name.startswith(_RESERVED_PREFIX) or _REFUSED.search(name):
         return False
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return True
+    if len(name) <= MAX_QUEUE_NAME_CHARS:
+        return True
+    if name.endswith(DEAD_LETTER_SUFFIX):
+        return len(name) <= MAX_QUEUE_NAME_CHARS + len(DEAD_LETTER_SUFFIX)
+    group_dead = _GROUP_DEAD_LETTERS.match(name)
+    return group_dead is not None and len(group_dead.group(1)) <= MAX_QUEUE_NAME_CHARS
+
+
+def is_valid_group_name(name: str) -> bool:
+    """Letters, digits and ``_ - . @``, 1 to 64 bytes (no ':' and no '#')."""
+    return bool(_GROUP_NAME.match(name))
+
+
+def namespace(queue: str, group: str = "") -> str:
+    """The prefix of the consuming structures of ``group`` of ``queue``: the queue
+    itself for its default consumers, "<q>#<g>" for a group. It is also the name
+    wake-ups and the dispatcher use for that set of consumers."""
+    return queue + GROUP_SEPARATOR + group if group else queue
+
+
+def split_namespace(name: str) -> "tuple[str, str]":
+    """"<q>#<g>" -> (q, g); "<q>" -> (q, "")."""
+    queue, _, group = name.partition(GROUP_SEPARATOR)
+    return queue, group
+
+
+def groups(queue: str) -> str:
+    return queue + ":groups"
+
+
+def refs(queue: str) -> str:
+    return queue + ":refs"
+
+
+def meta(queue: str) -> str:
+    return queue + ":meta"
+
+
+def ordering_keys(queue: str, group: str = "") -> str:
+    return namespace(queue, group) + ":okeys"
+
+
+def rpc(request_id: str) -> str:
+    return RPC_PREFIX + request_id
 
 
 def uuid(queue: str) -> str:
@@ -149,6 +241,10 @@ def history_bodies(queue: str) -> str:
     return queue + ":historybodies"
 
 
+def history_meta(queue: str) -> str:
+    return queue + ":historymeta"
+
+
 def inflight(queue: str) -> str:
     return queue + ":inflight"
 
@@ -181,8 +277,11 @@ def dead_info(queue: str) -> str:
     return queue + ":deadinfo"
 
 
-def dead_letter_queue(queue: str) -> str:
-    """The ordinary queue that receives <q>'s dead letters: "<q>:dead"."""
+def dead_letter_queue(queue: str, group: str = "") -> str:
+    """The ordinary queue that receives <q>'s dead letters: "<q>:dead" (those of
+    group g: "<q>:dead@<g>")."""
+    if group:
+        return queue + DEAD_LETTER_SUFFIX + GROUP_DEAD_LETTER_SEPARATOR + group
     return queue + DEAD_LETTER_SUFFIX
 
 

@@ -706,6 +706,8 @@ async def test_queue_names_the_original_took(app, redis):
     # CHANGED: a queue named "" (/c/, /p/, POST /q/) is refused; the original stored ":1"
     assert (await call(app, "POST", "/q/", {"value": "v"}))[0] == 405
     assert (await call(app, "GET", "/p/"))[0] == 404
+    # CHANGED: '#' joins a queue to its consumer group in Redis keys
+    assert (await call(app, "POST", "/q/a%23b", {"value": "v"}))[0] == 400
 
 
 # README.collectd and collectd.py: the collectd plugin's endpoints

@@ -11,17 +11,19 @@ from urllib.parse import unquote_plus
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import collectd, control, leases, ops, pages, protocol, queues
+from restmq.web import collectd, control, leases, ops, pages, patterns, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
 __all__ = ["make_app", "RestMQApplication"]
 
 # A queue name in a path: any text, slashes included ("/q/a/b" is the queue "a/b").
-# A route with a suffix ("/q/<q>/ack", "/q/<q>/dead", ...) is listed before the plain
-# route of its prefix and wins: a queue whose name ends with such a suffix is written
-# with its slash percent-encoded ("/q/x%2Fack"), which the router does not split on.
+# A route with a suffix ("/q/<q>/ack", "/q/<q>/groups/<g>", ...) is listed before the
+# plain route of its prefix and wins: a queue whose name ends with such a suffix is
+# written with its slash percent-encoded ("/q/x%2Fack"), which the router does not split on.
 _Q = r"(.+?)"
+_G = r"([^/]+?)"
+_ID = r"([0-9a-f]{1,64})"
 
 
 class RestMQApplication(cyclone.web.Application):
@@ -55,7 +57,8 @@ def route_label(pattern: str) -> str:
     """The label of a route pattern in logs and metrics: r"/q/([^/]+)/?" -> "/q/{queue}"."""
     if pattern == r".*":
         return "(unmatched)"
-    label = pattern.replace(_Q, "{queue}").replace("(.*)", "{name}").replace("\\", "")
+    label = pattern.replace(_Q, "{queue}").replace(_G, "{group}").replace(_ID, "{reply_to}")
+    label = label.replace("(.*)", "{name}").replace("\\", "")
     return label[:-2] if label.endswith("/?") and len(label) > 2 else label
 
 
@@ -98,6 +101,11 @@ def routes(context: Context) -> list:
         (r"/", queues.IndexHandler, deps),
         (r"/q/?", queues.QueueListHandler, deps),
         (r"/q/%s/(ack|nack|extend)/?" % _Q, leases.SettleHandler, deps),
+        (r"/q/%s/groups/?" % _Q, patterns.GroupsHandler, deps),
+        (r"/q/%s/groups/%s/?" % (_Q, _G), patterns.GroupHandler, deps),
+        (r"/take/?", patterns.TakeHandler, deps),
+        (r"/rpc/%s/?" % _Q, patterns.RpcHandler, deps),
+        (r"/reply/%s/?" % _ID, patterns.ReplyHandler, deps),
         (r"/q/%s/redrive/?" % _Q, leases.RedriveHandler, deps),
         (r"/q/%s/dead/?" % _Q, leases.DeadLettersHandler, deps),
         # every /q/<q>/<suffix> route goes above this line: this one takes any rest of the path
@@ -107,6 +115,9 @@ def routes(context: Context) -> list:
         (r"/c/%s/?" % _Q, streams.CometHandler, deps),
         (r"/sse/%s/?" % _Q, streams.CometHandler, deps),
         (r"/ws/%s/?" % _Q, streams.WebSocketHandler, deps),
+        (r"/c/?", streams.CometHandler, deps),
+        (r"/sse/?", streams.CometHandler, deps),
+        (r"/ws/?", streams.WebSocketHandler, deps),
         (r"/p/%s/?" % _Q, control.PolicyHandler, deps),
         (r"/control/?", control.ControlListHandler, deps),
         (r"/control/%s/?" % _Q, control.ControlHandler, deps),

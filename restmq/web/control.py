@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional
 from restmq.errors import BadRequest
 from restmq.model import Policy, QueueState
 from restmq.storage.pool import describe
+from restmq.storage.store import check_group
 from restmq.web import pages
 from restmq.web.base import BaseHandler, async_handler
 
@@ -151,8 +152,14 @@ class JobsHandler(BaseHandler):
     @async_handler
     async def get(self, queue: str) -> None:
         count = self.number("count", 10, low=1, high=1000, integer=True)
-        length, messages = await self.store.jobs(queue, int(count))
-        jobs = [{"key": m.key, "value": m.value} for m in messages]
+        length, messages = await self.store.jobs(queue, int(count),
+                                                 group=check_group(self.argument("group") or ""))
+        jobs = []
+        for message in messages:
+            job: Dict[str, Any] = {"key": message.key, "value": message.value}
+            if message.attributes:
+                job["attributes"] = message.attributes
+            jobs.append(job)
         if self.wants_html() and not self.wants_json():
             self.respond_html(pages.jobs(queue, length, jobs))
             return
