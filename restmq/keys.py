@@ -30,6 +30,8 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:idempotencyexp    ZSET    Idempotency-Key -> expiry (ms)
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
+    restmq:counters       HASH    "<event>:<q>" -> count (dead_lettered, expired, queue_full),
+                                  for /metrics, shared by every broker on this Redis
 
 Consumer groups, attributes and ordering keys (a queue that never had a group,
 an attribute or an ordering key has none of these keys and behaves as above)::
@@ -110,7 +112,7 @@ __all__ = [
     "uuid", "message", "refcount", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
-    "broadcast_channel", "dead_letter_queue", "queue_of_key",
+    "broadcast_channel", "dead_letter_queue", "queue_of_key", "COUNTERS", "COUNTED_EVENTS",
     "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
     "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
 ]
@@ -118,6 +120,10 @@ __all__ = [
 QUEUESET = "QUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
+#: HASH "<event>:<queue>" -> count of every broker sharing this Redis, for /metrics
+#: (written by lib.lua's count_event)
+COUNTERS = "restmq:counters"
+COUNTED_EVENTS = ("dead_lettered", "expired", "queue_full")
 MAX_QUEUE_NAME_CHARS = 200
 DEAD_LETTER_SUFFIX = ":dead"
 
