@@ -86,8 +86,8 @@ have to contain the other's extra ":..." part, which none does. So "a:queue",
 "a:UUID" or "a:5" are ordinary queues whose keys ("a:queue:queue", "a:5:1",
 ...) never meet the keys of the queue "a" ("a:queue", "a:5"). A name ending in
 ":dead" is the dead-letter queue of the name before it, by design. The words
-"refcount" and "lock" (the original's "<key>:lock") are never used as suffixes,
-and a request id (32 hex digits) is none of the suffixes, so "restmq:rpc:<id>"
+"refcount", "lock" (the original's "<key>:lock") and "counters" ("restmq:counters"
+is global) are never used as suffixes, and a request id (32 hex digits) is none of the suffixes, so "restmq:rpc:<id>"
 is no key of a queue named "restmq:rpc".
 
 Original keys kept as the original wrote them::
