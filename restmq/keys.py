@@ -29,6 +29,8 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:idempotencyexp    ZSET    Idempotency-Key -> expiry (ms)
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
+    <q>:delivered         STRING  messages handed out of <q> so far (pops, reserves, streams), for
+                                  the dashboard's rates; <q>:UUID counts what was published
 
 Queue names beginning with "queuestat:" are refused: "queuestat::<q>" could
 otherwise be the key of such a queue.
@@ -47,7 +49,7 @@ __all__ = [
     "QUEUESET", "NOTIFY_CHANNEL", "MAX_QUEUE_NAME_BYTES", "is_valid_queue_name",
     "uuid", "message", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
-    "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
+    "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued", "delivered",
     "broadcast_channel", "dead_letter_queue", "queue_of_key",
 ]
 
@@ -139,6 +141,10 @@ def idempotency_expiry(queue: str) -> str:
 
 def enqueued(queue: str) -> str:
     return queue + ":enqueued"
+
+
+def delivered(queue: str) -> str:
+    return queue + ":delivered"
 
 
 def dead_info(queue: str) -> str:

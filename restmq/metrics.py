@@ -50,8 +50,6 @@ class Metrics:
         self.max_queues = max_queues
         self.registry = registry if registry is not None else CollectorRegistry()
         self._labelled: Set[str] = set()
-        # per queue label, for the dashboard's rates: [published, delivered]
-        self._totals: Dict[str, List[float]] = {}
         self._published = Counter(
             "restmq_messages_published", "Messages stored by producers through this process.",
             ["queue"], registry=self.registry)
@@ -108,14 +106,12 @@ class Metrics:
         if count:
             label = self.queue_label(queue)
             self._child(self._published, label).inc(count)
-            self._totals.setdefault(label, [0.0, 0.0])[0] += count
 
     def delivered(self, queue: str, transport: str, count: int) -> None:
         """``count`` messages of ``queue`` went to consumers over ``transport``."""
         if count:
             label = self.queue_label(queue)
             self._child(self._delivered, label, transport).inc(count)
-            self._totals.setdefault(label, [0.0, 0.0])[1] += count
 
     def acked(self, queue: str, count: int) -> None:
         if count:
@@ -142,11 +138,6 @@ class Metrics:
             self._child(self._durations, route).observe(seconds)
 
     # reading
-
-    def totals(self) -> Dict[str, Dict[str, float]]:
-        """Published and delivered counts of this process by queue label, for the dashboard."""
-        return {label: {"published": values[0], "delivered": values[1]}
-                for label, values in self._totals.items()}
 
     def render(self, queues: Optional[Iterable[Any]],
                subscribers: Mapping[str, Mapping[str, int]]) -> bytes:

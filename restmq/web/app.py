@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import collectd, control, leases, ops, protocol, queues
+from restmq.web import collectd, console, control, leases, ops, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
@@ -95,6 +95,8 @@ def routes(context: Context) -> list:
         (r"/q/%s/(ack|nack|extend)/?" % _Q, leases.SettleHandler, deps),
         (r"/q/%s/redrive/?" % _Q, leases.RedriveHandler, deps),
         (r"/q/%s/dead/?" % _Q, leases.DeadLettersHandler, deps),
+        (r"/q/%s/messages/?" % _Q, console.MessagesHandler, deps),
+        (r"/q/%s/consumers/?" % _Q, console.ConsumersHandler, deps),
         (r"/settings/%s/?" % _Q, leases.SettingsHandler, deps),
         (r"/queue/?", protocol.ProtocolHandler, deps),
         (r"/c/%s/?" % _Q, streams.CometHandler, deps),

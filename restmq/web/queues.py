@@ -133,7 +133,7 @@ class _Consuming(_Producing):
         dispatcher = self.context.dispatcher
         clock = self.context.clock
         deadline = clock.seconds() + wait
-        waiter = dispatcher.waiter(queue)
+        waiter = dispatcher.waiter(queue, self.request.remote_ip or "")
         gone: List[bool] = []
         pending: List[Any] = []
 

@@ -79,7 +79,7 @@ class StreamConsumer:
 
     __slots__ = ("transport", "_write", "_encode", "_cache_name", "_buffer_limit", "_dispatcher",
                  "_queue", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
-                 "acked", "prefetch", "_held")
+                 "acked", "prefetch", "_held", "remote", "since")
 
     def __init__(self, transport_name: str, write: Callable[[bytes], None],
                  encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
@@ -103,6 +103,9 @@ class StreamConsumer:
         self.acked = False
         self.prefetch = 0
         self._held: Optional[Dict[str, Tuple[str, float]]] = None
+        # who it is, for the dashboard's consumer list (set by _identify)
+        self.remote = ""
+        self.since = 0.0
 
     # dispatch.AckedConsumer
 
@@ -191,6 +194,12 @@ class StreamConsumer:
         self.closed = True
 
 
+def _identify(handler: BaseHandler, consumer: StreamConsumer) -> None:
+    """The client's address and the time it connected (``GET /q/<q>/consumers``)."""
+    consumer.remote = handler.request.remote_ip or ""
+    consumer.since = handler.context.clock.seconds()
+
+
 def _ack_options(handler: BaseHandler, consumer: StreamConsumer) -> None:
     """``?ack=1`` makes a stream at-least-once: leased messages, ``prefetch`` unacked."""
     if handler.argument("ack") in ("1", "true", "yes"):
@@ -259,6 +268,7 @@ class CometHandler(BaseHandler):
             dispatch.buffer_limit, dispatcher, queue, _HttpStreamEnd(connection, chunked),
             _HEARTBEATS[chunked] if sse else None)
         _ack_options(self, consumer)
+        _identify(self, consumer)
         last_id = None
         if sse:
             last_id = self.request.headers.get("Last-Event-ID") or self.argument("lastEventId")
@@ -354,6 +364,7 @@ class _WebSocketSession:
             self.context.config.dispatch.buffer_limit, dispatcher, queue, self._closed_by_broker,
             self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
+        _identify(handler, self.consumer)
         self.transport.registerProducer(self.consumer, True)
         dispatcher.subscribe(queue, self.consumer)
         dispatcher.add_heartbeat(self.consumer)

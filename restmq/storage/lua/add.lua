@@ -1,8 +1,8 @@
 -- add.lua: store messages and queue their keys; wake streaming consumers on every process.
 -- KEYS[1] = <q>:queue (the script also touches <q>:UUID, QUEUESET, queuestat::<q>,
 -- <q>:listeners, <q>:bsubs, <q>:poppers, <q>:settings, <q>:delayed, <q>:idempotency,
--- <q>:idempotencyexp, <q>:enqueued, the history: fewer arguments make the hottest call
--- cheaper to send)
+-- <q>:idempotencyexp, <q>:enqueued, <q>:delivered, the history: fewer arguments make
+-- the hottest call cheaper to send)
 -- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = ttl seconds or ""
 -- ARGV[4] = delay ms or ""  ARGV[5] = idempotency key or ""  ARGV[6] = idempotency window ms
 -- ARGV[7] = default history size  ARGV[8..] = message bodies (a batch is atomic)
@@ -65,6 +65,7 @@ if ARGV[4] == '' and redis.call('EXISTS', queue .. ':bsubs') == 1
   end
   if redis.call('PUBLISH', 'restmq:broadcast:' .. queue, cjson.encode(batch)) > 0 then
     record_history(queue, batch, tonumber(ARGV[7]))
+    count_delivered(queue, count)
     return finish(keys)
   end
 end

@@ -13,4 +13,6 @@ removed = removed + redis.call('DEL', key)
 redis.call('HDEL', queue .. ':leases', key)
 redis.call('HDEL', queue .. ':deliveries', key)
 redis.call('HDEL', queue .. ':enqueued', key)
+-- a dead letter's note (on a dead-letter queue)
+redis.call('HDEL', queue .. ':deadinfo', key)
 return removed > 0 and 1 or 0

@@ -73,6 +73,13 @@ local function promote(queue, now, default_max_receives)
   return #due + #expired
 end
 
+-- <q>:delivered counts the messages handed out of <q> (the dashboard's rates).
+local function count_delivered(queue, n)
+  if n > 0 then
+    redis.call('INCRBY', queue .. ':delivered', n)
+  end
+end
+
 -- The plain pop, in bulk: a few commands per batch rather than six per message.
 local function pop_plain(queue, n)
   local list = queue .. ':queue'
@@ -110,6 +117,7 @@ local function pop_plain(queue, n)
       break
     end
   end
+  count_delivered(queue, got)
   return out
 end
 
@@ -158,6 +166,7 @@ local function pop(queue, n, lease_ms, tokens_prefix, now)
       end
     end
   end
+  count_delivered(queue, got)
   return out
 end
 

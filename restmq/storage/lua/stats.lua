@@ -2,8 +2,9 @@
 -- KEYS[1] = QUEUESET
 -- ARGV[1] = queue name, or "" for all queues  ARGV[2] = default max_receives
 -- Due delayed messages and expired leases are moved first, so the counts are current.
--- Returns a flat list, 8 fields per queue: name, length, status, policy, inflight,
--- delayed, dead, age of the oldest waiting message in ms (-1 unknown).
+-- Returns a flat list, 10 fields per queue: name, length, status, policy, inflight,
+-- delayed, dead, age of the oldest waiting message in ms (-1 unknown), messages
+-- published so far (<q>:UUID), messages handed out so far (<q>:delivered).
 local names
 if ARGV[1] ~= '' then
   names = {ARGV[1]}
@@ -30,5 +31,7 @@ for _, q in ipairs(names) do
   out[#out + 1] = redis.call('ZCARD', q .. ':delayed')
   out[#out + 1] = redis.call('LLEN', q .. ':dead:queue')
   out[#out + 1] = age
+  out[#out + 1] = redis.call('GET', q .. ':UUID') or 0
+  out[#out + 1] = redis.call('GET', q .. ':delivered') or 0
 end
 return out
