@@ -113,7 +113,21 @@ class OpenAPIHandler(_OpsHandler):
 
 
 class DashboardHandler(_OpsHandler):
-    """GET /dashboard/ (the page) and its files; /dashboard redirects to /dashboard/."""
+    """GET /dashboard/ (the page) and its files; /dashboard redirects to /dashboard/.
+
+    These files hold no data (every number on the page comes from routes that
+    check the ACL), so they ask only for an address the ``ops`` section allows,
+    not for its credentials: the page can then take a token from its URL
+    fragment, and the browser asks for Basic credentials on the first refused
+    request.
+    """
+
+    acl_categories: Dict[str, str] = {}
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.context.acl.enabled:
+            self.context.acl.check_address("ops", self.request.remote_ip)
 
     # cyclone hands each route's own keyword arguments to initialize()
     def initialize(self, context: Context, files: Dict[str, bytes]) -> None:  # type: ignore[override]
