@@ -797,16 +797,18 @@
 
   // ---------------------------------------------------------------- the live feed
 
-  function setLive(live) {
+  function setLive(live, refused) {
     const node = $("live");
     node.className = live ? "online" : "offline";
-    text(node, live ? "live" : "reconnecting…");
+    // EventSource gives up for good on a refusal (401, 403): say so, not "reconnecting"
+    text(node, live ? "live" : refused ? "offline: the broker refused the event stream (credentials?)"
+                                       : "reconnecting…");
   }
 
   for (const svg of document.querySelectorAll("svg.chart")) svg.dataset.label = svg.getAttribute("aria-label");
   const events = new EventSource(api("dashboard/events", token ? {token: token} : null));
   events.addEventListener("stats", (event) => render(JSON.parse(event.data)));
   events.addEventListener("open", () => setLive(true));
-  events.addEventListener("error", () => setLive(false));
+  events.addEventListener("error", () => setLive(false, events.readyState === EventSource.CLOSED));
   route();
 })();
