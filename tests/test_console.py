@@ -224,3 +224,21 @@ async def test_console_routes_follow_rest_consumer(redis, redis_server, tmp_path
             assert (await running.get(route, headers={"Authorization": "Bearer c0nsume"})).code == 200
     finally:
         await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_deliveries_count_in_the_queue_total_and_consumers_name_their_group(app, redis):
+    assert (await app.post("/q/shared/groups/audit")).code == 201
+    await publish(app, "shared", "one", "two")
+    assert (await app.get("/q/shared")).code == 200
+    assert (await app.get("/q/shared", params={"group": "audit", "count": "2"})).code == 200
+    stats = await body_json(await app.get("/stats/shared"))
+    assert stats["published"] == 2 and stats["delivered"] == 3
+    assert await redis.get("shared#audit:delivered") == "2"
+    stream = await Stream.open(app.port, "/sse/shared?group=audit")
+    try:
+        await wait_until(lambda: app.dispatcher.consumers("shared"))
+        view = await body_json(await app.get("/q/shared/consumers"))
+        assert [(c["transport"], c["group"]) for c in view["consumers"]] == [("sse", "audit")]
+    finally:
+        stream.close()

@@ -268,6 +268,42 @@ async def test_dashboard_dead_letters_show_each_reason_and_redrive_delete_purge_
 
 @pytest.mark.timeout(180)
 @pytest_twisted.ensureDeferred
+async def test_dashboard_shows_a_queues_groups_and_their_consumers(app, redis):
+    for group in ("billing", "audit"):
+        assert (await app.post("/q/invoices/groups/" + group)).code == 201
+    await _publish(app, "invoices", "inv 1", "inv 2", "inv 3")
+    consumer = await Stream.open(app.port, "/sse/invoices?group=billing&ack=1&prefetch=2")
+    await wait_until(lambda: app.dispatcher.consumers("invoices"))
+    base = app.url
+
+    def drive(page: Any) -> None:
+        from playwright.sync_api import expect
+        _open_queue(page, base, "invoices")
+        groups = page.locator("#groups tbody tr")
+        expect(groups).to_have_count(2, timeout=UPDATE_TIMEOUT_MS)
+        assert groups.locator("td.name").all_text_contents() == ["audit", "billing"]
+        audit = page.locator('#groups tr[data-group="audit"]')
+        billing = page.locator('#groups tr[data-group="billing"]')
+        expect(audit.locator("td.depth")).to_have_text("3")
+        # billing's consumer holds its prefetch of two leased messages
+        expect(billing.locator("td.inflight")).to_have_text("2", timeout=UPDATE_TIMEOUT_MS)
+        expect(billing.locator("td.depth")).to_have_text("1")
+        expect(billing.locator("td.subscribers")).to_have_text("sse 1")
+        consumers = page.locator("#consumers tbody tr")
+        expect(consumers).to_have_count(1, timeout=UPDATE_TIMEOUT_MS)
+        expect(consumers.first.locator("td.group")).to_have_text("billing")
+        expect(consumers.first.locator("td.prefetch")).to_have_text("2 / 2")
+        # a group's dead count links to its own dead-letter queue
+        assert audit.locator("td.dead a").get_attribute("href") == "#queue=invoices%3Adead%40audit"
+
+    try:
+        assert await deferToThread(_in_browser, drive) == []
+    finally:
+        consumer.close()
+
+
+@pytest.mark.timeout(180)
+@pytest_twisted.ensureDeferred
 async def test_dashboard_refused_action_error_stays_until_dismissed(app, redis):
     assert (await app.post("/settings/full", data={"maxlen": "1", "overflow": "reject"})).code == 200
     await _publish(app, "full", "the only one")

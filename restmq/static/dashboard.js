@@ -473,7 +473,16 @@
   let detailPending = false;
 
   const deadSuffix = ":dead";
-  const originOf = (queue) => queue.endsWith(deadSuffix) ? queue.slice(0, -deadSuffix.length) : null;
+  // "<q>:dead" holds the dead letters of <q>, "<q>:dead@<g>" those of its group <g>
+  const DEAD_LETTERS = /^(.+):dead(?:@([A-Za-z0-9_.@-]{1,64}))?$/;
+  function deadOf(queue) {
+    const found = DEAD_LETTERS.exec(queue);
+    return found ? {queue: found[1], group: found[2] || ""} : null;
+  }
+  const originOf = (queue) => {
+    const dead = deadOf(queue);
+    return dead ? dead.queue : null;
+  };
 
   function route(event) {
     const queue = fragment().get("queue");
@@ -502,9 +511,12 @@
     $("detail-origin").hidden = origin === null;
     $("detail").classList.toggle("dead-letters", origin !== null);
     if (origin !== null) {
+      const group = deadOf(queue).group;
       $("origin-link").href = queueLink(origin);
-      text($("origin-link"), origin);
+      text($("origin-link"), origin + (group ? " (group " + group + ")" : ""));
     }
+    $("groups-part").hidden = true;
+    $("groups").tBodies[0].replaceChildren();
     text($("messages-title"), origin !== null ? "Dead letters, oldest first" : "Next messages to be delivered");
     $("messages").tBodies[0].replaceChildren();
     $("consumers").tBodies[0].replaceChildren();
@@ -543,7 +555,7 @@
     lastDetail = Date.now();
     const queue = selected;
     try {
-      await Promise.all([loadMessages(queue), loadConsumers(queue)]);
+      await Promise.all([loadMessages(queue), loadConsumers(queue), loadGroups(queue)]);
     } finally {
       detailPending = false;
     }
@@ -625,6 +637,7 @@
       const row = document.createElement("tr");
       const add = (name, value, numeric) => text(cell(row, name, numeric), value);
       add("transport", consumer.transport + (consumer.acked ? " (acked)" : ""), false);
+      add("group", consumer.group || null, false);
       add("remote", consumer.remote || "–", false);
       add("since", consumer.since ? clock(consumer.since) + " (" + age(now - consumer.since) + ")" : null, false);
       add("prefetch", consumer.acked ? consumer.unacked + " / " + consumer.prefetch : null, true);
@@ -632,6 +645,45 @@
     });
     $("consumers").tBodies[0].replaceChildren(...rows);
     $("consumers-empty").hidden = rows.length > 0;
+  }
+
+  async function loadGroups(queue) {
+    if (deadOf(queue)) {
+      $("groups-part").hidden = true;
+      return;
+    }
+    let view;
+    try {
+      view = await request("GET", "q/" + enc(queue) + "/groups");
+    } catch (error) {
+      return;   // an older broker without groups, or refused: the part stays hidden
+    }
+    if (queue !== selected) return;
+    const rows = view.groups.map((group) => {
+      const row = document.createElement("tr");
+      row.dataset.group = group.name;
+      const add = (name, value, numeric) => {
+        const td = cell(row, name, numeric);
+        text(td, value);
+        return td;
+      };
+      add("name", group.name, false);
+      add("depth", group.len, true);
+      add("inflight", group.inflight, true);
+      add("delayed", group.delayed, true);
+      const dead = cell(row, "dead", true);
+      const link = document.createElement("a");
+      link.href = queueLink(queue + deadSuffix + "@" + group.name);
+      link.textContent = String(group.dead);
+      link.setAttribute("aria-label", group.dead + " dead letters of group " + group.name);
+      dead.appendChild(link);
+      dead.classList.toggle("nonzero", group.dead > 0);
+      add("oldest", age(group.oldest_age), true);
+      add("subscribers", subscribers(group.subscribers), false);
+      return row;
+    });
+    $("groups").tBodies[0].replaceChildren(...rows);
+    $("groups-part").hidden = rows.length === 0;
   }
 
   function refreshDetailSoon() {
@@ -754,10 +806,12 @@
   }
 
   function redrive() {
-    const queue = originOf(selected) || selected;
-    act($("detail-notices"), $("act-redrive"), "Redrive " + queue,
-      () => request("POST", "q/" + enc(queue) + "/redrive"),
-      (body) => "Redrove " + body.moved + " dead letters of " + queue + " back to its end.")
+    const dead = deadOf(selected) || {queue: selected, group: ""};
+    const queue = dead.queue;
+    const whose = dead.group ? queue + " (group " + dead.group + ")" : queue;
+    act($("detail-notices"), $("act-redrive"), "Redrive " + whose,
+      () => request("POST", "q/" + enc(queue) + "/redrive", {form: dead.group ? {group: dead.group} : {}}),
+      (body) => "Redrove " + body.moved + " dead letters of " + whose + " back to its end.")
       .then(() => refreshDetailSoon());
   }
 
