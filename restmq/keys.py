@@ -55,7 +55,7 @@ an attribute or an ordering key has none of these keys and behaves as above)::
 Each group g of <q> has the consuming structures of a queue under the prefix
 ``<ns>`` = "<q>#<g>" (the default consumers' prefix is <q> itself, so their keys
 are the ones listed above): <ns>:queue, :inflight, :leases, :delayed,
-:deliveries, :enqueued, :settings, :listeners, :poppers. '#' is not allowed in
+:deliveries, :enqueued, :delivered, :settings, :listeners, :poppers. '#' is not allowed in
 queue or group names and ':' not in group names, so "<q>#<g>:<suffix>" is never
 a key of any queue. The list of a group holds the message keys "<q>:<n>" of
 <q>: bodies are stored once. A group's dead letters go to the ordinary queue
