@@ -32,6 +32,8 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
     <q>:delivered         STRING  messages handed out of <q> so far (pops, reserves, streams), for
                                   the dashboard's rates; <q>:UUID counts what was published
+    restmq:counters       HASH    "<event>:<q>" -> count (dead_lettered, expired, queue_full),
+                                  for /metrics, shared by every broker on this Redis
 
 Consumer groups, attributes and ordering keys (a queue that never had a group,
 an attribute or an ordering key has none of these keys and behaves as above)::
@@ -86,7 +88,7 @@ __all__ = [
     "uuid", "message", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued", "delivered",
-    "broadcast_channel", "dead_letter_queue", "queue_of_key",
+    "broadcast_channel", "dead_letter_queue", "queue_of_key", "COUNTERS", "COUNTED_EVENTS",
     "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
     "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
 ]
@@ -94,6 +96,10 @@ __all__ = [
 QUEUESET = "QUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
+#: HASH "<event>:<queue>" -> count of every broker sharing this Redis, for /metrics
+#: (written by lib.lua's count_event)
+COUNTERS = "restmq:counters"
+COUNTED_EVENTS = ("dead_lettered", "expired", "queue_full")
 MAX_QUEUE_NAME_BYTES = 200
 DEAD_LETTER_SUFFIX = ":dead"
 

@@ -527,6 +527,17 @@ class QueueStore:
                            rss=number("used_memory_rss"), max=number("maxmemory"),
                            policy=fields.get("maxmemory_policy", ""))
 
+    async def counters(self) -> Dict[str, Dict[str, int]]:
+        """Event counts of every broker on this Redis: {event: {queue: count}} for the
+        events of ``keys.COUNTED_EVENTS`` (dead-lettered, expired, refused as full)."""
+        reply = await self._command("HGETALL", keys.COUNTERS)
+        counts: Dict[str, Dict[str, int]] = {event: {} for event in keys.COUNTED_EVENTS}
+        for field, value in _pairs(reply).items():
+            event, _, queue = field.partition(":")
+            if event in counts and queue:
+                counts[event][queue] = int(value)
+        return counts
+
     async def groups(self, queue: str) -> List[GroupInfo]:
         """The consumer groups of ``queue`` with their counts, by name (one round trip)."""
         infos = await self.stats(queue)

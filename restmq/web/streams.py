@@ -367,6 +367,7 @@ class CometHandler(BaseHandler):
             self.write(b"retry: %d\n\n" % dispatch.sse_retry_ms)
         self.flush()
         self._headers_written = self._finished = True  # the consumer owns the response now
+        self._log()  # access log and HTTP metrics: the stream was answered, it now lives on
         connection.transport.registerProducer(consumer, True)
         self.notifyFinish().addBoth(consumer.gone)
         for target in targets:
@@ -454,6 +455,8 @@ class WebSocketHandler(BaseHandler):
         connection.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: %s\r\n\r\n" % generate_accept_token(key.encode("latin-1")))
+        self._status_code = 101
+        self._log()  # access log and HTTP metrics: the upgrade was answered
         session = _WebSocketSession(self, names, group, several)
         connection.upgrade(session)
 
@@ -577,6 +580,8 @@ class _WebSocketSession:
                 self.context.metrics.acked(name, done, group)
         elif action == "nack":
             done, refused = await store.nack(name, receipts, int(command.get("delay", 0) * 1000), group=group)
+            if self.context.metrics is not None:
+                self.context.metrics.nacked(name, done)
         else:
             seconds = command.get("seconds", delivery.lease_seconds)
             done, refused = await store.extend(name, receipts, int(seconds * 1000), group=group)

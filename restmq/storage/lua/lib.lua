@@ -17,6 +17,15 @@ local function owns(queue, key)
   return string.sub(key, 1, n + 1) == queue .. ':' and string.find(key, '^%d+$', n + 2) ~= nil
 end
 
+-- Deployment-wide event counts read by /metrics (keys.py COUNTERS): HASH field
+-- "<event>:<queue>" -> count, event one of dead_lettered, expired, queue_full.
+-- Counted per queue (a group's events count under its queue).
+local function count_event(event, queue, n)
+  if n > 0 then
+    redis.call('HINCRBY', 'restmq:counters', event .. ':' .. queue, n)
+  end
+end
+
 local function del_many(keys)
   for i = 1, #keys, 1000 do
     redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
@@ -141,6 +150,7 @@ local function dead_letter(q, g, key, count, reason, now)
   redis.call('HSET', dq .. ':enqueued', newkey, now)
   redis.call('HSET', dq .. ':deadinfo', newkey,
     cjson.encode({reason = reason, from = key, deliveries = tonumber(count), at = now}))
+  count_event('dead_lettered', q, 1)
   return newkey
 end
 
@@ -193,6 +203,7 @@ local function pop_plain(q, g, n)
   local ordered = redis.call('EXISTS', ns .. ':okeys') == 1
   local out = {}
   local got = 0
+  local expired = 0
   while got < n do
     local want = n - got
     local keys = redis.call('RPOP', list, want)
@@ -225,6 +236,8 @@ local function pop_plain(q, g, n)
           out[#out + 1] = tonumber(counts[i]) or 0
           out[#out + 1] = ''
           out[#out + 1] = metas[i] or ''
+        else
+          expired = expired + 1
         end
       end
     end
@@ -233,6 +246,7 @@ local function pop_plain(q, g, n)
     end
   end
   count_delivered(ns, got)
+  count_event('expired', q, expired)
   return out
 end
 
@@ -264,7 +278,9 @@ local function pop(q, g, n, lease_ms, tokens_prefix, now)
       local body = redis.call('GET', key)
       local k = ordered and redis.call('HGET', q .. ':okey', key)
       if not body then
+        -- its ttl ran out while it waited
         finish(q, g, key)
+        count_event('expired', q, 1)
       elseif k and (redis.call('HGET', ns .. ':okeys', k) or key) ~= key then
         redis.call('LPUSH', okwait(q, g, k), key)
         redis.call('INCR', ns .. ':parked')
