@@ -89,8 +89,8 @@ have to contain the other's extra ":..." part, which none does. So "a:queue",
 ...) never meet the keys of the queue "a" ("a:queue", "a:5"). A name ending in
 ":dead" is the dead-letter queue of the name before it, by design. The words
 "refcount", "lock" (the original's "<key>:lock") and "counters" ("restmq:counters"
-is global) are never used as suffixes, and a request id (32 hex digits) is none of the suffixes, so "restmq:rpc:<id>"
-is no key of a queue named "restmq:rpc".
+is global) are never used as suffixes, and a request id (32 hex digits) is none of
+the suffixes, so "restmq:rpc:<id>" is no key of a queue named "restmq:rpc".
 
 Original keys kept as the original wrote them::
 
