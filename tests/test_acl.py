@@ -132,7 +132,7 @@ async def test_acl_matrix_over_http(redis, redis_server, tmp_path):
             denied = await running.post(path, data={"value": "v"}, headers=headers)
             assert denied.code == 401
             assert denied.headers.getRawHeaders("WWW-Authenticate") == [
-                'Bearer realm="RestMQ", error="invalid_token"']
+                'Bearer realm="RestMQ Restricted Access", error="invalid_token"']
         assert (await running.post("/q/m", data={"value": "v"}, headers=basic("prod", "p4ss"))).code == 200
         assert (await running.post("/p/m", data={"policy": "roundrobin"})).code == 401
         assert (await running.delete("/q/m")).code == 401
