@@ -16,11 +16,12 @@ import orjson
 from twisted.internet import defer
 from twisted.logger import Logger
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, Message as WsMessage, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Message as WsMessage, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
+from restmq.acl import Credentials
 from restmq.errors import BadRequest, Forbidden
 from restmq.model import Batch, Message
 from restmq.storage.store import check_group, check_queue
@@ -99,7 +100,7 @@ class StreamConsumer:
 
     __slots__ = ("transport", "_write", "_encode", "_cache_name", "_buffer_limit", "_dispatcher",
                  "_queues", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
-                 "acked", "prefetch", "_held")
+                 "acked", "prefetch", "_held", "remote", "since")
 
     def __init__(self, transport_name: str, write: Callable[[bytes], None],
                  encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
@@ -124,6 +125,9 @@ class StreamConsumer:
         self.acked = False
         self.prefetch = 0
         self._held: Optional[Dict[str, Tuple[str, float]]] = None
+        # who it is, for the dashboard's consumer list (set by _identify)
+        self.remote = ""
+        self.since = 0.0
 
     # dispatch.AckedConsumer
 
@@ -269,6 +273,12 @@ def _stream_targets(handler: BaseHandler, queue: Optional[str]) -> Tuple[List[st
     return [check_queue(queue)], group, False
 
 
+def _identify(handler: BaseHandler, consumer: StreamConsumer) -> None:
+    """The client's address and the time it connected (``GET /q/<q>/consumers``)."""
+    consumer.remote = handler.request.remote_ip or ""
+    consumer.since = handler.context.clock.seconds()
+
+
 def _ack_options(handler: BaseHandler, consumer: StreamConsumer) -> None:
     """``?ack=1`` makes a stream at-least-once: leased messages, ``prefetch`` unacked."""
     if handler.argument("ack") in ("1", "true", "yes"):
@@ -349,6 +359,7 @@ class CometHandler(BaseHandler):
         else:
             consumer = StreamConsumer(*args)
         _ack_options(self, consumer)
+        _identify(self, consumer)
         last_id = None
         if sse and not group:
             # only broadcast messages are kept for a resume; a group's are consumed
@@ -432,6 +443,18 @@ class WebSocketHandler(BaseHandler):
 
     acl_categories = {"GET": "websocket:consumer"}
 
+    def credentials(self) -> Credentials:
+        """Basic or a token as elsewhere; failing those, the original's cookie
+        ``auth=user:password`` (browsers cannot send headers on a WebSocket). It is
+        read only when the ACL is on, since credentials are checked only then."""
+        found = super().credentials()
+        if found.username is None and found.token is None:
+            cookie = self.get_cookie("auth")
+            if cookie and ":" in cookie:
+                username, _, password = cookie.partition(":")
+                return Credentials(username, password, None)
+        return found
+
     def _check_origin(self) -> None:
         if not self.origin_allowed():
             raise Forbidden("origin %s is not allowed" % self.request.headers.get("Origin"))
@@ -490,7 +513,7 @@ class _WebSocketSession:
         self.connection = handler.request.connection
         self.transport = self.connection.transport
         self.max_message_bytes = self.context.config.server.max_message_bytes
-        self._parts: List[str] = []
+        self._parts: List[Any] = []
         self._size = 0
         self._oversized = False
         self._pending = 0
@@ -503,6 +526,7 @@ class _WebSocketSession:
             self.context.config.dispatch.buffer_limit, dispatcher, targets, self._closed_by_broker,
             self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
+        _identify(handler, self.consumer)
         self.connection.attach_producer(self.consumer)
         for target in targets:
             dispatcher.subscribe(target, self.consumer)
@@ -547,7 +571,7 @@ class _WebSocketSession:
                     self._closing = True
                     self._send(self.ws.send(event.response()))
                     self.connection.lose_connection()
-                elif isinstance(event, TextMessage):
+                elif isinstance(event, WsMessage):
                     self.messageReceived(event)
         except (RemoteProtocolError, LocalProtocolError):
             self._closing = True
@@ -558,30 +582,56 @@ class _WebSocketSession:
             self.connection.hold_reading(self._pending >= MAX_PENDING_COMMANDS)
 
     def messageReceived(self, event: WsMessage) -> None:
-        """Client text messages are commands: ``{"ack": receipt(s)}``,
-        ``{"nack": receipt(s), "delay": S}``, ``{"extend": receipt(s), "seconds": S}``.
-        Each is answered with a frame like ``{"acked": 1}`` or ``{"error": {...}}``.
-        wsproto hands a message over in pieces as its frames and segments arrive:
-        they are joined here (at most ``max_message_bytes``) before parsing."""
-        if not isinstance(event, TextMessage):
+        """On an acked stream (``?ack=1``) client text messages are commands:
+        ``{"ack": receipt(s)}``, ``{"nack": receipt(s), "delay": S}``,
+        ``{"extend": receipt(s), "seconds": S}``, each answered with a frame like
+        ``{"acked": 1}`` or ``{"error": {...}}``. Otherwise every message is sent
+        back as it came, as the original echoed. wsproto hands a message over in
+        pieces as its frames and TCP segments arrive: they are joined here, up to
+        ``max_message_bytes`` (a longer command is answered ``message_too_large``
+        and skipped; a longer echo closes the socket with 1009)."""
+        if self.consumer.closed or self._closing:
             return
         if not self._oversized:
-            self._size += len(event.data.encode("utf-8"))
+            data_part = event.data
+            self._size += len(data_part.encode("utf-8")) if isinstance(data_part, str) else len(data_part)
             if self._size > self.max_message_bytes:
+                self._parts, self._size = [], 0
+                if not self.consumer.acked:
+                    self.consumer.closed = True
+                    self._close(1009, "message too large")
+                    return
                 self._oversized = True
-                self._parts = []
                 self._reply({"error": {"code": "message_too_large", "message":
                                        "a command is at most %d bytes" % self.max_message_bytes}})
             else:
-                self._parts.append(event.data)
+                self._parts.append(data_part)
         if not event.message_finished:
             return
-        text = "".join(self._parts)
-        oversized = self._oversized
+        parts, oversized = self._parts, self._oversized
         self._parts, self._size, self._oversized = [], 0, False
-        if not oversized:
-            self._pending += 1
-            defer.ensureDeferred(self._command(text))
+        if oversized:
+            return
+        data: Any = "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
+        if self.consumer.acked:
+            if isinstance(data, str):
+                self._pending += 1
+                defer.ensureDeferred(self._command(data))
+            return
+        self.consumer.write_raw(self.ws.send(TextMessage(data=data) if isinstance(data, str)
+                                             else BytesMessage(data=data)))
+        if self.consumer.overflowing():
+            # it sends but does not read: memory must stay bounded
+            self.log.warn("WebSocket client of {queue} does not read its echoes: cut off", queue=self.queue)
+            self.transport.abortConnection()
+
+    def _close(self, code: int, reason: str) -> None:
+        self._closing = True
+        try:
+            self._send(self.ws.send(CloseConnection(code=code, reason=reason)))
+        except LocalProtocolError:
+            pass  # a close is already under way
+        self.connection.lose_connection()
 
     async def _command(self, text: str) -> None:
         from restmq.errors import RestMQError
@@ -669,12 +719,7 @@ class _WebSocketSession:
         if reason == "too slow":
             self.transport.abortConnection()
             return
-        self._closing = True
-        try:
-            self._send(self.ws.send(CloseConnection(code=1001, reason=reason)))
-        except LocalProtocolError:
-            pass  # a close is already under way
-        self.connection.lose_connection()
+        self._close(1001, reason)
 
     def connectionLost(self, reason: Any) -> None:
         self.consumer.gone()

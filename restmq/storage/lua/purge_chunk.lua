@@ -2,8 +2,9 @@
 -- progress (purge_start.lua) and delete their bodies.
 -- KEYS[1] = the purge's job list  KEYS[2] = restmq:purges
 -- ARGV[1] = queue name  ARGV[2] = N  ARGV[3] = the restmq:purges entry
--- Only keys of the queue ("<q>:<n>") are deleted (a body shared by several groups is
--- deleted, and counted, once); the entry leaves restmq:purges with the last chunk.
+-- Only keys of the queue ("<q>:<n>") are deleted, with their look counters ("<key>:refcount");
+-- a body shared by several groups is deleted, and counted, once; the entry leaves
+-- restmq:purges with the last chunk.
 -- Returns {bodies deleted, 1 when the purge is complete else 0}.
 local queue = ARGV[1]
 local budget = tonumber(ARGV[2])
@@ -38,6 +39,7 @@ while budget > 0 do
   end
   if #mine > 0 then
     deleted = deleted + redis.call('UNLINK', unpack(mine))
+    redis.call('UNLINK', unpack(refcounts(mine)))
   end
 end
 if redis.call('LLEN', KEYS[1]) == 0 then

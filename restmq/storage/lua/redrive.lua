@@ -21,7 +21,7 @@ while taken < limit do
   taken = taken + 1
   local body = redis.call('GET', old)
   local meta = redis.call('HGET', dq .. ':meta', old)
-  redis.call('DEL', old)
+  redis.call('DEL', old, old .. ':refcount')
   redis.call('HDEL', dq .. ':deliveries', old)
   redis.call('HDEL', dq .. ':enqueued', old)
   redis.call('HDEL', dq .. ':deadinfo', old)
