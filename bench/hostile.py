@@ -84,7 +84,9 @@ def raise_nofile(wanted: int) -> int:
 
 def http(port: int, method: str, path: str, body: Optional[bytes] = None,
          timeout: float = 600) -> Tuple[int, bytes]:
-    request = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=body, method=method)
+    # the JSON dialect (any other Accept gets the original RestMQ's answers)
+    request = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=body, method=method,
+                                     headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()

@@ -24,11 +24,11 @@ __all__ = ["QueueStore", "AddResult", "DispatchResult", "StorageFull", "check_qu
 
 # Work that grows with a queue (or with the number of queues) is done a bounded
 # chunk per script call, so that no call holds Redis for more than a few ms; each
-# measured at about 1-3 ms on the development machine (bench/hostile.py).
+# measured at about 1.5-3 ms on the development machine (bench/hostile.py).
 #: message keys taken (and their bodies deleted) per purge_chunk call
 PURGE_CHUNK = 500
 #: dead letters moved per redrive call
-REDRIVE_CHUNK = 200
+REDRIVE_CHUNK = 100
 #: queues per stats call (SSCAN COUNT)
 STATS_PAGE = 100
 
