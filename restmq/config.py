@@ -18,7 +18,8 @@ from restmq.errors import ConfigError
 
 __all__ = [
     "Config", "ServerConfig", "RedisConfig", "RedisTarget", "DispatchConfig",
-    "DeliveryConfig", "load_config", "parse_redis_url", "OPTION_TABLE",
+    "DeliveryConfig", "CollectdConfig", "COLLECTD_FORMATS", "load_config", "parse_redis_url",
+    "OPTION_TABLE", "default_data_dir", "checkout_root",
 ]
 
 MiB = 1024 * 1024
@@ -38,6 +39,11 @@ class ServerConfig:
     xheaders: bool = False
     reuse_port: bool = False
     allowed_origins: Tuple[str, ...] = ()
+    allowed_hosts: Tuple[str, ...] = ()
+    max_output_bytes: int = 1 * MiB
+    max_connections: int = 0
+    max_connections_per_ip: int = 0
+    header_timeout: float = 10.0
     metrics_max_queues: int = 200
 
 
@@ -72,8 +78,9 @@ class RedisConfig:
     connect_timeout: float = 1.0
     reply_timeout: float = 1.5
     wait_replicas: int = 0
-    data_dir: str = "var/redis"
+    data_dir: str = ""  # load_config fills in default_data_dir()
     server_binary: str = ""
+    max_restarts: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -104,6 +111,19 @@ class DeliveryConfig:
     max_attributes: int = 32
     max_attribute_bytes: int = 8192
     max_rpc_timeout: float = 300.0
+    # seconds a REST pop leaves the body at its key "<q>:<n>" (the original left it)
+    popped_ttl: float = 30.0
+
+
+#: how /collectd/data and /collectd/event store what they get
+COLLECTD_FORMATS = ("original", "parsed")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class CollectdConfig:
+    # "original": one message per request, in the original RestMQ's shape;
+    # "parsed": one JSON message per value list or notification
+    format: str = "original"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -112,35 +132,88 @@ class Config:
     redis: RedisConfig = RedisConfig()
     dispatch: DispatchConfig = DispatchConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    collectd: CollectdConfig = CollectdConfig()
     acl_file: str = ""
     source: str = "<defaults>"
 
 
+def checkout_root() -> Optional[str]:
+    """The folder of the source checkout this ``restmq`` package runs from (it holds
+    ``setup.cfg`` and the twistd plugin), or None for an installed package."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    marks = (os.path.join(root, "setup.cfg"), os.path.join(root, "twisted", "plugins", "restmq_plugin.py"))
+    return root if all(os.path.isfile(mark) for mark in marks) else None
+
+
+def default_data_dir(environ: Optional[Mapping[str, str]] = None, uid: Optional[int] = None,
+                     checkout: Optional[str] = "") -> str:
+    """Where the embedded Redis keeps its files when ``data_dir`` is not given:
+    ``var/redis`` of a source checkout; ``/var/lib/restmq/redis`` for root;
+    ``$XDG_DATA_HOME/restmq/redis`` (``~/.local/share/restmq/redis``) for anyone else.
+
+    :param checkout: the checkout folder ("" = look it up, None = an installed package).
+    """
+    environ = os.environ if environ is None else environ
+    if checkout == "":
+        checkout = checkout_root()
+    if checkout:
+        return os.path.join(checkout, "var", "redis")
+    if (os.geteuid() if uid is None else uid) == 0:
+        return "/var/lib/restmq/redis"
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data_home, "restmq", "redis")
+
+
+def _integer(text: str, problem: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(problem) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be a positive integer")
     if value <= 0:
         raise ValueError("must be a positive integer")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be zero or a positive integer")
     if value < 0:
         raise ValueError("must be zero or a positive integer")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be a port number (0-65535)")
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number (0-65535)")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a positive number of seconds") from None
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be 0 or a positive number of seconds")
+    return value
+
+
+def _collectd_format(text: str) -> str:
+    value = text.strip()
+    if value not in COLLECTD_FORMATS:
+        raise ValueError("must be %s" % " or ".join(COLLECTD_FORMATS))
     return value
 
 
@@ -161,6 +234,14 @@ def _words(text: str) -> Tuple[str, ...]:
     return tuple(text.split())
 
 
+def _host_names(text: str) -> Tuple[str, ...]:
+    names = _words(text)
+    for name in names:
+        if "/" in name or "@" in name:
+            raise ValueError("%r: list host names or host:port, not URLs" % name)
+    return names
+
+
 # (section, key) -> (converter, target attribute path). Every key of
 # etc/restmq.conf is here, and nothing else is accepted.
 OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
@@ -176,6 +257,11 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("server", "xheaders"): (_boolean, "server.xheaders"),
     ("server", "reuse_port"): (_boolean, "server.reuse_port"),
     ("server", "allowed_origins"): (_words, "server.allowed_origins"),
+    ("server", "allowed_hosts"): (_host_names, "server.allowed_hosts"),
+    ("server", "max_output_bytes"): (_positive_int, "server.max_output_bytes"),
+    ("server", "max_connections"): (_non_negative_int, "server.max_connections"),
+    ("server", "max_connections_per_ip"): (_non_negative_int, "server.max_connections_per_ip"),
+    ("server", "header_timeout"): (_seconds, "server.header_timeout"),
     ("server", "metrics_max_queues"): (_positive_int, "server.metrics_max_queues"),
     ("redis", "url"): (_text, "redis.url"),
     ("redis", "host"): (_text, "redis.host"),
@@ -188,6 +274,7 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("redis", "wait_replicas"): (_non_negative_int, "redis.wait_replicas"),
     ("redis", "data_dir"): (_text, "redis.data_dir"),
     ("redis", "server_binary"): (_text, "redis.server_binary"),
+    ("redis", "max_restarts"): (_non_negative_int, "redis.max_restarts"),
     ("dispatch", "sweep_interval"): (_seconds, "dispatch.sweep_interval"),
     ("dispatch", "buffer_limit"): (_positive_int, "dispatch.buffer_limit"),
     ("dispatch", "heartbeat_interval"): (_seconds, "dispatch.heartbeat_interval"),
@@ -206,6 +293,8 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("delivery", "max_attributes"): (_positive_int, "delivery.max_attributes"),
     ("delivery", "max_attribute_bytes"): (_positive_int, "delivery.max_attribute_bytes"),
     ("delivery", "max_rpc_timeout"): (_seconds, "delivery.max_rpc_timeout"),
+    ("delivery", "popped_ttl"): (_non_negative_seconds, "delivery.popped_ttl"),
+    ("collectd", "format"): (_collectd_format, "collectd.format"),
     ("acl", "file"): (_text, "acl.file"),
 }
 
@@ -291,7 +380,7 @@ def load_config(path: Optional[str] = None,
         raw[item] = (value, "command line")
 
     sections: Dict[str, Dict[str, Any]] = {
-        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "acl": {}}
+        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "collectd": {}, "acl": {}}
     for (section, key), (text, origin) in raw.items():
         convert, field = OPTION_TABLE[(section, key)]
         try:
@@ -322,6 +411,8 @@ def load_config(path: Optional[str] = None,
     elif ("redis", "port") in raw:
         target = RedisTarget("tcp", "127.0.0.1", port, "", db, password)
 
+    if not redis_values.get("data_dir"):
+        redis_values["data_dir"] = default_data_dir()
     server = ServerConfig(**sections["server"])
     if server.max_request_bytes < server.max_message_bytes:
         server = attr.evolve(server, max_request_bytes=server.max_message_bytes + 64 * 1024)
@@ -334,6 +425,7 @@ def load_config(path: Optional[str] = None,
         redis=RedisConfig(target=target, **redis_values),
         dispatch=DispatchConfig(**sections["dispatch"]),
         delivery=DeliveryConfig(**sections["delivery"]),
+        collectd=CollectdConfig(**sections["collectd"]),
         acl_file=acl_file,
         source=path or "<defaults>",
     )

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from restmq.config import DispatchConfig
 from restmq.errors import RestMQError
 from restmq.keys import namespace, split_namespace
-from restmq.model import Batch, Message, MessageMeta, Policy, Taker
+from restmq.model import Batch, ConsumerInfo, Message, MessageMeta, Policy, Taker
 
 __all__ = ["Consumer", "AckedConsumer", "Dispatcher", "Waiter", "Claim", "deal", "deal_by_credit"]
 
@@ -106,9 +106,14 @@ class Waiter:
     ``next_wake`` then fires with those messages instead of True.
     """
 
-    def __init__(self, dispatcher: "Dispatcher", queue: str, taker: Optional[Taker] = None) -> None:
+    transport = "longpoll"
+
+    def __init__(self, dispatcher: "Dispatcher", queue: str, remote: str = "",
+                 taker: Optional[Taker] = None) -> None:
         self.dispatcher = dispatcher
         self.queue = queue
+        self.remote = remote
+        self.since = dispatcher.clock.seconds()
         self.taker = taker
         # a publish in flight will hand it messages (or nothing): hold the timeout
         self.claimed = False
@@ -343,13 +348,14 @@ class Dispatcher:
         state.ready_waiters.append(waiter)
         return waiter
 
-    def waiter(self, queue: str, taker: Optional[Taker] = None) -> Waiter:
+    def waiter(self, queue: str, remote: str = "", taker: Optional[Taker] = None) -> Waiter:
         """Register a long-poll request on ``queue``; close() it when done.
 
+        :param remote: the client's address, for :meth:`consumers`.
         :param taker: what the request pops: publishes on this process may then
             hand it messages directly (see :meth:`publish`).
         """
-        waiter = Waiter(self, queue, taker)
+        waiter = Waiter(self, queue, remote, taker)
         self._state(queue).waiters.append(waiter)
         return waiter
 
@@ -420,6 +426,26 @@ class Dispatcher:
             if state.waiters:
                 counts["longpoll"] = len(state.waiters)
         return counts
+
+    def consumers(self, queue: str) -> List[ConsumerInfo]:
+        """This process's consumers of ``queue`` and of its consumer groups (streams
+        and long-polls), longest connected first."""
+        now = self.clock.seconds()
+        out = []
+        for name, state in list(self._queues.items()):
+            owner, group = split_namespace(name)
+            if owner != queue:
+                continue
+            for consumer in list(state.consumers) + list(state.waiters):
+                acked = _is_acked(consumer)
+                prefetch = getattr(consumer, "prefetch", None) if acked else None
+                out.append(ConsumerInfo(
+                    transport=consumer.transport, remote=getattr(consumer, "remote", "") or "",
+                    since=getattr(consumer, "since", 0.0) or 0.0, group=group, acked=acked,
+                    prefetch=prefetch,
+                    # credit() forgets the leases that ran out: what is left is really unacked
+                    unacked=(prefetch - consumer.credit(now)) if acked and prefetch is not None else None))
+        return sorted(out, key=lambda info: info.since)
 
     def all_subscriber_counts(self) -> Dict[str, Dict[str, int]]:
         return {queue: self.subscriber_counts(queue) for queue in self._queues}
@@ -610,9 +636,11 @@ class Dispatcher:
         wanted = min(sum(credits), self.config.batch_size)
         if not wanted:
             return False
-        lease_ms = int(self.lease_seconds * 1000)
+        # the queue's (or the group's) own lease_seconds setting wins over the default, as on REST
         name, group = split_namespace(queue)
-        messages = await self.store.reserve(name, wanted, lease_ms, hold_if_stopped=True, group=group)
+        messages, lease_ms = await self.store.reserve_leased(
+            name, wanted, int(self.lease_seconds * 1000), hold_if_stopped=True, default_lease=True,
+            group=group)
         live = [c for c in acked if c in state.consumers and c.can_take()]
         if not live:
             if messages:
@@ -621,7 +649,7 @@ class Dispatcher:
         credits = [c.credit(now) for c in live]
         chosen = deal_by_credit(live, credits, state.acked_cursor, len(messages))
         state.acked_cursor += len(messages)
-        deadline = now + self.lease_seconds
+        deadline = now + lease_ms / 1000.0
         for message, consumer in zip(messages, chosen):
             consumer.hold(message, deadline)
         self._send_grouped(queue, messages, chosen)

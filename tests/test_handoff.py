@@ -54,6 +54,19 @@ async def test_add_passes_messages_through_to_takers_when_nothing_waits(store, r
 
 
 @pytest_twisted.ensureDeferred
+async def test_add_leaves_a_passed_body_at_its_key_for_a_rest_taker(store, redis):
+    # as a REST pop does (popped_ttl): the original's clients read the body there
+    result = await store.add("hk", ["kept"], takers=[Taker(keep_ms=60000)])
+    assert [m.key for m in result.handed[0]] == ["hk:1"]
+    assert await redis.get("hk:1") == "kept"
+    assert 0 < int(await redis.execute_command("PTTL", "hk:1")) <= 60000
+    await store.add("hk", ["old"])
+    handed = await store.add("hk", ["new"], takers=[Taker(keep_ms=60000)])
+    assert [m.value for m in handed.handed[0]] == ["old"]  # popped from the list, kept too
+    assert await redis.get("hk:2") == "old" and 0 < int(await redis.execute_command("PTTL", "hk:2")) <= 60000
+
+
+@pytest_twisted.ensureDeferred
 async def test_add_passes_through_with_attributes(store):
     from restmq.model import MessageMeta
     meta = MessageMeta({"color": "blue"})
@@ -168,7 +181,7 @@ def _dispatcher():
 
 def test_waiter_claimed_gets_the_messages_instead_of_a_wake_up():
     dispatcher = _dispatcher()
-    waiter = dispatcher.waiter("q", Taker())
+    waiter = dispatcher.waiter("q", taker=Taker())
     fired = []
     waiter.next_wake(10).addCallback(fired.append)
     claim = dispatcher.claim("q", 1)
@@ -180,7 +193,7 @@ def test_waiter_claimed_gets_the_messages_instead_of_a_wake_up():
 
 def test_waiter_claimed_past_its_deadline_still_gets_what_the_publish_took():
     dispatcher = _dispatcher()
-    waiter = dispatcher.waiter("q", Taker())
+    waiter = dispatcher.waiter("q", taker=Taker())
     fired = []
     waiter.next_wake(1).addCallback(fired.append)
     claim = dispatcher.claim("q", 1)
@@ -192,7 +205,7 @@ def test_waiter_claimed_past_its_deadline_still_gets_what_the_publish_took():
 
 def test_waiter_claimed_past_its_deadline_times_out_when_nothing_came():
     dispatcher = _dispatcher()
-    waiter = dispatcher.waiter("q", Taker())
+    waiter = dispatcher.waiter("q", taker=Taker())
     fired = []
     waiter.next_wake(1).addCallback(fired.append)
     claim = dispatcher.claim("q", 1)
@@ -222,8 +235,8 @@ class _RecordingStore:
 def test_waiter_gone_while_claimed_gives_the_messages_back():
     store = _RecordingStore()
     dispatcher = Dispatcher(store, task.Clock(), DispatchConfig())
-    plain = dispatcher.waiter("q#g", Taker(group="g"))
-    leased = dispatcher.waiter("q#g", Taker(group="g", lease_ms=1000))
+    plain = dispatcher.waiter("q#g", taker=Taker(group="g"))
+    leased = dispatcher.waiter("q#g", taker=Taker(group="g", lease_ms=1000))
     waits = [plain.next_wake(10), leased.next_wake(10)]
     claim = dispatcher.claim("q", 2)
     assert len(claim.takers) == 2
@@ -316,7 +329,7 @@ def test_publish_wakes_nothing_here_while_the_notifier_does_not_listen():
 
     store = _RecordingStore()
     dispatcher = Dispatcher(store, task.Clock(), DispatchConfig())
-    waiter = dispatcher.waiter("q", Taker())
+    waiter = dispatcher.waiter("q", taker=Taker())
     dispatcher.notifier = Deaf()
     fired = []
     waiter.next_wake(10).addCallback(fired.append)

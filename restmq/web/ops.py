@@ -2,12 +2,14 @@
 
 They belong to the ACL category ``ops``. The OpenAPI document and the
 dashboard's files live in ``restmq/static/`` and are read once, at startup.
+``HEAD`` on /health, /health/ready, /metrics, /openapi.json and /dashboard/
+answers as GET does, without the body (load balancers probe with HEAD).
 """
 
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import cyclone.web
 import orjson
@@ -19,8 +21,8 @@ from zope.interface import implementer
 from restmq import __version__
 from restmq.config import Config
 from restmq.errors import BackendUnavailable
-from restmq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from restmq.storage.pool import describe
+from restmq.storage.store import StorageFull
 from restmq.web.base import BaseHandler, Context, async_handler
 
 __all__ = ["routes", "load_openapi", "static_file", "StatsFeed", "HealthHandler", "ReadyHandler",
@@ -59,28 +61,52 @@ def load_openapi(config: Config) -> bytes:
 
 
 class _OpsHandler(BaseHandler):
-    acl_categories = {"GET": "ops"}
+    acl_categories = {"GET": "ops", "HEAD": "ops"}
 
 
 class HealthHandler(_OpsHandler):
-    """GET /health: liveness. The process answers; Redis is not asked."""
+    """GET /health: liveness, without a Redis round trip: the process answers and
+    says what it knows of its backend. 503 while its own embedded redis-server
+    is not running (it is being restarted; restarting the process would help if
+    it never comes back); an external Redis that is away is /health/ready's
+    business, not a reason to restart this process."""
 
     def get(self) -> None:
-        self.respond({"status": "ok"})
+        store = self.store
+        redis: Dict[str, Any] = {
+            "connected": bool(store is not None and store.pool.connected),
+            "state": getattr(store, "backend_state", "ok")}
+        embedded = self.context.embedded
+        if embedded is not None:
+            redis["embedded"] = {"state": embedded.state, "pid": embedded.pid, "restarts": embedded.restarts}
+            if embedded.state != "running":
+                raise BackendUnavailable("the embedded redis-server is %s (%d restarts)"
+                                         % (embedded.state, embedded.restarts))
+        self.respond({"status": "ok", "redis": redis})
+
+    head = get
 
 
 class ReadyHandler(_OpsHandler):
-    """GET /health/ready: readiness, one Redis round trip (503 when Redis is away)."""
+    """GET /health/ready: readiness, one Redis round trip (an INFO). Not ready
+    (503) while Redis is away, loading, or a read-only replica; 507 while it is
+    out of memory: either way it would refuse the writes this broker makes."""
 
     @async_handler
     async def get(self) -> None:
-        seconds = await self.store.ping()
+        health = await self.store.health()
+        problem = health.problem
+        if problem is not None:
+            raise StorageFull(problem) if health.out_of_memory else BackendUnavailable(problem)
         self.respond({"status": "ok", "redis": {"target": describe(self.config.redis.target),
-                                                "latency_ms": round(seconds * 1000.0, 3)}})
+                                                "latency_ms": round(health.latency * 1000.0, 3)}})
+
+    head = get
 
 
 class MetricsHandler(_OpsHandler):
-    """GET /metrics: Prometheus text format; queue gauges read from Redis now.
+    """GET /metrics: Prometheus text format (OpenMetrics when the scraper's Accept
+    asks for it); queue gauges and Redis-side counters read from Redis now.
 
     With Redis away the process's own metrics are still served, with
     ``restmq_redis_up 0`` and no queue gauges.
@@ -91,14 +117,19 @@ class MetricsHandler(_OpsHandler):
         metrics = self.context.metrics
         if metrics is None:
             raise cyclone.web.HTTPError(404, "metrics are not enabled")
+        counters: Optional[Dict[str, Dict[str, int]]] = None
         try:
             queues: Optional[List[Any]] = await self.store.stats()
+            counters = await self.store.counters()
         except BackendUnavailable as exc:
             self.log.warn("Metrics without queue gauges: {error}", error=exc.message)
             queues = None
-        body = metrics.render(queues, self.context.dispatcher.all_subscriber_counts())
-        self.set_header("Content-Type", METRICS_CONTENT_TYPE)
+        render, content_type = metrics.exposition_for(self.request.headers.get("Accept", ""))
+        body = render(queues, self.context.dispatcher.all_subscriber_counts(), counters)
+        self.set_header("Content-Type", content_type)
         self.finish(body)
+
+    head = get
 
 
 class OpenAPIHandler(_OpsHandler):
@@ -112,9 +143,25 @@ class OpenAPIHandler(_OpsHandler):
     def get(self) -> None:
         self.finish(self.document)
 
+    head = get
+
 
 class DashboardHandler(_OpsHandler):
-    """GET /dashboard/ (the page) and its files; /dashboard redirects to /dashboard/."""
+    """GET /dashboard/ (the page) and its files; /dashboard redirects to /dashboard/.
+
+    These files hold no data (every number on the page comes from routes that
+    check the ACL), so they ask only for an address the ``ops`` section allows,
+    not for its credentials: the page can then take a token from its URL
+    fragment, and the browser asks for Basic credentials on the first refused
+    request.
+    """
+
+    acl_categories: Dict[str, Union[str, Tuple[str, ...]]] = {}
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.context.acl.enabled:
+            self.context.acl.check_address("ops", self.request.remote_ip)
 
     # cyclone hands each route's own keyword arguments to initialize()
     def initialize(self, context: Context, files: Dict[str, bytes]) -> None:  # type: ignore[override]
@@ -137,6 +184,8 @@ class DashboardHandler(_OpsHandler):
             self.set_header("Content-Security-Policy", _DASHBOARD_CSP)
             self.set_header("X-Frame-Options", "DENY")
         self.finish(self.files[name])
+
+    head = get
 
 
 @implementer(IPushProducer)
@@ -220,24 +269,28 @@ class StatsFeed:
                 watcher.push(frame)
 
     async def snapshot(self) -> Dict[str, Any]:
-        """Every queue's stats, this process's subscribers and message totals.
+        """Every queue's stats (with its published and delivered totals, kept in
+        Redis), this process's subscribers, and Redis's memory.
 
         :raises BackendUnavailable: Redis is away.
         """
-        infos = await self.context.store.stats()
+        store = self.context.store
+        # both at once: the snapshot waits for one round trip, not two in a row
+        try:
+            infos, memory = await defer.gatherResults(
+                [defer.ensureDeferred(store.stats()), defer.ensureDeferred(store.memory())],
+                consumeErrors=True)
+        except defer.FirstError as error:
+            error.subFailure.raiseException()
         subscribers = self.context.dispatcher.subscriber_counts
-        metrics = self.context.metrics
-        totals = metrics.totals() if metrics is not None else {}
         queues = []
         for info in infos[:SNAPSHOT_MAX_QUEUES]:
             entry = info.as_dict()
             entry["subscribers"] = subscribers(info.name)
-            counted = totals.get(info.name)
-            entry["published"] = counted["published"] if counted else None
-            entry["delivered"] = counted["delivered"] if counted else None
             queues.append(entry)
         return {"time": self.context.clock.seconds(), "count": len(infos),
-                "redis": describe(self.context.config.redis.target), "queues": queues}
+                "redis": describe(self.context.config.redis.target), "memory": memory.as_dict(),
+                "queues": queues}
 
 
 class DashboardEventsHandler(_OpsHandler):
@@ -257,7 +310,7 @@ class DashboardEventsHandler(_OpsHandler):
         self.write(b"retry: %d\n\n" % self.config.dispatch.sse_retry_ms)
         self.flush()
         watcher = _Watcher(self._send)
-        self.request.connection.transport.registerProducer(watcher, True)
+        self.request.connection.attach_producer(watcher)
         self.notifyFinish().addBoth(lambda _: self.feed.leave(watcher))
         self.feed.join(watcher)
 

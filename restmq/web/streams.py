@@ -8,17 +8,20 @@ the client stops reading: it then takes no round-robin messages, and past
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import orjson
 from twisted.internet import defer
 from twisted.logger import Logger
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, Message as WsMessage, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Message as WsMessage, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
+from restmq.acl import Credentials
 from restmq.errors import BadRequest, Forbidden
 from restmq.model import Batch, Message
 from restmq.storage.store import check_group, check_queue
@@ -98,7 +101,7 @@ class StreamConsumer:
 
     __slots__ = ("transport", "_write", "_encode", "_cache_name", "_buffer_limit", "_dispatcher",
                  "_queues", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
-                 "acked", "prefetch", "_held")
+                 "acked", "prefetch", "_held", "remote", "since")
 
     def __init__(self, transport_name: str, write: Callable[[bytes], None],
                  encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
@@ -123,6 +126,9 @@ class StreamConsumer:
         self.acked = False
         self.prefetch = 0
         self._held: Optional[Dict[str, Tuple[str, float]]] = None
+        # who it is, for the dashboard's consumer list (set by _identify)
+        self.remote = ""
+        self.since = 0.0
 
     # dispatch.AckedConsumer
 
@@ -268,6 +274,12 @@ def _stream_targets(handler: BaseHandler, queue: Optional[str]) -> Tuple[List[st
     return [check_queue(queue)], group, False
 
 
+def _identify(handler: BaseHandler, consumer: StreamConsumer) -> None:
+    """The client's address and the time it connected (``GET /q/<q>/consumers``)."""
+    consumer.remote = handler.request.remote_ip or ""
+    consumer.since = handler.context.clock.seconds()
+
+
 def _ack_options(handler: BaseHandler, consumer: StreamConsumer) -> None:
     """``?ack=1`` makes a stream at-least-once: leased messages, ``prefetch`` unacked."""
     if handler.argument("ack") in ("1", "true", "yes"):
@@ -290,7 +302,7 @@ class _HttpStreamEnd:
         if reason == "too slow":
             transport.abortConnection()
             return
-        transport.unregisterProducer()
+        self.connection.detach_producer()
         if self.chunked:
             self.connection.write(b"0\r\n\r\n")
         # the stream is over: end the response and the connection with it
@@ -348,6 +360,7 @@ class CometHandler(BaseHandler):
         else:
             consumer = StreamConsumer(*args)
         _ack_options(self, consumer)
+        _identify(self, consumer)
         last_id = None
         if sse and not group:
             # only broadcast messages are kept for a resume; a group's are consumed
@@ -358,7 +371,8 @@ class CometHandler(BaseHandler):
             self.write(b"retry: %d\n\n" % dispatch.sse_retry_ms)
         self.flush()
         self._headers_written = self._finished = True  # the consumer owns the response now
-        connection.transport.registerProducer(consumer, True)
+        self._log()  # access log and HTTP metrics: the stream was answered, it now lives on
+        connection.attach_producer(consumer)
         self.notifyFinish().addBoth(consumer.gone)
         for target in targets:
             dispatcher.subscribe(target, consumer)
@@ -415,11 +429,32 @@ def _slim(request: Any) -> None:
     request.body = b""
 
 
+def valid_websocket_key(key: str) -> bool:
+    """RFC 6455 4.1: the key is a randomly chosen 16-byte value, base64-encoded
+    (24 characters)."""
+    try:
+        return len(base64.b64decode(key.strip().encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return False
+
+
 class WebSocketHandler(BaseHandler):
     """GET /ws/<q>: a WebSocket (RFC 6455, wsproto) that carries the same JSON
     as text frames. Origin is checked against ``allowed_origins``."""
 
     acl_categories = {"GET": "websocket:consumer"}
+
+    def credentials(self) -> Credentials:
+        """Basic or a token as elsewhere; failing those, the original's cookie
+        ``auth=user:password`` (browsers cannot send headers on a WebSocket). It is
+        read only when the ACL is on, since credentials are checked only then."""
+        found = super().credentials()
+        if found.username is None and found.token is None:
+            cookie = self.get_cookie("auth")
+            if cookie and ":" in cookie:
+                username, _, password = cookie.partition(":")
+                return Credentials(username, password, None)
+        return found
 
     def _check_origin(self) -> None:
         if not self.origin_allowed():
@@ -438,6 +473,8 @@ class WebSocketHandler(BaseHandler):
         if headers.get("Sec-WebSocket-Version") != "13" or not key:
             self.set_header("Sec-WebSocket-Version", "13")
             raise BadRequest("WebSocket version 13 with a Sec-WebSocket-Key is required")
+        if not valid_websocket_key(key):
+            raise BadRequest("Sec-WebSocket-Key must be a base64-encoded 16-byte nonce (RFC 6455)")
         self._check_origin()
         self._auto_finish = False
         self._finished = True  # cyclone must not write an HTTP response after the 101
@@ -445,12 +482,25 @@ class WebSocketHandler(BaseHandler):
         connection.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: %s\r\n\r\n" % generate_accept_token(key.encode("latin-1")))
+        self._status_code = 101
+        self._log()  # access log and HTTP metrics: the upgrade was answered
         session = _WebSocketSession(self, names, group, several)
         connection.upgrade(session)
 
 
+#: commands of one WebSocket waiting for Redis; past this, its frames wait unread
+MAX_PENDING_COMMANDS = 64
+
+
 class _WebSocketSession:
-    """The WebSocket after the handshake: frames in, messages out."""
+    """The WebSocket after the handshake: frames in, messages out.
+
+    A command is parsed once its whole message arrived (however many frames and
+    TCP segments it came in), up to ``max_message_bytes``. While the client does
+    not read what it is sent (pongs and answers count too), or while
+    ``MAX_PENDING_COMMANDS`` of its commands wait for Redis, its frames are left
+    unread.
+    """
 
     log = Logger()
 
@@ -461,7 +511,14 @@ class _WebSocketSession:
         self.group = group
         self.several = several
         self.context = handler.context
-        self.transport = handler.request.connection.transport
+        self.connection = handler.request.connection
+        self.transport = self.connection.transport
+        self.max_message_bytes = self.context.config.server.max_message_bytes
+        self._parts: List[Any] = []
+        self._size = 0
+        self._oversized = False
+        self._pending = 0
+        self._closing = False
         self.ws = Connection(ConnectionType.SERVER)
         dispatcher = self.context.dispatcher
         targets = [dispatcher.target(name, group) for name in names]
@@ -470,7 +527,8 @@ class _WebSocketSession:
             self.context.config.dispatch.buffer_limit, dispatcher, targets, self._closed_by_broker,
             self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
-        self.transport.registerProducer(self.consumer, True)
+        _identify(handler, self.consumer)
+        self.connection.attach_producer(self.consumer)
         for target in targets:
             dispatcher.subscribe(target, self.consumer)
         dispatcher.add_heartbeat(self.consumer)
@@ -485,26 +543,96 @@ class _WebSocketSession:
         return self.ws.send(TextMessage(data=data.decode("utf-8")))
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
         try:
             self.ws.receive_data(data)
-            for event in self.ws.events():
+        except (RemoteProtocolError, LocalProtocolError):
+            self.transport.abortConnection()
+            return
+        self._handle_events()
+
+    def resume(self) -> None:
+        """The client read what it was sent (HTTPConnection calls this): go on."""
+        self._handle_events()
+
+    def _handle_events(self) -> None:
+        events = self.ws.events()
+        try:
+            # the rest stays in wsproto's buffer (and TCP's) until the client reads
+            # its answers or its commands are done
+            while not (self._closing or self.consumer.closed or self.connection.check_output()
+                       or self._pending >= MAX_PENDING_COMMANDS):
+                event = next(events, None)
+                if event is None:
+                    break
                 if isinstance(event, Ping):
-                    self.transport.write(self.ws.send(event.response()))
+                    self._send(self.ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
-                    self.transport.write(self.ws.send(event.response()))
-                    self.transport.loseConnection()
+                    self._closing = True
+                    self._send(self.ws.send(event.response()))
+                    self.connection.lose_connection()
                 elif isinstance(event, WsMessage):
                     self.messageReceived(event)
-        except RemoteProtocolError:
+        except (RemoteProtocolError, LocalProtocolError):
+            self._closing = True
             self.transport.abortConnection()
+        finally:
+            events.close()
+        if not self._closing:
+            self.connection.hold_reading(self._pending >= MAX_PENDING_COMMANDS)
 
     def messageReceived(self, event: WsMessage) -> None:
-        """Client text frames are commands: ``{"ack": receipt(s)}``,
-        ``{"nack": receipt(s), "delay": S}``, ``{"extend": receipt(s), "seconds": S}``.
-        Each is answered with a frame like ``{"acked": 1}`` or ``{"error": {...}}``."""
-        if not isinstance(event, TextMessage):
+        """On an acked stream (``?ack=1``) client text messages are commands:
+        ``{"ack": receipt(s)}``, ``{"nack": receipt(s), "delay": S}``,
+        ``{"extend": receipt(s), "seconds": S}``, each answered with a frame like
+        ``{"acked": 1}`` or ``{"error": {...}}``. Otherwise every message is sent
+        back as it came, as the original echoed. wsproto hands a message over in
+        pieces as its frames and TCP segments arrive: they are joined here, up to
+        ``max_message_bytes`` (a longer command is answered ``message_too_large``
+        and skipped; a longer echo closes the socket with 1009)."""
+        if self.consumer.closed or self._closing:
             return
-        defer.ensureDeferred(self._command(event.data))
+        if not self._oversized:
+            data_part = event.data
+            self._size += len(data_part.encode("utf-8")) if isinstance(data_part, str) else len(data_part)
+            if self._size > self.max_message_bytes:
+                self._parts, self._size = [], 0
+                if not self.consumer.acked:
+                    self.consumer.closed = True
+                    self._close(1009, "message too large")
+                    return
+                self._oversized = True
+                self._reply({"error": {"code": "message_too_large", "message":
+                                       "a command is at most %d bytes" % self.max_message_bytes}})
+            else:
+                self._parts.append(data_part)
+        if not event.message_finished:
+            return
+        parts, oversized = self._parts, self._oversized
+        self._parts, self._size, self._oversized = [], 0, False
+        if oversized:
+            return
+        data: Any = "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
+        if self.consumer.acked:
+            if isinstance(data, str):
+                self._pending += 1
+                defer.ensureDeferred(self._command(data))
+            return
+        self.consumer.write_raw(self.ws.send(TextMessage(data=data) if isinstance(data, str)
+                                             else BytesMessage(data=data)))
+        if self.consumer.overflowing():
+            # it sends but does not read: memory must stay bounded
+            self.log.warn("WebSocket client of {queue} does not read its echoes: cut off", queue=self.queue)
+            self.transport.abortConnection()
+
+    def _close(self, code: int, reason: str) -> None:
+        self._closing = True
+        try:
+            self._send(self.ws.send(CloseConnection(code=code, reason=reason)))
+        except LocalProtocolError:
+            pass  # a close is already under way
+        self.connection.lose_connection()
 
     async def _command(self, text: str) -> None:
         from restmq.errors import RestMQError
@@ -513,6 +641,14 @@ class _WebSocketSession:
             reply = await self._settle(text)
         except RestMQError as exc:
             reply = {"error": {"code": status_for(exc)[1], "message": exc.message}}
+        finally:
+            self._pending -= 1
+        self._reply(reply)
+        if self._pending == MAX_PENDING_COMMANDS - 1 and not self.consumer.closed:
+            # it was held at the limit: read on
+            self._handle_events()
+
+    def _reply(self, reply: Dict[str, Any]) -> None:
         if not self.consumer.closed:
             self.consumer.write_raw(self.ws.send(TextMessage(data=orjson.dumps(reply).decode())))
 
@@ -537,8 +673,9 @@ class _WebSocketSession:
             if not isinstance(delay, (int, float)) or not 0 <= delay <= delivery.max_delay:
                 raise BadRequest("delay must be 0 to %d seconds" % delivery.max_delay)
         elif action == "extend":
-            seconds = command.get("seconds", delivery.lease_seconds)
-            if not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600:
+            seconds = command.get("seconds")
+            if seconds is not None and \
+                    (not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600):
                 raise BadRequest("seconds must be between 0 and 43200")
         # a stream of several queues: each receipt is settled in its own queue
         by_queue: Dict[str, List[str]] = {}
@@ -567,9 +704,14 @@ class _WebSocketSession:
                 self.context.metrics.acked(name, done, group)
         elif action == "nack":
             done, refused = await store.nack(name, receipts, int(command.get("delay", 0) * 1000), group=group)
+            if self.context.metrics is not None:
+                self.context.metrics.nacked(name, done)
         else:
-            seconds = command.get("seconds", delivery.lease_seconds)
-            done, refused = await store.extend(name, receipts, int(seconds * 1000), group=group)
+            # no seconds: the group's (else the queue's) lease_seconds
+            seconds = command.get("seconds")
+            done, refused = await store.extend(
+                name, receipts, int((seconds or delivery.lease_seconds) * 1000), group=group,
+                default_lease=seconds is None)
         if action != "extend":
             self.context.dispatcher.settled(self.context.dispatcher.target(name, group), receipts)
         return done, refused
@@ -578,11 +720,7 @@ class _WebSocketSession:
         if reason == "too slow":
             self.transport.abortConnection()
             return
-        try:
-            self.transport.write(self.ws.send(CloseConnection(code=1001, reason=reason)))
-        except LocalProtocolError:
-            pass  # a close is already under way
-        self.transport.loseConnection()
+        self._close(1001, reason)
 
     def connectionLost(self, reason: Any) -> None:
         self.consumer.gone()

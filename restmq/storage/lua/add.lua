@@ -2,9 +2,9 @@
 -- consumer group; hand them to the publisher's waiting consumers; wake the others.
 -- KEYS[1] = <q>:queue (the script also touches <q>:UUID, QUEUESET, queuestat::<q>,
 -- <q>:listeners, <q>:bsubs, <q>:poppers, <q>:settings, <q>:delayed, <q>:idempotency,
--- <q>:idempotencyexp, <q>:enqueued, the history, <q>:groups, <q>:refs, <q>:meta,
--- <q>:okey, the lists of the groups and what pop() touches, restmq:rpc:<id>: fewer
--- arguments make the hottest call cheaper to send)
+-- <q>:idempotencyexp, <q>:enqueued, <q>:delivered, the history, <q>:groups, <q>:refs,
+-- <q>:meta, <q>:okey, the lists of the groups and what pop() touches, restmq:rpc:<id>:
+-- fewer arguments make the hottest call cheaper to send)
 -- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = ttl seconds or ""
 -- ARGV[4] = delay ms or ""  ARGV[5] = idempotency key or ""  ARGV[6] = idempotency window ms
 -- ARGV[7] = default history size  ARGV[8] = "" (bodies only) or "m" (each body is followed
@@ -14,11 +14,11 @@
 -- it skips them (it wakes its own consumers of the namespaces this returns)
 -- ARGV[12] = default max_receives  ARGV[13] = lease token prefix
 -- ARGV[14] = T, the number of takers (consumers waiting on the publishing process), then
--- 4 arguments per taker: group ("" default consumers), count, lease ms (0: a plain pop),
--- flags: "d" the queue's (group's) own lease_seconds wins, "h" a stopped queue hands
+-- 5 arguments per taker: group ("" default consumers), count, lease ms (0: a plain pop),
+-- keep ms (a plain pop leaves the body at its key this long, as take.lua's ARGV[10]), flags: "d" the queue's (group's) own lease_seconds wins, "h" a stopped queue hands
 -- nothing, "s" round-robin streams (taken only while the policy is roundrobin; a
 -- group's members always compete)
--- ARGV[15 + 4T ..] = message bodies (a batch is atomic)
+-- ARGV[15 + 5T ..] = message bodies (a batch is atomic)
 -- Every group of the queue gets every message; the body is stored once with a count
 -- of its holders (<q>:refs) when there are groups.
 -- Hand-off: once stored, each taker in turn pops (or leases) the oldest messages of its
@@ -43,7 +43,7 @@ local idem = ARGV[5]
 local stride = ARGV[8] == 'm' and 3 or 1
 local origin = ARGV[11]
 local takers = tonumber(ARGV[14])
-local first_body = 15 + 4 * takers
+local first_body = 15 + 5 * takers
 local count = (#ARGV - first_body + 1) / stride
 
 local function body(i)
@@ -133,6 +133,7 @@ if #groups == 0 and ARGV[4] == '' and redis.call('EXISTS', queue .. ':bsubs') ==
   end
   if redis.call('PUBLISH', 'restmq:broadcast:' .. queue, cjson.encode(batch)) > 0 then
     record_history(queue, batch, tonumber(ARGV[7]))
+    count_delivered(queue, count)
     return done(keys, {}, {})
   end
 end
@@ -146,8 +147,8 @@ end
 if ARGV[4] == '' and takers > 0 then
   local policy, stopped
   for t = 1, takers do
-    local at = 15 + 4 * (t - 1)
-    local g, flags = ARGV[at], ARGV[at + 3]
+    local at = 15 + 5 * (t - 1)
+    local g, flags = ARGV[at], ARGV[at + 4]
     local stream = string.find(flags, 's', 1, true) ~= nil
     local ok = g == '' or is_group[g] == true
     if ok and stream and g == '' then
@@ -174,7 +175,7 @@ local promoted = {}
 if takers > 0 and #groups == 0 and ARGV[4] == '' then
   local plain = false
   for t = 1, takers do
-    plain = plain or (taker_ok[t] and ARGV[15 + 4 * (t - 1)] == '' and ARGV[15 + 4 * (t - 1) + 2] == '0')
+    plain = plain or (taker_ok[t] and ARGV[15 + 5 * (t - 1)] == '' and ARGV[15 + 5 * (t - 1) + 2] == '0')
   end
   if plain then
     promote(queue, '', now, tonumber(ARGV[12]))
@@ -182,10 +183,17 @@ if takers > 0 and #groups == 0 and ARGV[4] == '' then
     if redis.call('LLEN', list) == 0 then
       first_id = redis.call('INCRBY', queue .. ':UUID', count) - count + 1
       for t = 1, takers do
-        local at = 15 + 4 * (t - 1)
+        local at = 15 + 5 * (t - 1)
         if taker_ok[t] and ARGV[at] == '' and ARGV[at + 2] == '0' and passed < count then
           -- the caller has the bodies: it is told how many of the new messages are this taker's
           local took = math.min(count - passed, tonumber(ARGV[at + 1]))
+          local keep = tonumber(ARGV[at + 3])
+          if keep > 0 then
+            -- a REST pop leaves the body at its key for a while (take.lua's keep_ms)
+            for i = passed + 1, passed + took do
+              redis.call('SET', queue .. ':' .. (first_id + i - 1), body(i), 'PX', keep)
+            end
+          end
           passed = passed + took
           handed[t] = -took
         end
@@ -193,6 +201,7 @@ if takers > 0 and #groups == 0 and ARGV[4] == '' then
     end
   end
 end
+count_delivered(queue, passed)
 local first_stored = passed + 1
 local stored = count - passed
 
@@ -205,6 +214,7 @@ end
 if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
   local length = redis.call('LLEN', list) + redis.call('ZCARD', queue .. ':delayed')
   if stored > 0 and length + stored > maxlen then
+    count_event('queue_full', queue, 1)
     return redis.error_reply('QUEUEFULL queue ' .. queue .. ' holds ' .. length .. ' of at most ' .. maxlen .. ' messages')
   end
 end
@@ -290,8 +300,8 @@ end
 if ARGV[4] == '' and takers > 0 then
   for t = 1, takers do
     if handed[t] == nil then
-      local at = 15 + 4 * (t - 1)
-      local g, n, lease, flags = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
+      local at = 15 + 5 * (t - 1)
+      local g, n, lease, flags = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 4]
       local out = {}
       if taker_ok[t] then
         if not promoted[g] then
@@ -304,7 +314,7 @@ if ARGV[4] == '' and takers > 0 then
             lease = math.floor(own * 1000)
           end
         end
-        out = pop(queue, g, n, lease, ARGV[13] .. t .. '.', now)
+        out = pop(queue, g, n, lease, ARGV[13] .. t .. '.', now, tonumber(ARGV[at + 3]))
       end
       handed[t] = out
     end
