@@ -385,3 +385,11 @@ def test_concurrent_publishes_deal_to_streams_in_the_order_they_claimed():
     dispatcher.deliver("q", first, [[Message("q:1", "1")]], [])
     assert stream.got == ["1", "2"]
     assert not dispatcher._queues["q"].claims
+
+
+def test_replies_decode_like_txredisapi_utf8_text_and_bytes_otherwise():
+    from restmq.storage.fastproto import _decoded, _encode, encode_command
+    assert _decoded([b"caf\xc3\xa9", 7, [b"x", b"\xff"], None]) == ["café", 7, ["x", b"\xff"], None]
+    assert _decoded(b"\xe9\xe9") == b"\xe9\xe9"
+    args = ("EVALSHA", "abc", 1, "q:queue", "é", b"\x00raw", 300000)
+    assert encode_command(args) == _encode(args)

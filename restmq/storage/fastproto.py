@@ -51,6 +51,25 @@ def encode_command(args: Any) -> bytes:
 
 _pack = hiredis.pack_command
 
+
+def _decoded(reply: Any) -> Any:
+    """What txredisapi's charset conversion makes of a reply (UTF-8 text as str, what is
+    not valid UTF-8 left as bytes, numbers as they are), in one pass per list."""
+    kind = type(reply)
+    if kind is bytes:
+        try:
+            return reply.decode("utf-8")
+        except UnicodeDecodeError:
+            return reply
+    if kind is list:
+        try:
+            return [item.decode("utf-8") if type(item) is bytes else
+                    (_decoded(item) if type(item) is list else item) for item in reply]
+        except UnicodeDecodeError:
+            return [_decoded(item) for item in reply]
+    return reply
+
+
 _DIRECT = (tcp.Client, unix.Client)
 
 
@@ -79,11 +98,8 @@ class _FastCommands:
 
     def connectionMade(self) -> Any:
         self._sent: Deque[float] = collections.deque()
-        # replies decoded by hiredis itself, as txredisapi's charset would (invalid
-        # UTF-8 replaced, as the store's _text does), not element by element in Python
         self._reader = hiredis.Reader(protocolError=txredisapi.InvalidData,
-                                      replyError=txredisapi.ResponseError,
-                                      encoding="utf-8", errors="replace")
+                                      replyError=txredisapi.ResponseError)
         return super().connectionMade()  # type: ignore[misc]  # the txredisapi base comes later in the MRO
 
     def dataReceived(self, data: bytes, unpause: bool = False) -> None:
@@ -95,7 +111,7 @@ class _FastCommands:
             reader.feed(data)
         reply = reader.gets()
         while reply is not False:
-            self.replyReceived(reply)
+            self.replyReceived(_decoded(reply))
             reply = reader.gets()
 
     def _build_command(self, *args: Any, **kwargs: Any) -> bytes:
