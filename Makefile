@@ -9,7 +9,7 @@ ARGS ?=
 WORKERS ?= 1
 PORT ?= 8888
 
-.PHONY: run test install install-test browser proxy bench bench-tools lint clean
+.PHONY: run test install install-test browser proxy bench bench-tools bench-instructions lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,15 @@ bench-tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	  || echo "make bench: could not install$$missing (needs root and apt); those rows will read n/a"; \
 	fi
+
+# instructions per request under valgrind's callgrind (bench/instructions.py): the
+# per-request cost that a loaded machine does not disturb
+bench-instructions: $(VENV)/.installed-bench
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  echo "installing Debian's valgrind for bench/instructions.py"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null) \
+	  || { echo "make bench-instructions: could not install valgrind (needs root and apt)"; exit 1; }; }
+	PYTHONPATH=. $(BIN)/python -m bench.instructions $(BENCH_ARGS)
 
 # `make bench` (about 5 minutes; BENCH_ARGS=--quick for a one-minute smoke run)
 bench: $(VENV)/.installed-bench bench-tools
