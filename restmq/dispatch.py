@@ -204,9 +204,6 @@ class _QueueState:
     waiters: List[Waiter] = attr.Factory(list)
     cursor: int = 0
     busy: bool = False
-    # publishes in flight that will hand messages to the round-robin streams, in the
-    # order their scripts ran: [messages, or None until the publish returns]
-    claims: List[List[Any]] = attr.Factory(list)
     again: bool = False
     ready: bool = False
     ready_waiters: List[defer.Deferred] = attr.Factory(list)
@@ -456,11 +453,10 @@ class Dispatcher:
         """The consumers of ``queue`` (and of its groups) waiting here that a publish
         of ``count`` messages can hand messages to in its own script call: parked
         long-polls (in order of arrival, until they want ``count``), then the
-        round-robin streams of a queue or group whose dispatch is not running
-        (several publishes may claim them at once: their messages are dealt in the
-        order the claims were made, and no dispatch runs meanwhile, so each stream
-        gets its messages in order). Every claim must end in :meth:`deliver` or
-        :meth:`release`."""
+        round-robin streams of a queue or group (any number of publishes at once,
+        dispatch calls too: they all run on the connection pinned to the queue, so
+        their replies, and the deals, come in the order Redis ran them). Every claim
+        must end in :meth:`deliver` or :meth:`release`."""
         claim = Claim()
         targets = self._targets.get(queue)
         if not targets:
@@ -476,13 +472,11 @@ class Dispatcher:
                     waiter.claimed = True
                     claim.add(target, waiter, waiter.taker)
                     wanted -= waiter.taker.count
-            if wanted > 0 and state.consumers and state.ready and not state.busy and \
+            if wanted > 0 and state.consumers and state.ready and self._ordered_replies and \
                     (group or state.policy is Policy.ROUNDROBIN):
                 able = sum(1 for c in state.consumers if c.can_take() and not _is_acked(c))
                 if able:
-                    holder: List[Any] = [None]
-                    state.claims.append(holder)
-                    claim.add(target, (state, holder), Taker(
+                    claim.add(target, state, Taker(
                         group, min(able * self.roundrobin_depth, self.config.batch_size), stream=True))
         return claim
 
@@ -494,13 +488,21 @@ class Dispatcher:
         wakes every other process as before. Resolves to the ``AddResult``."""
         claim = self.claim(queue, len(bodies)) if not options.get("delay_ms") else Claim()
         try:
+            # on the queue's pinned connection, in order with its dispatch calls
             result = await self.store.add(queue, bodies, takers=claim.takers, origin=self.origin,
-                                          **options)
+                                          pin=queue, **options)
         except BaseException:
             self.release(claim)
             raise
         self.deliver(queue, claim, result.handed, result.woken)
         return result
+
+    @property
+    def _ordered_replies(self) -> bool:
+        """Publishes and dispatch calls of a queue are answered in the order they ran
+        (one pinned connection, nothing awaited after the script): not with
+        ``--redis-wait``, whose WAIT comes between a publish and its deal."""
+        return not getattr(self.store, "wait_replicas", 0)
 
     def release(self, claim: Claim) -> None:
         """The publish failed: whoever was claimed waits on (or times out) as before."""
@@ -515,18 +517,9 @@ class Dispatcher:
                 if not owner.hand(messages):
                     self._give_back_later(target, messages)
                 continue
-            state, holder = owner
-            holder[0] = messages
-            # deal in the order the claims were made (replies may come in another)
-            while state.claims and state.claims[0][0] is not None:
-                dealt = state.claims.pop(0)[0]
-                if dealt and not (self._queues.get(target) is state
-                                  and self._deal_now(target, state, dealt)):
-                    self._give_back_later(target, dealt)
-            if state.again and not state.claims:
-                # a wake-up came while the publishes were on their way
-                state.again = False
-                self.wake(target)
+            if messages and not (self._queues.get(target) is owner
+                                 and self._deal_now(target, owner, messages)):
+                self._give_back_later(target, messages)
         if self.notifier is not None and not self.notifier.listening:
             # a broadcast taken now would go to a channel this process does not hear;
             # the sweep at the reconnection takes it instead (as the wake-up would have)
@@ -564,7 +557,7 @@ class Dispatcher:
             waiter.wake()
         if not state.consumers or not state.ready:
             return
-        if state.busy or state.claims:
+        if state.busy:
             state.again = True
             return
         defer.ensureDeferred(self._run(queue, state))

@@ -11,6 +11,7 @@ at once, so pool and pub/sub connection follow a failover within a moment.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Dict, Optional, cast
 
 import txredisapi
@@ -190,6 +191,21 @@ class RedisPool:
                 return conn
             live.remove(conn)
         return None
+
+    def pinned(self, key: str) -> Any:
+        """The live connection that ``key`` maps to (the same one while the pool's
+        connections stay up), or None: commands sent on one connection run and are
+        answered in the order they were sent."""
+        factory = self._factory
+        if factory is None:
+            return None
+        live = factory.connectionQueue.pending
+        if live:
+            conn = live[zlib.crc32(key.encode("utf-8")) % len(live)]
+            if conn.connected:
+                self._was_connected = True
+                return conn
+        return self.live()
 
     def connection(self) -> defer.Deferred:
         """A live connection, round robin; fails fast when there is none.

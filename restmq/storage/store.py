@@ -268,8 +268,10 @@ class QueueStore:
         self.scripts: Dict[str, Script] = load_scripts()
         self.backend_state = OK
 
-    async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
-        connection = self.pool.live()
+    async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any],
+                   pin: str = "") -> Any:
+        # ``pin``: calls with the same pin share a connection, so they run in order
+        connection = self.pool.pinned(pin) if pin else self.pool.live()
         if connection is None:
             connection = await self.pool.connection()
         started = time.perf_counter()
@@ -332,7 +334,7 @@ class QueueStore:
                   idempotency_window_ms: int = 300000,
                   metas: Optional[Sequence[Optional[MessageMeta]]] = None,
                   reply_to: str = "", reply_timeout_ms: int = 0,
-                  takers: Sequence[Taker] = (), origin: str = "") -> AddResult:
+                  takers: Sequence[Taker] = (), origin: str = "", pin: str = "") -> AddResult:
         """Store ``bodies`` in ``queue`` atomically, in order; every consumer group
         of the queue gets each of them too (the body is stored once).
 
@@ -348,6 +350,8 @@ class QueueStore:
             (see add.lua); what each got is in ``AddResult.handed``.
         :param origin: this process's id: the wake-ups the publish sends carry it,
             so that this process can skip them (it wakes ``AddResult.woken`` itself).
+        :param pin: run on the connection of this name (see :meth:`dispatch`): what
+            was sent earlier on it ran earlier and is answered first.
         :returns: the new message keys "<q>:<n>", ``replayed`` when the key was seen.
         :raises QueueFull: the queue is at its max length and refuses.
         """
@@ -371,7 +375,7 @@ class QueueStore:
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
             self.history_size, mode, reply_to, reply_timeout_ms, origin,
             self.default_max_receives, os.urandom(8).hex() + "-" if takers else "",
-            len(takers), *taking, *payload])
+            len(takers), *taking, *payload], pin)
         if self.backend_state != OK:
             # add always writes: Redis takes writes again
             self._set_state(OK)
@@ -555,12 +559,15 @@ class QueueStore:
 
         Broadcast batches are published on the queue's broadcast channel and
         recorded in its history; the caller delivers them from the channel. A
-        group's members always compete (round robin).
+        group's members always compete (round robin). It runs on the connection
+        pinned to ``queue``, as the publishes that hand messages to the same
+        streams do (``add(pin=queue)``): their replies come back in the order
+        Redis ran them, so each stream gets its messages in order.
         """
         reply = await self._run("dispatch", [keys.queue_list(keys.namespace(queue, group))], [
             queue, broadcast_max, roundrobin_max, listener_ttl_ms, history_size,
             keys.broadcast_channel(queue), self.default_max_receives,
-            "1" if broadcasting else "0", "1" if popping else "0", group])
+            "1" if broadcasting else "0", "1" if popping else "0", group], queue)
         return DispatchResult(bool(reply[0]), Policy(int(reply[1])), _messages(reply, 4),
                               int(reply[2]), int(reply[3]))
 
