@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, List, Pattern, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Pattern, Sequence, Tuple
 
 from urllib.parse import unquote_plus
 
@@ -50,9 +50,14 @@ class RestMQApplication(cyclone.web.Application):
 
     def __call__(self, request: Any) -> Any:
         path = request.path
-        for spec in self.handlers[0][1]:
+        specs = self.handlers[0][1]
+        # the route of a path, remembered (bounded): the table is tried in order once
+        first = self._route_memo.get(path, 0) if hasattr(self, "_route_memo") else 0
+        for index in range(first, len(specs)):
+            spec = specs[index]
             match = spec.regex.match(path)
             if match:
+                _remember(self, path, index)
                 # an escape that is not UTF-8 stays a lone surrogate: the name check refuses it
                 args = [unquote_plus(group, errors="surrogateescape")
                         if group and ("%" in group or "+" in group) else group
@@ -63,6 +68,19 @@ class RestMQApplication(cyclone.web.Application):
         handler = self.error_handler(self, request, status_code=404)
         handler._execute([t(request) for t in self.transforms])
         return handler
+
+
+_ROUTE_MEMO = 1024
+
+
+def _remember(app: Any, path: str, index: int) -> None:
+    memo = getattr(app, "_route_memo", None)
+    if memo is None:
+        memo = app._route_memo = {}
+    if path not in memo:
+        if len(memo) >= _ROUTE_MEMO:
+            memo.clear()
+        memo[path] = index
 
 
 def route_label(pattern: str) -> str:
@@ -117,13 +135,23 @@ def _request_logger(access_log: bool, metrics: Any, table: Sequence[tuple]) -> C
     patterns: List[Tuple[Pattern[str], Callable[["re.Match[str]"], str]]] = [
         (re.compile(route[0] + "$"), route_labeller(route[0])) for route in table]
 
+    labels: Dict[str, str] = {}
+
     def route_of(path: str) -> str:
+        label = labels.get(path)
+        if label is not None:
+            return label
+        label = "(unmatched)"
         # the first pattern that matches is the one Cyclone routed the request by
         for regex, labeller in patterns:
             match = regex.match(path)
             if match:
-                return labeller(match)
-        return "(unmatched)"
+                label = labeller(match)
+                break
+        if len(labels) >= _ROUTE_MEMO:  # bounded: paths carry queue names
+            labels.clear()
+        labels[path] = label
+        return label
 
     def log_request(handler: Any) -> None:
         request = handler.request

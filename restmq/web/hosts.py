@@ -10,7 +10,7 @@ with that checked Host, never with a Host the client chose freely.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 from urllib.parse import urlsplit
 
 __all__ = ["AllowedHosts", "parse_host", "DEFAULT_NAMES"]
@@ -19,6 +19,7 @@ __all__ = ["AllowedHosts", "parse_host", "DEFAULT_NAMES"]
 DEFAULT_NAMES = ("localhost",)
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _WILDCARDS = ("", "0.0.0.0", "::", "*")
+_MEMO = 256
 
 
 def parse_host(text: str) -> Optional[Tuple[str, Optional[int]]]:
@@ -78,6 +79,7 @@ class AllowedHosts:
     def __init__(self, names: Iterable[str] = (), listen: str = "") -> None:
         self.any = False
         self._names: dict = {}
+        self._memo: Dict[str, bool] = {}
         entries = list(DEFAULT_NAMES) + list(names)
         if listen not in _WILDCARDS:
             entries.append(listen)
@@ -96,6 +98,16 @@ class AllowedHosts:
         which no browser sends)."""
         if host is None or self.any:
             return True
+        # every request asks, almost always with the same few values: remembered
+        # (at most _MEMO of them, so a client sending endless names bounds it)
+        known = self._memo.get(host)
+        if known is None:
+            if len(self._memo) >= _MEMO:
+                self._memo.clear()
+            known = self._memo[host] = self._allows(host)
+        return known
+
+    def _allows(self, host: str) -> bool:
         parsed = parse_host(host)
         if parsed is None:
             return False
