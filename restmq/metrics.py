@@ -112,6 +112,8 @@ class Metrics:
         # labelled children by (metric, labels): prometheus_client's labels() locks and
         # validates on every call, and these are called on every request
         self._children: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
+        # counter increments not yet applied (one process only): (counter, labels) -> amount
+        self._pending: Dict[Tuple[Any, Tuple[str, ...]], float] = {}
         scrape = _ScrapeCollector(self)
         if self.multiprocess_dir:
             # Scrapes read every worker's files, never this process's live values
@@ -123,6 +125,23 @@ class Metrics:
             self.exposition = self.registry
             ProcessCollector(registry=self.registry)
         self.exposition.register(scrape)
+
+    def _count(self, counter: Any, labels: Tuple[str, ...], amount: float) -> None:
+        """``counter`` (with ``labels``) goes up by ``amount``. In one process the
+        increments are added up here and applied when a scrape reads them
+        (prometheus_client takes a lock per increment, several times a request);
+        with workers sharing files every increment is written at once."""
+        if self.multiprocess_dir:
+            self._child(counter, *labels).inc(amount)
+            return
+        key = (counter, labels)
+        pending = self._pending
+        pending[key] = pending.get(key, 0.0) + amount
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (counter, labels), amount in pending.items():
+            self._child(counter, *labels).inc(amount)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)
@@ -148,16 +167,16 @@ class Metrics:
         """``count`` messages were stored in ``queue``."""
         if count:
             label = self.queue_label(queue)
-            self._child(self._published, label).inc(count)
+            self._count(self._published, (label,), count)
 
     def delivered(self, queue: str, transport: str, count: int, group: str = "") -> None:
         """``count`` messages of ``queue`` (of its consumer ``group``) went to
         consumers over ``transport``."""
         if count:
             label = self.queue_label(queue)
-            self._child(self._delivered, label, transport).inc(count)
+            self._count(self._delivered, (label, transport), count)
             if group:
-                self._child(self._group_delivered, label, group).inc(count)
+                self._count(self._group_delivered, (label, group), count)
 
     def acked(self, queue: str, count: int, group: str = "") -> None:
         if count:
@@ -186,7 +205,7 @@ class Metrics:
              seconds: Optional[float] = None) -> None:
         """A request to ``route`` (a pattern such as ``/q/{queue}``) was answered."""
         method = method if method in _METHODS else "other"
-        self._child(self._requests, route, method, str(status)).inc()
+        self._count(self._requests, (route, method, str(status)), 1)
         if seconds is not None:
             self._child(self._durations, route).observe(seconds)
 
@@ -212,6 +231,7 @@ class Metrics:
 
         def render(queues: Optional[Iterable[Any]], subscribers: Mapping[str, Mapping[str, int]],
                    counters: Optional[Mapping[str, Mapping[str, int]]] = None) -> bytes:
+            self._apply_pending()
             self._snapshot = _Snapshot(self, queues, subscribers, counters)
             try:
                 return encoder(self.exposition)
