@@ -9,7 +9,7 @@ ARGS ?=
 WORKERS ?= 1
 PORT ?= 8888
 
-.PHONY: run test install install-test browser bench bench-tools lint clean
+.PHONY: run test install install-test browser curl-dev bench bench-tools lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python requirements.txt
 	$(BIN)/pip install --quiet --no-deps cyclone==1.3
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt | curl-dev
 	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $@
 
@@ -35,6 +35,14 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "make test: could not install chromium (needs root and apt)"; exit 1; }; }
+
+# Debian's libcurl4-openssl-dev: pycurl (kombu's SQS transport, for the Celery
+# test) is built against it when requirements-test.txt is installed.
+curl-dev:
+	@command -v curl-config >/dev/null 2>&1 || { \
+	  echo "installing Debian's libcurl4-openssl-dev to build pycurl for the SQS tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcurl4-openssl-dev >/dev/null) \
+	  || { echo "make test: could not install libcurl4-openssl-dev (needs root and apt)"; exit 1; }; }
 
 run: install
 	PYTHONPATH=. $(BIN)/python -m restmq.server.run --workers $(WORKERS) -- --port $(PORT) $(ARGS)

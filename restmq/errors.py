@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = [
     "RestMQError", "BadRequest", "InvalidQueueName", "QueueNotFound",
     "MessageNotFound", "MessageTooLarge", "Unauthorized", "Forbidden",
-    "BackendUnavailable", "ConfigError", "QueueFull", "LeaseLost",
+    "BackendUnavailable", "ConfigError", "QueueFull", "LeaseLost", "TooManyInFlight",
 ]
 
 
@@ -39,6 +39,10 @@ class MessageTooLarge(RestMQError):
 
 class QueueFull(RestMQError):
     """The queue reached its max length and refuses new messages."""
+
+
+class TooManyInFlight(RestMQError):
+    """The queue has as many messages in flight (leased) as it may."""
 
 
 class LeaseLost(RestMQError):

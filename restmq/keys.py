@@ -30,6 +30,16 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
 
+The SQS front-end (restmq/web/sqs) keeps a queue's SQS-only attributes beside
+them; the attributes that mean the same as a RestMQ setting live in
+<q>:settings (VisibilityTimeout = lease_seconds, MessageRetentionPeriod = ttl,
+RedrivePolicy = max_receives + dead_letter_queue)::
+
+    SQSQUEUESET           SET     queues created (or configured) through the SQS API
+    <q>:sqs               HASH    SQS attribute name -> value (DelaySeconds, FifoQueue, ...)
+    <q>:sqstags           HASH    tag key -> tag value
+    <q>:sqssources        SET     (on a dead-letter target) queues whose RedrivePolicy names it
+
 Queue names beginning with "queuestat:" are refused: "queuestat::<q>" could
 otherwise be the key of such a queue.
 
@@ -49,9 +59,11 @@ __all__ = [
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
     "broadcast_channel", "dead_letter_queue", "queue_of_key",
+    "SQS_QUEUESET", "sqs_attributes", "sqs_tags", "sqs_sources",
 ]
 
 QUEUESET = "QUEUESET"
+SQS_QUEUESET = "SQSQUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
 MAX_QUEUE_NAME_BYTES = 200
@@ -152,3 +164,15 @@ def dead_letter_queue(queue: str) -> str:
 
 def broadcast_channel(queue: str) -> str:
     return BROADCAST_CHANNEL_PREFIX + queue
+
+
+def sqs_attributes(queue: str) -> str:
+    return queue + ":sqs"
+
+
+def sqs_tags(queue: str) -> str:
+    return queue + ":sqstags"
+
+
+def sqs_sources(queue: str) -> str:
+    return queue + ":sqssources"

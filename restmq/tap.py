@@ -26,6 +26,9 @@ _FLAG_KEYS: Dict[str, Tuple[str, str]] = {
     "redis-wait": ("redis", "wait_replicas"),
     "acl": ("acl", "file"),
     "data-dir": ("redis", "data_dir"),
+    "sqs-port": ("sqs", "port"),
+    "sqs-listen": ("sqs", "listen"),
+    "sqs-credentials": ("sqs", "credentials"),
 }
 
 
@@ -52,6 +55,9 @@ class Options(usage.Options):
         ["redis-wait", None, None, "acknowledge a publish once N replicas have it (WAIT)"],
         ["acl", None, None, "ACL file (sections rest:producer, rest:consumer, ...)"],
         ["data-dir", None, None, "where the embedded redis-server keeps its files [var/redis]"],
+        ["sqs-port", None, None, "port of the Amazon SQS-compatible API (0 = off) [0]"],
+        ["sqs-listen", None, None, "interface of the SQS API [127.0.0.1]"],
+        ["sqs-credentials", None, None, "SQS access keys file (see etc/sqs-credentials.conf)"],
     ]
     optFlags = [
         ["access-log", None, "log one line per request"],
@@ -73,6 +79,8 @@ class Options(usage.Options):
             if self.config.acl_file:
                 from restmq.acl import load_acl
                 load_acl(self.config.acl_file)
+            if self.config.sqs.port:
+                _check_sqs_access(self.config)
         except ConfigError as exc:
             raise usage.UsageError(exc.message) from None
         self._choose_logger()
@@ -86,8 +94,30 @@ class Options(usage.Options):
             parent["logger"] = "restmq.logs.json_observer"
 
 
+def _check_sqs_access(config: Config) -> None:
+    """The SQS listener must not open what the REST ACL closes: where REST needs
+    credentials, the SQS API needs its own (signed) access keys.
+
+    :raises ConfigError: naming what to set.
+    """
+    from restmq.acl import load_acl, load_sqs_credentials
+    if config.sqs.credentials:
+        load_sqs_credentials(config.sqs.credentials)
+        return
+    if not config.acl_file:
+        return
+    acl = load_acl(config.acl_file)
+    for category in ("rest:producer", "rest:consumer"):
+        rule = acl.rules.get(category)
+        if rule is not None and rule.needs_credentials:
+            raise ConfigError("%s: [%s] needs credentials, so the SQS API (port %d) needs its own: "
+                              "set [sqs] credentials (see etc/sqs-credentials.conf)"
+                              % (config.acl_file, category, config.sqs.port))
+
+
 def makeService(options: Options) -> service.MultiService:
-    """redis (embedded only), pool, dispatcher, http: started in this order."""
+    """redis (embedded only), pool, dispatcher, http, sqs (when [sqs] port is set):
+    started in this order."""
     from twisted.internet import reactor
 
     from restmq.acl import Acl, load_acl
@@ -136,6 +166,19 @@ def makeService(options: Options) -> service.MultiService:
         http = internet.TCPServer(config.server.port, app, interface=config.server.listen)
     http.setName("http")
     http.setServiceParent(top)
+    if config.sqs.port:
+        from restmq.acl import SqsKeys, load_sqs_credentials
+        from restmq.web.sqs.app import make_sqs_app
+        keys = load_sqs_credentials(config.sqs.credentials) if config.sqs.credentials else SqsKeys()
+        sqs_app = make_sqs_app(context, keys)
+        sqs: service.Service
+        if config.server.reuse_port:
+            from restmq.server.reuseport import ReusePortServer
+            sqs = ReusePortServer(config.sqs.port, sqs_app, config.sqs.listen)
+        else:
+            sqs = internet.TCPServer(config.sqs.port, sqs_app, interface=config.sqs.listen)
+        sqs.setName("sqs")
+        sqs.setServiceParent(top)
     return top
 
 

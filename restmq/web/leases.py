@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from restmq.errors import BadRequest, LeaseLost
-from restmq.model import SETTINGS, parse_setting
+from restmq.model import SETTINGS, TEXT_SETTINGS, parse_setting
 from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["SettleHandler", "RedriveHandler", "DeadLettersHandler", "SettingsHandler"]
@@ -95,7 +95,7 @@ def _number(text: str) -> object:
 
 class SettingsHandler(BaseHandler):
     """GET /settings/<q>; POST any of maxlen, overflow, max_receives, lease_seconds,
-    history_size, ttl (an empty value removes that setting)."""
+    history_size, ttl, dead_letter_queue (an empty value removes that setting)."""
 
     acl_categories = {"GET": "rest:consumer", "POST": "rest:producer"}
 
@@ -104,9 +104,10 @@ class SettingsHandler(BaseHandler):
         defaults: Dict[str, object] = {
             "maxlen": 0, "overflow": "reject", "max_receives": delivery.max_receives,
             "lease_seconds": delivery.lease_seconds,
-            "history_size": self.config.dispatch.history_size, "ttl": None}
+            "history_size": self.config.dispatch.history_size, "ttl": None,
+            "dead_letter_queue": None}
         for name, value in own.items():
-            defaults[name] = value if name == "overflow" else _number(value)
+            defaults[name] = value if name in TEXT_SETTINGS else _number(value)
         return defaults
 
     @async_handler

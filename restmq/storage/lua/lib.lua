@@ -21,8 +21,9 @@ local function del_many(keys)
   end
 end
 
--- Move a message body to "<q>:dead", an ordinary queue, keeping its delivery count
--- and recording why. The original key and its bookkeeping are removed.
+-- Move a message body to "<q>:dead" (or the queue its dead_letter_queue setting
+-- names), an ordinary queue, keeping its delivery count and recording why. The
+-- original key and its bookkeeping are removed.
 local function dead_letter(queue, key, count, reason, now)
   local body = redis.call('GET', key)
   redis.call('DEL', key)
@@ -31,7 +32,7 @@ local function dead_letter(queue, key, count, reason, now)
   if not body then
     return nil
   end
-  local dq = queue .. ':dead'
+  local dq = redis.call('HGET', queue .. ':settings', 'dead_letter_queue') or (queue .. ':dead')
   local newkey = dq .. ':' .. redis.call('INCR', dq .. ':UUID')
   redis.call('SET', newkey, body)
   redis.call('LPUSH', dq .. ':queue', newkey)
