@@ -39,7 +39,8 @@ def sqs(broker):
 @pytest.fixture()
 def queue(sqs, request):
     digest = hashlib.md5(request.node.name.encode()).hexdigest()[:8]
-    name = "t-%s-%s" % (re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name.replace("test_sqs_", ""))[:60], digest)
+    label = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name.replace("test_sqs_", ""))[:60]
+    name = "t-%s-%s" % (label, digest)
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     yield url
     try:
@@ -196,7 +197,8 @@ def test_sqs_send_receive_delete(sqs, queue):
     assert sent["MD5OfMessageBody"] == md5(body)
     reply = sqs.receive_message(QueueUrl=queue, AttributeNames=["All"], WaitTimeSeconds=1)
     [message] = reply["Messages"]
-    assert (message["Body"], message["MessageId"], message["MD5OfBody"]) == (body, sent["MessageId"], md5(body))
+    assert (message["Body"], message["MessageId"], message["MD5OfBody"]) == \
+        (body, sent["MessageId"], md5(body))
     assert message["Attributes"]["ApproximateReceiveCount"] == "1"
     assert int(message["Attributes"]["SentTimestamp"]) > 1_600_000_000_000
     attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
@@ -246,7 +248,8 @@ def test_sqs_batches(sqs, queue):
      "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
     ([{"Id": "same", "MessageBody": "b"}, {"Id": "same", "MessageBody": "c"}], "BatchEntryIdsNotDistinct",
      "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
-    ([{"Id": "bad id!", "MessageBody": "b"}], "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId"),
+    ([{"Id": "bad id!", "MessageBody": "b"}], "InvalidBatchEntryId",
+     "AWS.SimpleQueueService.InvalidBatchEntryId"),
     ([{"Id": "a", "MessageBody": "x" * 200000}, {"Id": "b", "MessageBody": "y" * 100000}],
      "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong"),
 ])
@@ -311,7 +314,8 @@ def test_sqs_visibility_timeout(sqs, queue):
     assert second["Attributes"]["ApproximateReceiveCount"] == "2"
     # the old receipt no longer changes anything
     with pytest.raises(sqs.exceptions.MessageNotInflight) as excinfo:
-        sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=5)
+        sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=first["ReceiptHandle"],
+                                      VisibilityTimeout=5)
     assert error_of(excinfo) == ("AWS.SimpleQueueService.MessageNotInflight", 400)
     sqs.delete_message(QueueUrl=queue, ReceiptHandle=first["ReceiptHandle"])
     assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
@@ -448,8 +452,9 @@ def test_sqs_send_is_popped_by_rest(sqs, queue, broker):
 
 
 def test_sqs_rest_post_is_received_by_boto3(sqs, broker):
-    with urllib.request.urlopen(urllib.request.Request(
-            "%s/q/from-rest" % broker.url, data=b"value=posted+over+REST", method="POST"), timeout=10) as response:
+    post = urllib.request.Request("%s/q/from-rest" % broker.url, data=b"value=posted+over+REST",
+                                  method="POST")
+    with urllib.request.urlopen(post, timeout=10) as response:
         key = response.read().decode().strip()
     url = sqs.get_queue_url(QueueName="from-rest")["QueueUrl"]
     try:
@@ -524,7 +529,8 @@ def test_sqs_query_protocol(broker):
     status, _, root = _query(broker, path, {"Action": "GetQueueAttributes", "AttributeName.1": "All"})
     attributes = {a.find("sqs:Name", NS).text: a.find("sqs:Value", NS).text
                   for a in root.findall("sqs:GetQueueAttributesResult/sqs:Attribute", NS)}
-    assert attributes["VisibilityTimeout"] == "40" and attributes["ApproximateNumberOfMessagesNotVisible"] == "2"
+    assert (attributes["VisibilityTimeout"], attributes["ApproximateNumberOfMessagesNotVisible"]) == \
+        ("40", "2")
     status, _, root = _query(broker, path, {"Action": "DeleteMessageBatch",
                                             "DeleteMessageBatchRequestEntry.1.Id": "a",
                                             "DeleteMessageBatchRequestEntry.1.ReceiptHandle":
