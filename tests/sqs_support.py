@@ -83,6 +83,20 @@ def cli_json(done: subprocess.CompletedProcess) -> Dict[str, Any]:
     return json.loads(done.stdout) if done.stdout.strip() else {}
 
 
+def wait_for_long_poll(broker: Broker, queue: str, timeout: float = 20.0) -> None:
+    """Block until ``broker`` has a long poll waiting on ``queue`` (its /stats say so),
+    so what the test sends next can only reach it through a wake-up."""
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen("%s/stats/%s" % (broker.url, queue), timeout=10) as response:
+            if json.loads(response.read()).get("subscribers", {}).get("longpoll"):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError("no long poll waits on %s" % queue)
+        time.sleep(0.01)
+
+
 def receive_all(client: Any, url: str, expected: int, attempts: int = 50, **kwargs: Any) -> List[dict]:
     """Receive until ``expected`` messages came (each call long-polls, so no sleeping)."""
     got: List[dict] = []

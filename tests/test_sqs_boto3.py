@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.sqs_support import SqsBroker, receive_all, sqs_client
+from tests.sqs_support import SqsBroker, receive_all, sqs_client, wait_for_long_poll
 
 NS = {"sqs": "http://queue.amazonaws.com/doc/2012-11-05/"}
 
@@ -413,6 +413,7 @@ def test_sqs_long_poll_wakes_on_send(sqs, queue, broker):
 
     waiting = threading.Thread(target=wait_for_it)
     waiting.start()
+    wait_for_long_poll(broker, queue.rsplit("/", 1)[1])
     sqs.send_message(QueueUrl=queue, MessageBody="wake up")
     waiting.join(timeout=60)
     assert [m["Body"] for m in got[0]["Messages"]] == ["wake up"]
@@ -424,6 +425,7 @@ def test_sqs_queue_wait_time_is_the_default(sqs, queue, broker):
     waiting = threading.Thread(target=lambda: got.append(
         sqs_client(broker.sqs_url).receive_message(QueueUrl=queue)))
     waiting.start()
+    wait_for_long_poll(broker, queue.rsplit("/", 1)[1])
     sqs.send_message(QueueUrl=queue, MessageBody="waited")
     waiting.join(timeout=60)
     assert got[0]["Messages"][0]["Body"] == "waited"
