@@ -349,7 +349,7 @@ def test_sqs_change_visibility(sqs, queue):
         ("junk", "ReceiptHandleIsInvalid"), ("stale", "AWS.SimpleQueueService.MessageNotInflight")]
     with pytest.raises(sqs.exceptions.ReceiptHandleIsInvalid) as excinfo:
         sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle="nope", VisibilityTimeout=1)
-    assert error_of(excinfo) == ("ReceiptHandleIsInvalid", 404)
+    assert error_of(excinfo) == ("ReceiptHandleIsInvalid", 400)
     with pytest.raises(sqs.exceptions.ReceiptHandleIsInvalid):
         sqs.delete_message(QueueUrl=queue, ReceiptHandle="other-queue:1:abc")
 

@@ -351,8 +351,7 @@ class SqsApi:
     async def list_queue_tags(self, call: Call) -> Dict[str, Any]:
         queue = self._queue(call)
         self._allow(call, "see", queue)
-        tags = await self.sqs.tags(queue)
-        return {"Tags": tags} if tags else {}
+        return {"Tags": await self.sqs.tags(queue)}
 
     async def list_dead_letter_source_queues(self, call: Call) -> Dict[str, Any]:
         queue = self._queue(call)

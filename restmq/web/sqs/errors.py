@@ -33,7 +33,7 @@ ERRORS = {
     "OverLimit": ("OverLimit", 403, True),
     "QueueDoesNotExist": ("AWS.SimpleQueueService.NonExistentQueue", 400, True),
     "QueueNameExists": ("QueueAlreadyExists", 400, True),
-    "ReceiptHandleIsInvalid": ("ReceiptHandleIsInvalid", 404, True),
+    "ReceiptHandleIsInvalid": ("ReceiptHandleIsInvalid", 400, True),
     "RequestExpired": ("RequestExpired", 400, True),
     "ResourceNotFoundException": ("ResourceNotFoundException", 404, True),
     "ServiceUnavailable": ("ServiceUnavailable", 503, False),
