@@ -128,9 +128,11 @@ def scenario(client) -> List[Tuple[str, Any]]:
         {"Id": "a", "MessageBody": "a"}, {"Id": "a", "MessageBody": "b"}])
     step("send-batch-too-many", client.send_message_batch, QueueUrl=url,
          Entries=[{"Id": str(i), "MessageBody": "a"} for i in range(11)])
-    step("send-batch-bad-id", client.send_message_batch, QueueUrl=url, Entries=[{"Id": "x!", "MessageBody": "a"}])
+    step("send-batch-bad-id", client.send_message_batch, QueueUrl=url,
+         Entries=[{"Id": "x!", "MessageBody": "a"}])
     received = step("receive", client.receive_message, QueueUrl=url, MaxNumberOfMessages=3,
-                    AttributeNames=["ApproximateReceiveCount", "SentTimestamp", "SenderId"], WaitTimeSeconds=1)
+                    AttributeNames=["ApproximateReceiveCount", "SentTimestamp", "SenderId"],
+                    WaitTimeSeconds=1)
     step("receive-bad-count", client.receive_message, QueueUrl=url, MaxNumberOfMessages=11)
     step("receive-empty", client.receive_message, QueueUrl=url, WaitTimeSeconds=0)
     messages = received.get("Messages", [])
