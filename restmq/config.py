@@ -89,6 +89,7 @@ class DispatchConfig:
     history_size: int = 1000
     max_wait: float = 60.0
     batch_size: int = 500
+    max_stream_queues: int = 64
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -100,6 +101,9 @@ class DeliveryConfig:
     stop_holds_pops: bool = False
     prefetch: int = 10
     max_batch: int = 1000
+    max_attributes: int = 32
+    max_attribute_bytes: int = 8192
+    max_rpc_timeout: float = 300.0
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -229,6 +233,7 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("dispatch", "history_size"): (_non_negative_int, "dispatch.history_size"),
     ("dispatch", "max_wait"): (_seconds, "dispatch.max_wait"),
     ("dispatch", "batch_size"): (_positive_int, "dispatch.batch_size"),
+    ("dispatch", "max_stream_queues"): (_positive_int, "dispatch.max_stream_queues"),
     ("delivery", "lease_seconds"): (_seconds, "delivery.lease_seconds"),
     ("delivery", "max_receives"): (_positive_int, "delivery.max_receives"),
     ("delivery", "max_delay"): (_seconds, "delivery.max_delay"),
@@ -236,6 +241,9 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("delivery", "stop_holds_pops"): (_boolean, "delivery.stop_holds_pops"),
     ("delivery", "prefetch"): (_positive_int, "delivery.prefetch"),
     ("delivery", "max_batch"): (_positive_int, "delivery.max_batch"),
+    ("delivery", "max_attributes"): (_positive_int, "delivery.max_attributes"),
+    ("delivery", "max_attribute_bytes"): (_positive_int, "delivery.max_attribute_bytes"),
+    ("delivery", "max_rpc_timeout"): (_seconds, "delivery.max_rpc_timeout"),
     ("acl", "file"): (_text, "acl.file"),
     ("sqs", "port"): (_port, "sqs.port"),
     ("sqs", "listen"): (_text, "sqs.listen"),

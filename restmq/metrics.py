@@ -64,6 +64,12 @@ class Metrics:
         self._redelivered = Counter(
             "restmq_messages_redelivered", "Messages handed out again after a lease ran out or a nack.",
             ["queue"], registry=self.registry)
+        self._group_delivered = Counter(
+            "restmq_group_messages_delivered", "Messages of a consumer group handed to its members.",
+            ["queue", "group"], registry=self.registry)
+        self._group_acked = Counter(
+            "restmq_group_messages_acked", "Leased messages of a consumer group acknowledged.",
+            ["queue", "group"], registry=self.registry)
         self._cut_off = Counter(
             "restmq_consumers_cut_off", "Streaming consumers cut off for falling too far behind.",
             ["queue", "transport"], registry=self.registry)
@@ -110,16 +116,22 @@ class Metrics:
             self._child(self._published, label).inc(count)
             self._totals.setdefault(label, [0.0, 0.0])[0] += count
 
-    def delivered(self, queue: str, transport: str, count: int) -> None:
-        """``count`` messages of ``queue`` went to consumers over ``transport``."""
+    def delivered(self, queue: str, transport: str, count: int, group: str = "") -> None:
+        """``count`` messages of ``queue`` (of its consumer ``group``) went to
+        consumers over ``transport``."""
         if count:
             label = self.queue_label(queue)
             self._child(self._delivered, label, transport).inc(count)
             self._totals.setdefault(label, [0.0, 0.0])[1] += count
+            if group:
+                self._child(self._group_delivered, label, group).inc(count)
 
-    def acked(self, queue: str, count: int) -> None:
+    def acked(self, queue: str, count: int, group: str = "") -> None:
         if count:
-            self._child(self._acked, self.queue_label(queue)).inc(count)
+            label = self.queue_label(queue)
+            self._child(self._acked, label).inc(count)
+            if group:
+                self._child(self._group_acked, label, group).inc(count)
 
     def redelivered(self, queue: str, count: int) -> None:
         if count:
@@ -175,6 +187,7 @@ class _Snapshot:
         self.values: Dict[str, Dict[str, float]] = {}
         self.ages: Dict[str, float] = {}
         self.paused: Dict[str, float] = {}
+        self.groups: Dict[Tuple[str, str], Dict[str, float]] = {}
         for info in queues or ():
             self.count += 1
             label = metrics.queue_label(info.name)
@@ -184,6 +197,10 @@ class _Snapshot:
             self.paused[label] = self.paused.get(label, 0.0) + (info.state is QueueState.STOPPED)
             if info.oldest_age is not None:
                 self.ages[label] = max(self.ages.get(label, 0.0), info.oldest_age)
+            for group in getattr(info, "groups", ()):
+                totals = self.groups.setdefault((label, group.name), dict.fromkeys(self._FIELDS, 0.0))
+                for field in self._FIELDS:
+                    totals[field] += getattr(group, field)
         self.subscribers: Dict[Tuple[str, str], float] = {}
         for queue, counts in subscribers.items():
             label = metrics.queue_label(queue)
@@ -200,6 +217,14 @@ class _ScrapeCollector(Collector):
         ("restmq_queue_inflight", "Messages leased and not yet acknowledged.", "inflight"),
         ("restmq_queue_delayed", "Messages waiting for their delay to pass.", "delayed"),
         ("restmq_queue_dead", "Messages in the queue's dead-letter queue.", "dead"),
+    )
+
+    _GROUP_GAUGES = (
+        ("restmq_group_depth", "Messages waiting for a consumer group.", "length"),
+        ("restmq_group_inflight", "Messages of a consumer group leased and not yet acknowledged.",
+         "inflight"),
+        ("restmq_group_delayed", "Messages of a consumer group waiting for their delay.", "delayed"),
+        ("restmq_group_dead", "Messages in a consumer group's dead-letter queue.", "dead"),
     )
 
     def __init__(self, metrics: Metrics) -> None:
@@ -239,6 +264,11 @@ class _ScrapeCollector(Collector):
         for label, seconds in sorted(snapshot.ages.items()):
             age.add_metric([label], seconds)
         yield age
+        for name, documentation, field in self._GROUP_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["queue", "group"])
+            for (label, group), counts in sorted(snapshot.groups.items()):
+                family.add_metric([label, group], counts[field])
+            yield family
         paused = GaugeMetricFamily("restmq_queue_paused",
                                    "1 while the queue is stopped (/control); for _other, how many are.",
                                    labels=["queue"])

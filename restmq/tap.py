@@ -151,7 +151,8 @@ def makeService(options: Options) -> service.MultiService:
     dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics,
                             lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
-                        dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
+                        dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected,
+                        on_reply=dispatcher.replied)
     DispatcherService(dispatcher, notifier).setServiceParent(top)
 
     acl = load_acl(config.acl_file) if config.acl_file else Acl()

@@ -8,6 +8,7 @@ as a RestMQ setting are that setting (see keys.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -17,11 +18,12 @@ import txredisapi
 
 from restmq import keys
 from restmq.errors import BackendUnavailable, BadRequest, QueueNotFound, TooManyInFlight
+from restmq.model import MessageMeta
 from restmq.storage.scripts import Script, load_scripts
 from restmq.storage.store import QueueStore, _pairs, _text, check_queue
 
-__all__ = ["SqsStore", "SqsMessage", "QueueView", "UNLIMITED_RECEIVES", "SQS_SCRIPT_NAMES",
-           "MAX_TAGS"]
+__all__ = ["SqsStore", "SqsMessage", "SqsEntry", "QueueView", "UNLIMITED_RECEIVES",
+           "SQS_SCRIPT_NAMES", "MAX_TAGS", "DEDUPLICATION_WINDOW_MS"]
 
 SQS_SCRIPT_NAMES = ("sqs_url", "sqs_create", "sqs_set_attributes", "sqs_attributes", "sqs_send",
                     "sqs_receive", "sqs_settle", "sqs_purge", "sqs_delete_queue", "sqs_tags",
@@ -33,6 +35,8 @@ UNLIMITED_RECEIVES = 2 ** 53 - 1
 PURGE_STEP = 2000
 #: tags a queue may have (SQS's limit)
 MAX_TAGS = 50
+#: how long a FIFO MessageDeduplicationId (and ReceiveRequestAttemptId) is remembered
+DEDUPLICATION_WINDOW_MS = 5 * 60 * 1000
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -44,6 +48,21 @@ class SqsMessage:
     deliveries: int
     receipt: str
     sent_ms: int
+    meta: Optional[MessageMeta] = None
+    first_receive_ms: int = 0
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class SqsEntry:
+    """One message to send: its body, its size as SQS counts it (body and
+    attributes), its delay (None: the queue's DelaySeconds), its metadata, and
+    its deduplication id (FIFO)."""
+
+    body: str
+    size: int
+    delay: Optional[int] = None
+    meta: Optional[MessageMeta] = None
+    dedup_id: str = ""
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -183,27 +202,36 @@ class SqsStore:
 
     # messages
 
-    async def send(self, queue: str, entries: Sequence[Tuple[str, Optional[int]]],
-                   default_max_bytes: int) -> Tuple[int, List[Optional[str]]]:
-        """Store (body, delay seconds or None for the queue's DelaySeconds) entries.
+    async def send(self, queue: str, entries: Sequence[SqsEntry],
+                   default_max_bytes: int) -> Tuple[int, List[str]]:
+        """Store the entries (for the default consumers and every consumer group).
 
         :returns: (the time they were stored, in ms; each entry's message key, or
-            None when its body was over the queue's MaximumMessageSize).
+            "!size" when it was over the queue's MaximumMessageSize, "!dedup" when a
+            FIFO queue without ContentBasedDeduplication got no deduplication id).
+            On a FIFO queue an entry whose deduplication id (or body, with
+            ContentBasedDeduplication) was seen in the last 5 minutes answers the first key.
         :raises QueueNotFound, QueueFull:
         """
         check_queue(queue)
-        args: List[Any] = [queue, keys.NOTIFY_CHANNEL, default_max_bytes]
-        for body, delay in entries:
-            args += [body, "" if delay is None else delay]
+        args: List[Any] = [queue, keys.NOTIFY_CHANNEL, default_max_bytes, DEDUPLICATION_WINDOW_MS]
+        for entry in entries:
+            meta = entry.meta
+            args += [entry.body, entry.size, "" if entry.delay is None else entry.delay,
+                     meta.encode() if meta is not None else "",
+                     (meta.ordering_key or "") if meta is not None else "", entry.dedup_id,
+                     hashlib.sha256(entry.body.encode("utf-8")).hexdigest()]
         reply = await self._run("sqs_send", [keys.queue_list(queue)], args)
-        stored = [_text(key) for key in reply[1:]]
-        return int(reply[0]), [None if key == "!size" else key for key in stored]
+        return int(reply[0]), [_text(key) for key in reply[1:]]
 
     async def receive(self, queue: str, count: int, visibility_ms: Optional[int],
                       default_visibility_ms: int, max_inflight: int, listen_ms: int = 0,
-                      hold_if_stopped: bool = False) -> Tuple[List[SqsMessage], int]:
+                      hold_if_stopped: bool = False,
+                      attempt_id: str = "") -> Tuple[List[SqsMessage], int]:
         """Lease up to ``count`` messages for ``visibility_ms`` (None: the queue's
-        VisibilityTimeout).
+        VisibilityTimeout); ordering keys (FIFO groups) come in order, one in flight
+        each. A retry with the same ``attempt_id`` gets the same messages while their
+        leases last.
 
         :returns: (the messages, the queue's ReceiveMessageWaitTimeSeconds).
         :raises QueueNotFound, TooManyInFlight:
@@ -213,12 +241,13 @@ class SqsStore:
         reply = await self._run("sqs_receive", [keys.queue_list(queue)], [
             queue, count, "" if visibility_ms is None else visibility_ms, default_visibility_ms,
             prefix, self.store.default_max_receives, listen_ms, "1" if hold_if_stopped else "0",
-            max_inflight])
+            max_inflight, attempt_id, DEDUPLICATION_WINDOW_MS])
         out = []
-        for i in range(2, len(reply), 5):
+        for i in range(2, len(reply), 7):
             key = _text(reply[i])
             out.append(SqsMessage(key, _text(reply[i + 1]), int(reply[i + 2]),
-                                  "%s:%s" % (key, _text(reply[i + 3])), int(reply[i + 4])))
+                                  "%s:%s" % (key, _text(reply[i + 3])), int(reply[i + 4]),
+                                  MessageMeta.decode(_text(reply[i + 5])), int(reply[i + 6] or 0)))
         return out, int(reply[1])
 
     async def delete_messages(self, queue: str, receipts: Sequence[Tuple[str, str]]) -> List[bool]:

@@ -11,13 +11,15 @@ from urllib.parse import unquote_plus
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import collectd, control, leases, ops, protocol, queues
+from restmq.web import collectd, control, leases, ops, patterns, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
 __all__ = ["make_app", "RestMQApplication"]
 
 _Q = r"([^/]+)"
+_G = r"([^/]+?)"
+_ID = r"([0-9a-f]{1,64})"
 
 
 class RestMQApplication(cyclone.web.Application):
@@ -49,7 +51,8 @@ def route_label(pattern: str) -> str:
     """The label of a route pattern in logs and metrics: r"/q/([^/]+)/?" -> "/q/{queue}"."""
     if pattern == r".*":
         return "(unmatched)"
-    label = pattern.replace(_Q, "{queue}").replace("\\", "")
+    label = pattern.replace(_Q, "{queue}").replace(_G, "{group}").replace(_ID, "{reply_to}")
+    label = label.replace("\\", "")
     return label[:-2] if label.endswith("/?") and len(label) > 2 else label
 
 
@@ -93,6 +96,11 @@ def routes(context: Context) -> list:
         (r"/q/?", queues.QueueListHandler, deps),
         (r"/q/%s/?" % _Q, queues.QueueHandler, deps),
         (r"/q/%s/(ack|nack|extend)/?" % _Q, leases.SettleHandler, deps),
+        (r"/q/%s/groups/?" % _Q, patterns.GroupsHandler, deps),
+        (r"/q/%s/groups/%s/?" % (_Q, _G), patterns.GroupHandler, deps),
+        (r"/take/?", patterns.TakeHandler, deps),
+        (r"/rpc/%s/?" % _Q, patterns.RpcHandler, deps),
+        (r"/reply/%s/?" % _ID, patterns.ReplyHandler, deps),
         (r"/q/%s/redrive/?" % _Q, leases.RedriveHandler, deps),
         (r"/q/%s/dead/?" % _Q, leases.DeadLettersHandler, deps),
         (r"/settings/%s/?" % _Q, leases.SettingsHandler, deps),
@@ -100,6 +108,9 @@ def routes(context: Context) -> list:
         (r"/c/%s/?" % _Q, streams.CometHandler, deps),
         (r"/sse/%s/?" % _Q, streams.CometHandler, deps),
         (r"/ws/%s/?" % _Q, streams.WebSocketHandler, deps),
+        (r"/c/?", streams.CometHandler, deps),
+        (r"/sse/?", streams.CometHandler, deps),
+        (r"/ws/?", streams.WebSocketHandler, deps),
         (r"/p/%s/?" % _Q, control.PolicyHandler, deps),
         (r"/control/%s/?" % _Q, control.ControlHandler, deps),
         (r"/stats/?", control.StatsHandler, deps),

@@ -15,6 +15,7 @@ ERROR_TABLE: Tuple[Tuple[Type[Exception], int, str], ...] = (
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.Forbidden, 403, "forbidden"),
     (errors.QueueNotFound, 404, "queue_not_found"),
+    (errors.GroupNotFound, 404, "group_not_found"),
     (errors.MessageNotFound, 404, "not_found"),
     (errors.LeaseLost, 409, "lease_lost"),
     (errors.MessageTooLarge, 413, "message_too_large"),
@@ -22,6 +23,7 @@ ERROR_TABLE: Tuple[Tuple[Type[Exception], int, str], ...] = (
     (errors.TooManyInFlight, 429, "too_many_in_flight"),
     (StorageFull, 507, "storage_full"),
     (errors.BackendUnavailable, 503, "backend_unavailable"),
+    (errors.ReplyTimeout, 504, "timeout"),
 )
 
 

@@ -52,6 +52,7 @@ def load_openapi(config: Config) -> bytes:
     limits["wait"]["schema"]["maximum"] = config.dispatch.max_wait
     limits["count"]["schema"]["maximum"] = config.delivery.max_batch
     limits["delay"]["schema"]["maximum"] = config.delivery.max_delay
+    limits["timeout"]["schema"]["maximum"] = config.delivery.max_rpc_timeout
     batch = document["components"]["schemas"]["JsonMessages"]["anyOf"][0]
     batch["maxItems"] = config.delivery.max_batch
     return orjson.dumps(document)

@@ -8,7 +8,9 @@ local queue = ARGV[1]
 if not sqs_exists(queue) then
   return no_queue(queue)
 end
-promote(queue, now_ms(), tonumber(ARGV[2]))
+promote(queue, '', now_ms(), tonumber(ARGV[2]))
+-- messages waiting behind a held ordering key (FIFO group) are waiting too
+local waiting = redis.call('LLEN', queue .. ':queue') + (tonumber(redis.call('GET', queue .. ':parked')) or 0)
 return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', queue .. ':settings'),
-  redis.call('LLEN', queue .. ':queue'), redis.call('ZCARD', queue .. ':inflight'),
+  waiting, redis.call('ZCARD', queue .. ':inflight'),
   redis.call('ZCARD', queue .. ':delayed')}

@@ -1,65 +1,108 @@
 -- sqs_send.lua: store the messages of a SendMessage / SendMessageBatch.
--- KEYS[1] = <q>:queue (the script also touches <q>:UUID, <q>:sqs, <q>:settings,
--- <q>:delayed, <q>:enqueued, <q>:listeners, QUEUESET, queuestat::<q>)
+-- KEYS[1] = <q>:queue (the script also touches <q>:UUID, <q>:sqs, <q>:settings, <q>:groups,
+-- the lists, delayed sets and enqueued times of <q> and its groups, <q>:meta, <q>:okey,
+-- <q>:refs, <q>:idempotency, <q>:idempotencyexp, <q>:listeners, QUEUESET, queuestat::<q>)
 -- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = largest body when the queue
--- has no MaximumMessageSize  then (body, delay seconds or "" for the queue's DelaySeconds)
--- per entry. Each entry is stored, or refused alone when its body is over the queue's
--- MaximumMessageSize ("!size"); the queue's maxlen setting refuses the whole batch.
--- Returns {now ms, key or "!size", ...} | error "NOQUEUE ..." | error "QUEUEFULL ...".
+-- has no MaximumMessageSize  ARGV[4] = deduplication window ms
+-- then per entry: body, its size with its attributes (bytes, as SQS counts), delay
+-- seconds ("" for the queue's DelaySeconds), metadata blob (""), ordering key (FIFO
+-- MessageGroupId, ""), MessageDeduplicationId (""), SHA-256 of the body (hex).
+-- Each entry is stored, or refused alone: "!size" when it is over the queue's
+-- MaximumMessageSize, "!dedup" when a FIFO queue without ContentBasedDeduplication gets
+-- no deduplication id. On a FIFO queue an entry whose deduplication id (or, with
+-- ContentBasedDeduplication, body) was seen within the window (per MessageGroupId with
+-- DeduplicationScope messageGroup) is not stored again and answers the first key.
+-- The queue's maxlen setting refuses the whole batch.
+-- Returns {now ms, key or "!size" or "!dedup", ...} | error "NOQUEUE ..." | "QUEUEFULL ...".
 local queue = ARGV[1]
 local list = KEYS[1]
 if not sqs_exists(queue) then
   return no_queue(queue)
 end
 local now = now_ms()
-local attrs = redis.call('HMGET', queue .. ':sqs', 'DelaySeconds', 'MaximumMessageSize')
+local attrs = redis.call('HMGET', queue .. ':sqs', 'DelaySeconds', 'MaximumMessageSize', 'FifoQueue',
+  'ContentBasedDeduplication', 'DeduplicationScope')
+local fifo = attrs[3] == 'true'
+local by_content = attrs[4] == 'true'
+local per_group = attrs[5] == 'messageGroup'
 local default_delay = tonumber(attrs[1]) or 0
 local max_size = tonumber(attrs[2]) or tonumber(ARGV[3])
 local settings = redis.call('HMGET', queue .. ':settings', 'maxlen', 'overflow', 'ttl')
 local maxlen = tonumber(settings[1])
 local ttl = settings[3]
-local count = (#ARGV - 3) / 2
+local first = 5
+local stride = 7
+local count = (#ARGV - first + 1) / stride
 if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
   local length = redis.call('LLEN', list) + redis.call('ZCARD', queue .. ':delayed')
   if length + count > maxlen then
     return redis.error_reply('QUEUEFULL queue ' .. queue .. ' holds ' .. length .. ' of at most ' .. maxlen .. ' messages')
   end
 end
+local idempotency, expiry = queue .. ':idempotency', queue .. ':idempotencyexp'
+local stale = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 100)
+if #stale > 0 then
+  redis.call('ZREM', expiry, unpack(stale))
+  redis.call('HDEL', idempotency, unpack(stale))
+end
+local groups = redis.call('HKEYS', queue .. ':groups')
 local out = {now}
 local pushed = 0
-for i = 4, #ARGV, 2 do
-  local body = ARGV[i]
-  if #body > max_size then
+for i = first, #ARGV, stride do
+  local body, blob, dedup = ARGV[i], ARGV[i + 3], ARGV[i + 5]
+  if fifo then
+    if dedup == '' and by_content then
+      dedup = ARGV[i + 6]
+    end
+    if dedup ~= '' then
+      -- a newline never appears in an Idempotency-Key header: no clash with REST's keys
+      dedup = '\nsqs\n' .. (per_group and (ARGV[i + 4] .. '\n') or '') .. dedup
+    end
+  else
+    dedup = ''
+  end
+  local seen = dedup ~= '' and redis.call('HGET', idempotency, dedup)
+  if fifo and dedup == '' then
+    out[#out + 1] = '!dedup'
+  elseif seen then
+    out[#out + 1] = cjson.decode(seen)[1]
+  elseif tonumber(ARGV[i + 1]) > max_size then
     out[#out + 1] = '!size'
   else
-    local key = queue .. ':' .. redis.call('INCR', queue .. ':UUID')
-    if ttl then
-      redis.call('SET', key, body, 'EX', ttl)
-    else
-      redis.call('SET', key, body)
-    end
-    redis.call('HSET', queue .. ':enqueued', key, now)
-    local delay = tonumber(ARGV[i + 1]) or default_delay
-    if delay > 0 then
-      redis.call('ZADD', queue .. ':delayed', now + delay * 1000, key)
-    else
-      redis.call('LPUSH', list, key)
+    local delay = tonumber(ARGV[i + 2]) or default_delay
+    local key, now_queued = sqs_store(queue, groups, body, blob, ARGV[i + 4], delay * 1000, ttl, now)
+    if now_queued then
       pushed = pushed + 1
+    end
+    if dedup ~= '' then
+      -- the same table add.lua keeps for Idempotency-Key: one namespace, one window
+      redis.call('HSET', idempotency, dedup, cjson.encode({key}))
+      redis.call('ZADD', expiry, now + tonumber(ARGV[4]), dedup)
     end
     out[#out + 1] = key
   end
 end
 if maxlen and maxlen > 0 and settings[2] == 'drop_oldest' then
-  while redis.call('LLEN', list) > maxlen do
+  local dropped = 0
+  while redis.call('LLEN', list) > maxlen and dropped < 10000 do
     local oldest = redis.call('RPOP', list)
-    redis.call('DEL', oldest)
-    redis.call('HDEL', queue .. ':enqueued', oldest)
+    if owns(queue, oldest) then
+      finish(queue, '', oldest)
+    end
+    dropped = dropped + 1
   end
 end
 if redis.call('SADD', 'QUEUESET', queue) == 1 then
   redis.call('SET', 'queuestat::' .. queue, '1', 'NX')
 end
-if pushed > 0 and redis.call('EXISTS', queue .. ':listeners') == 1 then
-  redis.call('PUBLISH', ARGV[2], 'w' .. queue)
+if pushed > 0 then
+  if redis.call('EXISTS', queue .. ':listeners') == 1 then
+    redis.call('PUBLISH', ARGV[2], 'w' .. queue)
+  end
+  for _, g in ipairs(groups) do
+    if redis.call('EXISTS', queue .. '#' .. g .. ':listeners') == 1 then
+      redis.call('PUBLISH', ARGV[2], 'w' .. queue .. '#' .. g)
+    end
+  end
 end
 return out

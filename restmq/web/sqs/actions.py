@@ -20,7 +20,8 @@ from restmq.acl import SqsKey
 from restmq.config import Config
 from restmq.errors import MessageNotFound
 from restmq.keys import is_valid_queue_name
-from restmq.storage.sqs import MAX_TAGS, SqsMessage, SqsStore
+from restmq.model import MessageMeta
+from restmq.storage.sqs import MAX_TAGS, SqsEntry, SqsMessage, SqsStore
 from restmq.storage.store import split_receipt
 from restmq.web.sqs.attributes import (Naming, check_body, creation_attributes, is_sqs_queue_name,
                                        md5_hex, md5_of_attributes, message_attributes_size,
@@ -31,6 +32,8 @@ from restmq.web.sqs.errors import SqsError
 __all__ = ["Call", "SqsApi", "ACTIONS", "message_id"]
 
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}\Z")
+# MessageGroupId, MessageDeduplicationId, ReceiveRequestAttemptId: alphanumeric and punctuation
+_TOKEN = re.compile(r"[!-~]{1,128}\Z")
 _MAX_BATCH = 10
 # message attributes SQS reports on ReceiveMessage (AttributeNames / MessageSystemAttributeNames)
 _SYSTEM_ATTRIBUTES = ("All", "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp",
@@ -45,6 +48,67 @@ _SYSTEM_ATTRIBUTES = ("All", "ApproximateReceiveCount", "ApproximateFirstReceive
                       "RedriveAllowPolicy", "SqsManagedSseEnabled")
 _STORED_TO_ATTRIBUTE = {"lease_seconds": "VisibilityTimeout", "ttl": "MessageRetentionPeriod",
                         "max_receives": "RedrivePolicy", "dead_letter_queue": "RedrivePolicy"}
+
+
+def sequence_number(key: str) -> str:
+    """The FIFO SequenceNumber of message ``key``: its number, increasing per queue."""
+    return "%020d" % int(key.rpartition(":")[2])
+
+
+def _stored_attribute(value: Dict[str, Any]) -> Dict[str, str]:
+    """A typed attribute as the metadata blob keeps it (JSON: Binary as base64)."""
+    if "BinaryValue" in value:
+        return {"DataType": value["DataType"], "BinaryValue": base64.b64encode(value["BinaryValue"]).decode()}
+    return {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+
+
+def _attribute_text(value: Dict[str, Any]) -> str:
+    """What RestMQ's own consumers see of a typed attribute (Binary: base64)."""
+    if "BinaryValue" in value:
+        return base64.b64encode(value["BinaryValue"]).decode()
+    return value["StringValue"]
+
+
+def _typed_attributes(meta: Optional[MessageMeta], sqs: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """A received message's attributes in SQS's typed form, Binary values as bytes:
+    those sent through SQS, or a REST publisher's (all String)."""
+    stored = sqs.get("attributes")
+    out: Dict[str, Dict[str, Any]] = {}
+    if isinstance(stored, dict):
+        for name, value in stored.items():
+            if not isinstance(value, dict) or not isinstance(value.get("DataType"), str):
+                continue
+            if "BinaryValue" in value:
+                try:
+                    out[name] = {"DataType": value["DataType"],
+                                 "BinaryValue": base64.b64decode(value["BinaryValue"])}
+                except (binascii.Error, ValueError, TypeError):
+                    continue
+            elif isinstance(value.get("StringValue"), str):
+                out[name] = {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+        return out
+    if meta is not None:
+        for name, text in meta.attributes.items():
+            if isinstance(text, str) and text:
+                out[name] = {"DataType": "String", "StringValue": text}
+    return out
+
+
+def _answer_attribute(value: Dict[str, Any]) -> Dict[str, Any]:
+    if "BinaryValue" in value:
+        # JSON answers carry it as base64 (botocore decodes it); XML the same
+        return {"DataType": value["DataType"], "BinaryValue": value["BinaryValue"]}
+    return {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+
+
+def _wanted(name: str, patterns: Sequence[str]) -> bool:
+    """MessageAttributeNames: "All", ".*", "prefix.*" or the exact name."""
+    for pattern in patterns:
+        if pattern in ("All", ".*") or pattern == name:
+            return True
+        if pattern.endswith(".*") and name.startswith(pattern[:-1]):
+            return True
+    return False
 
 
 def message_id(key: str) -> str:
@@ -366,17 +430,27 @@ class SqsApi:
 
     # messages
 
-    def _message_input(self, entry: Dict[str, Any], fifo: bool) -> Tuple[str, Optional[int], Dict[str, Any]]:
-        """(body, delay, answer fields) of one SendMessage or batch entry, validated."""
+    def _message_input(self, entry: Dict[str, Any], fifo: bool,
+                       call: Call) -> Tuple[SqsEntry, Dict[str, Any]]:
+        """The stored form and the answer fields of one SendMessage or batch entry."""
         body = check_body(entry.get("MessageBody"))
         delay = _integer(entry, "DelaySeconds", 0, 900)
-        if fifo and delay is not None:
-            raise SqsError("InvalidParameterValue", "Value %d for parameter DelaySeconds is invalid. "
-                           "Reason: The request include parameter that is not valid for this queue "
-                           "type." % delay)
-        if not fifo and entry.get("MessageDeduplicationId") is not None:
+        group = _string(entry, "MessageGroupId", required=False)
+        dedup = _string(entry, "MessageDeduplicationId", required=False)
+        if fifo:
+            if delay is not None:
+                raise SqsError("InvalidParameterValue", "Value %d for parameter DelaySeconds is invalid. "
+                               "Reason: The request include parameter that is not valid for this queue "
+                               "type." % delay)
+            if group is None:
+                raise SqsError("MissingParameter", "The request must contain the parameter MessageGroupId.")
+        elif dedup is not None:
             raise SqsError("InvalidParameterValue", "The request include parameter "
                            "MessageDeduplicationId that is not valid for this queue type.")
+        for name, value in (("MessageGroupId", group), ("MessageDeduplicationId", dedup)):
+            if value is not None and not _TOKEN.match(value):
+                raise SqsError("InvalidParameterValue", "Value %s for parameter %s is invalid. Reason: "
+                               "1 to 128 alphanumeric or punctuation characters." % (value[:200], name))
         attributes = parse_message_attributes(entry.get("MessageAttributes"))
         system = parse_message_attributes(entry.get("MessageSystemAttributes"), system=True)
         limit = self.config.sqs.max_message_bytes
@@ -384,30 +458,50 @@ class SqsApi:
         if size > limit:
             raise SqsError("InvalidParameterValue", "One or more parameters are invalid. Reason: "
                            "Message must be shorter than %d bytes." % limit)
-        if attributes or system or fifo:
-            # message attributes and FIFO queues are stored with issue #16's store
-            raise SqsError("UnsupportedOperation", "Message attributes and FIFO queues are not "
-                           "supported by this broker yet.")
         answer: Dict[str, Any] = {"MD5OfMessageBody": md5_hex(body.encode("utf-8"))}
         if attributes:
             answer["MD5OfMessageAttributes"] = md5_of_attributes(attributes)
         if system:
             answer["MD5OfMessageSystemAttributes"] = md5_of_attributes(system)
-        return body, delay, answer
+        sqs: Dict[str, Any] = {}
+        if attributes:
+            sqs["attributes"] = {name: _stored_attribute(value) for name, value in attributes.items()}
+        if system:
+            sqs["trace"] = system["AWSTraceHeader"]["StringValue"]
+        if dedup is not None:
+            sqs["dedup"] = dedup
+        if group is not None and not fifo:
+            sqs["group"] = group  # a standard queue keeps it, unordered (SQS's fair queues)
+        if call.key is not None:
+            sqs["sender"] = call.key.access_key
+        # RestMQ's own consumers see the attributes as text, the FIFO group as ordering key
+        meta = MessageMeta({name: _attribute_text(value) for name, value in attributes.items()},
+                           group if fifo else None, {"sqs": sqs} if sqs else {})
+        return SqsEntry(body, size, delay, meta if meta else None, dedup or ""), answer
+
+    def _stored_answer(self, queue: str, key: str, answer: Dict[str, Any], fifo: bool) -> Dict[str, Any]:
+        """The answer of one sent entry (its key as the script answered it)."""
+        if key == "!size":
+            raise SqsError("InvalidParameterValue", "One or more parameters are invalid. Reason: "
+                           "Message must be shorter than the queue's MaximumMessageSize.")
+        if key == "!dedup":
+            raise SqsError("InvalidParameterValue", "The queue should either have ContentBasedDeduplication "
+                           "enabled or MessageDeduplicationId provided explicitly")
+        out = dict(answer, MessageId=message_id(key))
+        if fifo:
+            out["SequenceNumber"] = sequence_number(key)
+        return out
 
     async def send_message(self, call: Call) -> Dict[str, Any]:
         queue = self._queue(call)
         self._allow(call, "send", queue)
-        body, delay, answer = self._message_input(call.params, queue.endswith(".fifo"))
-        _, stored = await self.sqs.send(queue, [(body, delay)], self.config.sqs.max_message_bytes)
-        key = stored[0]
-        if key is None:
-            raise SqsError("InvalidParameterValue", "One or more parameters are invalid. Reason: "
-                           "Message must be shorter than the queue's MaximumMessageSize.")
+        fifo = queue.endswith(".fifo")
+        entry, answer = self._message_input(call.params, fifo, call)
+        _, stored = await self.sqs.send(queue, [entry], self.config.sqs.max_message_bytes)
+        result = self._stored_answer(queue, stored[0], answer, fifo)
         if self.metrics is not None:
             self.metrics.published(queue, 1)
-        answer["MessageId"] = message_id(key)
-        return answer
+        return result
 
     async def send_message_batch(self, call: Call) -> Dict[str, Any]:
         queue = self._queue(call)
@@ -415,30 +509,31 @@ class SqsApi:
         entries = _entries(call.params, "SendMessageBatch")
         fifo = queue.endswith(".fifo")
         failed: List[Dict[str, Any]] = []
-        accepted: List[Tuple[str, str, Optional[int], Dict[str, Any]]] = []
+        accepted: List[Tuple[str, SqsEntry, Dict[str, Any]]] = []
         total = 0
-        for entry in entries:
+        for item in entries:
             try:
-                body, delay, answer = self._message_input(entry, fifo)
+                entry, answer = self._message_input(item, fifo, call)
             except SqsError as error:
-                failed.append(_failure(entry["Id"], error))
+                failed.append(_failure(item["Id"], error))
                 continue
-            total += len(body.encode("utf-8"))
-            accepted.append((entry["Id"], body, delay, answer))
+            total += entry.size
+            accepted.append((item["Id"], entry, answer))
         if total > self.config.sqs.max_message_bytes:
             raise SqsError("BatchRequestTooLong", "Batch requests cannot be longer than %d bytes. "
                            "You have sent %d bytes." % (self.config.sqs.max_message_bytes, total))
         successful: List[Dict[str, Any]] = []
         if accepted:
-            _, stored = await self.sqs.send(queue, [(body, delay) for _, body, delay, _ in accepted],
+            _, stored = await self.sqs.send(queue, [entry for _, entry, _ in accepted],
                                             self.config.sqs.max_message_bytes)
-            for (entry_id, _, _, answer), key in zip(accepted, stored):
-                if key is None:
-                    failed.append(_failure(entry_id, SqsError(
-                        "InvalidParameterValue", "Message must be shorter than the queue's "
-                        "MaximumMessageSize.")))
-                else:
-                    successful.append(dict(Id=entry_id, MessageId=message_id(key), **answer))
+            for (entry_id, _, answer), key in zip(accepted, stored):
+                try:
+                    stored_answer = self._stored_answer(queue, key, answer, fifo)
+                    # SQS's order: Id, MessageId, then the digests
+                    successful.append(dict(Id=entry_id, MessageId=stored_answer.pop("MessageId"),
+                                           **stored_answer))
+                except SqsError as error:
+                    failed.append(_failure(entry_id, error))
             if self.metrics is not None:
                 self.metrics.published(queue, len(successful))
         return {"Successful": successful, "Failed": failed}
@@ -455,25 +550,35 @@ class SqsApi:
             if name not in _SYSTEM_ATTRIBUTES:
                 raise SqsError("InvalidAttributeName", "Unknown Attribute %s." % name)
         attribute_names = _strings(params, "MessageAttributeNames")
+        attempt = _string(params, "ReceiveRequestAttemptId", required=False) or ""
+        if attempt and not _TOKEN.match(attempt):
+            raise SqsError("InvalidParameterValue", "Value %s for parameter ReceiveRequestAttemptId is "
+                           "invalid." % attempt[:200])
+        if not queue.endswith(".fifo"):
+            attempt = ""  # SQS ignores it on standard queues
         assert count is not None
-        messages = await self._receive(queue, count, visibility, wait, call)
+        messages = await self._receive(queue, count, visibility, wait, attempt, call)
         if self.metrics is not None and messages:
             self.metrics.delivered(queue, "sqs", len(messages))
             self.metrics.redelivered(queue, sum(1 for m in messages if m.deliveries > 1))
-        out = [self._message_output(queue, message, system_names, attribute_names, call)
+        out = [self._message_output(queue, message, system_names, attribute_names)
                for message in messages]
         return {"Messages": out} if out else {}
 
     async def _receive(self, queue: str, count: int, visibility: Optional[int], wait: Optional[int],
-                       call: Call) -> List[SqsMessage]:
+                       attempt: str, call: Call) -> List[SqsMessage]:
         """Lease messages now, or wait for them: every wake-up of the queue (a publish
         on any process) retries, nothing polls."""
         sqs = self.config.sqs
         lease_ms = None if visibility is None else visibility * 1000
         default_ms = int(self.config.delivery.lease_seconds * 1000)
         hold = self.config.delivery.stop_holds_pops
-        messages, queue_wait = await self.sqs.receive(queue, count, lease_ms, default_ms, sqs.max_inflight,
-                                                      0, hold)
+
+        async def attempt_receive(listen_ms: int) -> Tuple[List[SqsMessage], int]:
+            return await self.sqs.receive(queue, count, lease_ms, default_ms, sqs.max_inflight,
+                                          listen_ms, hold, attempt)
+
+        messages, queue_wait = await attempt_receive(0)
         wait = queue_wait if wait is None else wait
         if messages or not wait:
             return messages
@@ -492,8 +597,7 @@ class SqsApi:
         try:
             # the waiter exists before this receive marks the queue as listened to,
             # so a publish in between wakes it
-            messages, _ = await self.sqs.receive(queue, count, lease_ms, default_ms, sqs.max_inflight,
-                                                 listen_ms, hold)
+            messages, _ = await attempt_receive(listen_ms)
             while not messages and not gone:
                 remaining = deadline - self.clock.seconds()
                 if remaining <= 0:
@@ -505,8 +609,7 @@ class SqsApi:
                         break
                 except CancelledError:
                     break
-                messages, _ = await self.sqs.receive(queue, count, lease_ms, default_ms,
-                                                     sqs.max_inflight, listen_ms, hold)
+                messages, _ = await attempt_receive(listen_ms)
         finally:
             waiter.close()
         if gone and messages:
@@ -517,20 +620,42 @@ class SqsApi:
         return messages
 
     def _message_output(self, queue: str, message: SqsMessage, system_names: Sequence[str],
-                        attribute_names: Sequence[str], call: Call) -> Dict[str, Any]:
+                        attribute_names: Sequence[str]) -> Dict[str, Any]:
         body = message.body.encode("utf-8")
         out: Dict[str, Any] = {"MessageId": message_id(message.key), "ReceiptHandle": message.receipt,
                                "MD5OfBody": md5_hex(body), "Body": message.body}
+        meta = message.meta
+        sqs: Dict[str, Any] = meta.system.get("sqs", {}) if meta is not None else {}
+        if not isinstance(sqs, dict):
+            sqs = {}
         if system_names:
             every = {
-                "SenderId": self.naming.account_id,
+                "SenderId": sqs.get("sender") or self.naming.account_id,
                 "SentTimestamp": str(message.sent_ms),
                 "ApproximateReceiveCount": str(message.deliveries),
+                "ApproximateFirstReceiveTimestamp": str(message.first_receive_ms or message.sent_ms),
             }
+            if sqs.get("trace"):
+                every["AWSTraceHeader"] = sqs["trace"]
+            group = sqs.get("group")
+            if meta is not None and meta.ordering_key is not None:
+                group = meta.ordering_key
+            if group is not None:
+                every["MessageGroupId"] = group
+            if queue.endswith(".fifo"):
+                every["SequenceNumber"] = sequence_number(message.key)
+                if sqs.get("dedup"):
+                    every["MessageDeduplicationId"] = sqs["dedup"]
             wanted = every if "All" in system_names else {
                 name: every[name] for name in system_names if name in every}
             if wanted:
                 out["Attributes"] = wanted
+        if attribute_names:
+            typed = _typed_attributes(meta, sqs)
+            chosen = {name: value for name, value in typed.items() if _wanted(name, attribute_names)}
+            if chosen:
+                out["MD5OfMessageAttributes"] = md5_of_attributes(chosen)
+                out["MessageAttributes"] = {name: _answer_attribute(value) for name, value in chosen.items()}
         return out
 
     async def delete_message(self, call: Call) -> Dict[str, Any]:

@@ -134,8 +134,15 @@ def parse_query(fields: Dict[str, str]) -> Tuple[str, Dict[str, Any]]:
 
 # output
 
+def _blob(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError("cannot render %r" % type(value))
+
+
 def render_json(result: Dict[str, Any]) -> bytes:
-    return orjson.dumps(result)
+    """An AWS JSON 1.0 answer; blobs (Binary attribute values) as base64."""
+    return orjson.dumps(result, default=_blob)
 
 
 def render_json_error(error: SqsError) -> Tuple[bytes, Dict[str, str]]:
