@@ -102,11 +102,12 @@ def _answer_attribute(value: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _wanted(name: str, patterns: Sequence[str]) -> bool:
-    """MessageAttributeNames: "All", ".*", "prefix.*" or the exact name."""
+    """MessageAttributeNames: "All", ".*", "prefix.*" (names starting with prefix)
+    or the exact name."""
     for pattern in patterns:
-        if pattern in ("All", ".*") or pattern == name:
+        if pattern == "All" or pattern == name:
             return True
-        if pattern.endswith(".*") and name.startswith(pattern[:-1]):
+        if pattern.endswith(".*") and name.startswith(pattern[:-2]):
             return True
     return False
 
