@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 ARGS ?=
 WORKERS ?= 1
 PORT ?= 8888
+# the Amazon SQS-compatible API of `make run`: on ElasticMQ's port 9324 beside the
+# default PORT (another PORT leaves it off unless SQS_PORT is given); SQS_PORT=0: off
+SQS_PORT ?= $(if $(filter 8888,$(PORT)),9324,0)
 
 .PHONY: run test install install-test browser curl-dev bench bench-tools lint clean
 
@@ -45,7 +48,7 @@ curl-dev:
 	  || { echo "make test: could not install libcurl4-openssl-dev (needs root and apt)"; exit 1; }; }
 
 run: install
-	PYTHONPATH=. $(BIN)/python -m restmq.server.run --workers $(WORKERS) -- --port $(PORT) $(ARGS)
+	PYTHONPATH=. $(BIN)/python -m restmq.server.run --workers $(WORKERS) -- --port $(PORT) --sqs-port $(SQS_PORT) $(ARGS)
 
 # lint runs only once the tests passed, so a test failure is the first thing shown
 # lint first (seconds), then the tests, whose summary ends the output
