@@ -20,6 +20,7 @@ import orjson
 
 from bench.loads import SMALL_MESSAGE, Wrk, form_stamp, hotqueue_puts, paced_publish, text_stamp
 from bench.procs import ROOT, BenchError, CpuMeter, Proc, Procs, children_of, free_port, rss_kb
+from bench.sqsbench import SQS_FIGURES, phase_sqs, phase_sqs_boto3
 
 __all__ = ["Plan", "Row", "Bench", "PHASES"]
 
@@ -642,6 +643,14 @@ class Bench:
                 self._row("m", restmq=rate["group"], baseline=rate["plain"], note=_wrk_note(pops["group"]))]
         return rows
 
+    # issue 17: the SQS API (bench/sqsbench.py)
+
+    def phase_sqs(self) -> List[Row]:
+        return phase_sqs(self)
+
+    def phase_sqs_boto3(self) -> List[Row]:
+        return phase_sqs_boto3(self)
+
     def _row(self, key: str, **fields: Any) -> Row:
         figure, unit = FIGURES[key]
         return Row(key, figure, unit, **fields)
@@ -668,6 +677,7 @@ FIGURES: Dict[str, tuple] = {
     "l1": ("l. POST /q to a queue with 1 consumer group; vs the same with none", "req/s"),
     "l4": ("l. POST /q to a queue with 4 consumer groups; vs the same with none", "req/s"),
     "m": ("m. GET /q?group= pop from a consumer group; vs GET /q pop of a plain queue", "req/s"),
+    **SQS_FIGURES,
 }
 
 # phase -> (method, the rows it produces), in the order they run
@@ -681,4 +691,6 @@ PHASES: Dict[str, tuple] = {
     "roundrobin": ("phase_roundrobin", ["c"]),
     "idle": ("phase_idle", ["d", "k"]),
     "groups": ("phase_groups", ["l1", "l4", "m"]),
+    "sqs": ("phase_sqs", ["n1", "n2"]),
+    "sqs-boto3": ("phase_sqs_boto3", ["o"]),
 }
