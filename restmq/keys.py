@@ -76,6 +76,8 @@ RedrivePolicy = max_receives + dead_letter_queue)::
     <q>:sqsfirst          HASH    message key -> first ReceiveMessage time (ms); removed with the body
     <q>:sqsattempts       HASH    FIFO ReceiveRequestAttemptId -> JSON [key, token, ...] it leased
     <q>:sqsattemptsexp    ZSET    ReceiveRequestAttemptId -> expiry (ms)
+    <q>:sqsmove           HASH    (on a dead-letter queue) its message move task: handle, status,
+                                  destination, rate, moved, to_move, started, updated, failure
 
 SQS message attributes, MessageGroupId (= ordering key) and the deduplication id
 travel in the message's <q>:meta blob; a MessageDeduplicationId is remembered in
@@ -104,7 +106,7 @@ __all__ = [
     "broadcast_channel", "dead_letter_queue", "queue_of_key",
     "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
     "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
-    "SQS_QUEUESET", "sqs_attributes", "sqs_tags", "sqs_sources",
+    "SQS_QUEUESET", "sqs_attributes", "sqs_tags", "sqs_sources", "sqs_move",
 ]
 
 QUEUESET = "QUEUESET"
@@ -279,3 +281,7 @@ def sqs_tags(queue: str) -> str:
 
 def sqs_sources(queue: str) -> str:
     return queue + ":sqssources"
+
+
+def sqs_move(queue: str) -> str:
+    return queue + ":sqsmove"

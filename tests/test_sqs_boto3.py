@@ -9,6 +9,7 @@ import http.client
 import json
 import re
 import threading
+import time
 import urllib.request
 import xml.etree.ElementTree as ET
 
@@ -575,3 +576,86 @@ def test_sqs_json_protocol_bad_bodies(broker):
         error = json.loads(excinfo.value.read())
         assert error["__type"].startswith("com.amazonaws.sqs#")
         assert excinfo.value.headers["x-amzn-query-error"].endswith(";Sender")
+
+
+# redrive: message move tasks
+
+def _dead_letters(sqs, source, dlq, count):
+    """``count`` messages of ``source`` received and never deleted (maxReceiveCount 1,
+    VisibilityTimeout 0): the receives after the first move them to the dead-letter queue."""
+    sqs.send_message_batch(QueueUrl=source, Entries=[{"Id": str(i), "MessageBody": "dead %d" % i}
+                                                     for i in range(count)])
+    deadline = time.monotonic() + 30
+    while sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
+                                   )["Attributes"]["ApproximateNumberOfMessages"] != str(count):
+        assert time.monotonic() < deadline
+        sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        time.sleep(0.01)
+
+
+def _redrive_pair(sqs, name):
+    dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    source = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "0",
+                                                          "RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": arn, "maxReceiveCount": 1})})["QueueUrl"]
+    return source, dlq, arn
+
+
+def _task(sqs, arn):
+    return sqs.list_message_move_tasks(SourceArn=arn)["Results"][0]
+
+
+def test_sqs_message_move_task_redrives_to_the_sources(sqs):
+    source, dlq, arn = _redrive_pair(sqs, "move-src")
+    _dead_letters(sqs, source, dlq, 3)
+    sqs.set_queue_attributes(QueueUrl=source, Attributes={"VisibilityTimeout": "30"})
+    handle = sqs.start_message_move_task(SourceArn=arn)["TaskHandle"]
+    deadline = time.monotonic() + 30
+    while _task(sqs, arn)["Status"] != "COMPLETED":
+        assert time.monotonic() < deadline, _task(sqs, arn)
+        time.sleep(0.05)
+    done = _task(sqs, arn)
+    assert (done["ApproximateNumberOfMessagesMoved"], done["ApproximateNumberOfMessagesToMove"]) == (3, 3)
+    assert "TaskHandle" not in done and handle
+    got = receive_all(sqs, source, 3)
+    assert sorted(m["Body"] for m in got) == ["dead 0", "dead 1", "dead 2"]
+    assert sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
+                                    )["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_sqs_message_move_task_to_a_destination_and_cancelled(sqs):
+    source, dlq, arn = _redrive_pair(sqs, "move-dest")
+    _dead_letters(sqs, source, dlq, 5)
+    other = sqs.create_queue(QueueName="move-elsewhere")["QueueUrl"]
+    other_arn = sqs.get_queue_attributes(QueueUrl=other,
+                                         AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    # one message a second: the task is still running when it is cancelled
+    handle = sqs.start_message_move_task(SourceArn=arn, DestinationArn=other_arn,
+                                         MaxNumberOfMessagesPerSecond=1)["TaskHandle"]
+    running = _task(sqs, arn)
+    assert (running["Status"], running["TaskHandle"], running["DestinationArn"],
+            running["MaxNumberOfMessagesPerSecond"]) == ("RUNNING", handle, other_arn, 1)
+    with pytest.raises(ClientError) as excinfo:
+        sqs.start_message_move_task(SourceArn=arn)
+    assert error_of(excinfo)[1] == 400
+    sqs.cancel_message_move_task(TaskHandle=handle)
+    deadline = time.monotonic() + 30
+    while _task(sqs, arn)["Status"] != "CANCELLED":
+        assert time.monotonic() < deadline, _task(sqs, arn)
+        time.sleep(0.05)
+    moved = _task(sqs, arn)["ApproximateNumberOfMessagesMoved"]
+    assert 1 <= moved < 5
+    assert len(receive_all(sqs, other, moved)) == moved
+    with pytest.raises(sqs.exceptions.ResourceNotFoundException):
+        sqs.cancel_message_move_task(TaskHandle=handle)
+
+
+def test_sqs_message_move_task_needs_a_dead_letter_queue(sqs, queue):
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    with pytest.raises(ClientError) as excinfo:
+        sqs.start_message_move_task(SourceArn=arn)
+    assert error_of(excinfo) == ("InvalidParameterValue", 400)
+    assert sqs.list_message_move_tasks(SourceArn=arn)["Results"] == []
+    with pytest.raises(sqs.exceptions.ResourceNotFoundException):
+        sqs.cancel_message_move_task(TaskHandle="bm90IGEgaGFuZGxl")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -32,6 +33,10 @@ def test_aws_cli_through_the_queue_actions(broker):
     assert aws("get-queue-url", "--queue-name", "cli-jobs")["QueueUrl"] == url
     assert aws("list-queues", "--queue-name-prefix", "cli-")["QueueUrls"] == [dlq, url]
     assert aws("list-dead-letter-source-queues", "--queue-url", dlq)["queueUrls"] == [url]
+    assert aws("start-message-move-task", "--source-arn", dlq_arn)["TaskHandle"]
+    deadline = time.monotonic() + 30
+    while aws("list-message-move-tasks", "--source-arn", dlq_arn)["Results"][0]["Status"] != "COMPLETED":
+        assert time.monotonic() < deadline
     aws("set-queue-attributes", "--queue-url", url, "--attributes", "DelaySeconds=0,MaximumMessageSize=4096")
     shown = aws("get-queue-attributes", "--queue-url", url, "--attribute-names", "All")["Attributes"]
     assert (shown["VisibilityTimeout"], shown["MaximumMessageSize"]) == ("20", "4096")

@@ -27,7 +27,7 @@ __all__ = ["SqsStore", "SqsMessage", "SqsEntry", "QueueView", "UNLIMITED_RECEIVE
 
 SQS_SCRIPT_NAMES = ("sqs_url", "sqs_create", "sqs_set_attributes", "sqs_attributes", "sqs_send",
                     "sqs_receive", "sqs_settle", "sqs_purge", "sqs_delete_queue", "sqs_tags",
-                    "sqs_sources")
+                    "sqs_sources", "sqs_move", "sqs_move_task")
 
 #: max_receives of a queue without a RedrivePolicy: its messages never die
 UNLIMITED_RECEIVES = 2 ** 53 - 1
@@ -105,7 +105,9 @@ class SqsStore:
                 if kind is QueueNotFound:
                     return QueueNotFound("queue %r does not exist" % detail)
                 return kind(detail)
-        for marker, why in (("NODLQ ", "the dead-letter target %r does not exist"),
+        for marker, why in (("NOTDLQ ", "the source queue %r is no queue's dead-letter queue"),
+                            ("MOVERUNNING ", "a message move task of %r is running (one at a time)"),
+                            ("NODLQ ", "the dead-letter target %r does not exist"),
                             ("DLQTYPE ", "the dead-letter target %r must be of the same type "
                                          "(standard or FIFO) as the queue")):
             if marker in text:
@@ -199,6 +201,30 @@ class SqsStore:
         check_queue(queue)
         reply = await self._run("sqs_sources", [keys.sqs_sources(queue)], [queue])
         return sorted({_text(name) for name in reply})
+
+    # message move tasks (redrive from a dead-letter queue)
+
+    async def move_task(self, queue: str, operation: str = "read", handle: str = "",
+                        destination: str = "", rate: Optional[int] = None,
+                        stale_ms: int = 30000) -> Dict[str, str]:
+        """Start ("start"), cancel ("cancel") or read ("read") the move task of the
+        dead-letter queue ``queue``; resolves to its fields ({} when there is none,
+        or when a cancel names no running task)."""
+        check_queue(queue)
+        args: List[Any] = [queue, operation]
+        if operation == "start":
+            args += [handle, destination, "" if rate is None else rate, int(time.time() * 1000), stale_ms]
+        elif operation == "cancel":
+            args.append(handle)
+        return _pairs(await self._run("sqs_move_task", [keys.sqs_move(queue)], args))
+
+    async def move_step(self, queue: str, handle: str, destination: str, count: int) -> Tuple[int, str]:
+        """Move up to ``count`` dead letters of ``queue`` for task ``handle``:
+        (moved, the task's status after the step)."""
+        check_queue(queue)
+        reply = await self._run("sqs_move", [keys.queue_list(queue)],
+                                [queue, handle, destination, count, keys.NOTIFY_CHANNEL])
+        return int(reply[0]), _text(reply[1])
 
     # messages
 

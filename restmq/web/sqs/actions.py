@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
+import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 import attr
+import orjson
+from twisted.internet import defer, task
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from restmq.acl import SqsKey
 from restmq.config import Config
-from restmq.errors import MessageNotFound
+from restmq.errors import MessageNotFound, RestMQError
 from restmq.keys import is_valid_queue_name
 from restmq.model import MessageMeta
 from restmq.storage.sqs import MAX_TAGS, SqsEntry, SqsMessage, SqsStore
@@ -35,6 +39,10 @@ _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}\Z")
 # MessageGroupId, MessageDeduplicationId, ReceiveRequestAttemptId: alphanumeric and punctuation
 _TOKEN = re.compile(r"[!-~]{1,128}\Z")
 _MAX_BATCH = 10
+# a message move task moves at most this many dead letters per script call
+_MOVE_STEP = 500
+# a running move task whose process has not stepped for this long is reported FAILED
+_MOVE_STALE_MS = 30000
 # message attributes SQS reports on ReceiveMessage (AttributeNames / MessageSystemAttributeNames)
 _SYSTEM_ATTRIBUTES = ("All", "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp",
                       "SentTimestamp", "SenderId", "MessageDeduplicationId", "MessageGroupId",
@@ -731,6 +739,97 @@ class SqsApi:
                         "visibility timeout change.")))
         return {"Successful": successful, "Failed": failed}
 
+    # message move tasks: dead letters back to their queues
+
+    def _task_handle(self, queue: str) -> str:
+        raw = orjson.dumps({"q": queue, "h": os.urandom(8).hex()})
+        return base64.urlsafe_b64encode(raw).decode("ascii")
+
+    @staticmethod
+    def _queue_of_task(handle: Any) -> str:
+        try:
+            queue = orjson.loads(base64.urlsafe_b64decode(str(handle).encode("ascii")))["q"]
+        except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
+            queue = None
+        if not isinstance(queue, str) or not is_valid_queue_name(queue):
+            raise SqsError("ResourceNotFoundException", "Task does not exist.")
+        return queue
+
+    async def start_message_move_task(self, call: Call) -> Dict[str, Any]:
+        params = call.params
+        source = self._queue_of_arn(_string(params, "SourceArn"), "SourceArn")
+        self._allow(call, "receive", source)
+        destination = ""
+        if params.get("DestinationArn") is not None:
+            destination = self._queue_of_arn(params["DestinationArn"], "DestinationArn")
+            self._allow(call, "send", destination)
+        rate = _integer(params, "MaxNumberOfMessagesPerSecond", 1, 500)
+        handle = self._task_handle(source)
+        await self.sqs.move_task(source, "start", handle, destination, rate, _MOVE_STALE_MS)
+        self.log.info("Message move task of {queue} started", queue=source)
+        defer.ensureDeferred(self._run_move(source, handle, destination, rate))
+        return {"TaskHandle": handle}
+
+    async def _run_move(self, queue: str, handle: str, destination: str, rate: Optional[int]) -> None:
+        """Move in steps (at most ``rate`` a second), each one script call, until the
+        task completes, fails or is cancelled (a cancel from any process)."""
+        step = min(rate or _MOVE_STEP, _MOVE_STEP)
+        failures = 0
+        while True:
+            began = self.clock.seconds()
+            try:
+                _, status = await self.sqs.move_step(queue, handle, destination, step)
+                failures = 0
+            except RestMQError as exc:
+                failures += 1
+                self.log.warn("Message move task of {queue}: {error}", queue=queue, error=exc.message)
+                if failures >= 10:
+                    return
+                status = "RUNNING"
+            except Exception:
+                self.log.failure("Message move task of {queue} failed", queue=queue)
+                return
+            if status != "RUNNING":
+                self.log.info("Message move task of {queue}: {status}", queue=queue, status=status.lower())
+                return
+            pause = max(0.0, began + 1.0 - self.clock.seconds()) if rate or failures else 0.0
+            await task.deferLater(self.clock, pause, lambda: None)
+
+    async def list_message_move_tasks(self, call: Call) -> Dict[str, Any]:
+        source_arn = _string(call.params, "SourceArn")
+        source = self._queue_of_arn(source_arn, "SourceArn")
+        self._allow(call, "see", source)
+        _integer(call.params, "MaxResults", 1, 10)
+        fields = await self.sqs.move_task(source)
+        if not fields:
+            return {"Results": []}
+        status = fields.get("status", "FAILED")
+        updated = int(fields.get("updated") or 0)
+        if status in ("RUNNING", "CANCELLING") and updated + _MOVE_STALE_MS < int(time.time() * 1000):
+            status, fields["failure"] = "FAILED", "the broker process that ran it stopped"
+        entry: Dict[str, Any] = {"Status": status, "SourceArn": source_arn,
+                                 "ApproximateNumberOfMessagesMoved": int(fields.get("moved") or 0),
+                                 "ApproximateNumberOfMessagesToMove": int(fields.get("to_move") or 0),
+                                 "StartedTimestamp": int(fields.get("started") or 0)}
+        if status == "RUNNING":
+            entry = dict(TaskHandle=fields.get("handle", ""), **entry)
+        if fields.get("destination"):
+            entry["DestinationArn"] = self.naming.arn(fields["destination"])
+        if fields.get("rate"):
+            entry["MaxNumberOfMessagesPerSecond"] = int(fields["rate"])
+        if status == "FAILED":
+            entry["FailureReason"] = fields.get("failure", "")
+        return {"Results": [entry]}
+
+    async def cancel_message_move_task(self, call: Call) -> Dict[str, Any]:
+        handle = _string(call.params, "TaskHandle")
+        queue = self._queue_of_task(handle)
+        self._allow(call, "receive", queue)
+        fields = await self.sqs.move_task(queue, "cancel", str(handle))
+        if not fields:
+            raise SqsError("ResourceNotFoundException", "Task does not exist (or is not running).")
+        return {"ApproximateNumberOfMessagesMoved": int(fields.get("moved") or 0)}
+
 
 ACTIONS: Dict[str, str] = {
     "CreateQueue": "create_queue",
@@ -751,4 +850,7 @@ ACTIONS: Dict[str, str] = {
     "DeleteMessageBatch": "delete_message_batch",
     "ChangeMessageVisibility": "change_message_visibility",
     "ChangeMessageVisibilityBatch": "change_message_visibility_batch",
+    "StartMessageMoveTask": "start_message_move_task",
+    "ListMessageMoveTasks": "list_message_move_tasks",
+    "CancelMessageMoveTask": "cancel_message_move_task",
 }

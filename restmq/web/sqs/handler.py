@@ -30,7 +30,8 @@ _FORM = "application/x-www-form-urlencoded"
 # actions that take messages out (rest:consumer); the others put in or manage (rest:producer)
 RECEIVING_ACTIONS = ("ReceiveMessage", "DeleteMessage", "DeleteMessageBatch", "ChangeMessageVisibility",
                      "ChangeMessageVisibilityBatch", "GetQueueUrl", "GetQueueAttributes", "ListQueues",
-                     "ListQueueTags", "ListDeadLetterSourceQueues", "ListMessageMoveTasks")
+                     "ListQueueTags", "ListDeadLetterSourceQueues", "ListMessageMoveTasks",
+                     "StartMessageMoveTask", "CancelMessageMoveTask")
 
 
 class SqsHandler(BaseHandler):
