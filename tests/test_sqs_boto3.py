@@ -596,9 +596,9 @@ def _dead_letters(sqs, source, dlq, count):
 def _redrive_pair(sqs, name):
     dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 1})
     source = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "0",
-                                                          "RedrivePolicy": json.dumps(
-        {"deadLetterTargetArn": arn, "maxReceiveCount": 1})})["QueueUrl"]
+                                                          "RedrivePolicy": policy})["QueueUrl"]
     return source, dlq, arn
 
 
