@@ -120,8 +120,8 @@ def phase_sqs(bench: Any) -> List[Any]:
     """n1 and n2: the SQS API under raw HTTP load, beside the native API, one broker."""
     bench.wrk.check()
     sqs_port = free_port()
-    _, port = bench._broker(extra=["--sqs-port", str(sqs_port)], name="restmq-sqs", profile="sqs")
-    wait_port(sqs_port, bench.procs.started[-1])
+    broker, port = bench._broker(extra=["--sqs-port", str(sqs_port)], name="restmq-sqs", profile="sqs")
+    wait_port(sqs_port, broker)
     connection = http.client.HTTPConnection("127.0.0.1", sqs_port, timeout=30)
     for queue in ("sqsbatch", "sqscycle"):
         _sqs_call(connection, "CreateQueue", {"QueueName": queue})
@@ -195,8 +195,8 @@ def phase_sqs_boto3(bench: Any) -> List[Any]:
     if not os.access(moto, os.X_OK):
         raise BenchError("moto_server not installed (moto[server] in bench/requirements.txt)")
     sqs_port = free_port()
-    bench._broker(extra=["--sqs-port", str(sqs_port)], name="restmq-sqs", profile="sqs-boto3")
-    wait_port(sqs_port, bench.procs.started[-1])
+    broker, _ = bench._broker(extra=["--sqs-port", str(sqs_port)], name="restmq-sqs", profile="sqs-boto3")
+    wait_port(sqs_port, broker)
     moto_port = free_port()
     moto_proc = bench.procs.start(Proc("moto_server", [moto, "-H", "127.0.0.1", "-p", str(moto_port)],
                                        bench.procs.path("moto.log")))

@@ -46,10 +46,11 @@ if #stale > 0 then
   redis.call('HDEL', idempotency, unpack(stale))
 end
 local groups = redis.call('HKEYS', queue .. ':groups')
-local out = {now}
-local pushed = 0
+-- first the decisions (size, deduplication), then the writes in bulk: a few
+-- commands per batch rather than several per message
+local answers, stored, batch_dedup = {}, {}, {}
 for i = first, #ARGV, stride do
-  local body, blob, dedup = ARGV[i], ARGV[i + 3], ARGV[i + 5]
+  local dedup = ARGV[i + 5]
   if fifo then
     if dedup == '' and by_content then
       dedup = ARGV[i + 6]
@@ -63,24 +64,102 @@ for i = first, #ARGV, stride do
   end
   local seen = dedup ~= '' and redis.call('HGET', idempotency, dedup)
   if fifo and dedup == '' then
-    out[#out + 1] = '!dedup'
+    answers[#answers + 1] = '!dedup'
   elseif seen then
-    out[#out + 1] = cjson.decode(seen)[1]
+    answers[#answers + 1] = cjson.decode(seen)[1]
+  elseif dedup ~= '' and batch_dedup[dedup] then
+    answers[#answers + 1] = {batch_dedup[dedup]}
   elseif tonumber(ARGV[i + 1]) > max_size then
-    out[#out + 1] = '!size'
+    answers[#answers + 1] = '!size'
   else
-    local delay = tonumber(ARGV[i + 2]) or default_delay
-    local key, now_queued = sqs_store(queue, groups, body, blob, ARGV[i + 4], delay * 1000, ttl, now)
-    if now_queued then
-      pushed = pushed + 1
+    stored[#stored + 1] = {i, dedup}
+    answers[#answers + 1] = {#stored}
+    if dedup ~= '' then
+      batch_dedup[dedup] = #stored
+    end
+  end
+end
+local count_stored = #stored
+local keys = {}
+local pushed = 0
+if count_stored > 0 then
+  local last = redis.call('INCRBY', queue .. ':UUID', count_stored)
+  local bodies, times, metas, okeys, refs, dedups, expiries = {}, {}, {}, {}, {}, {}, {}
+  local immediate, delayed = {}, {}
+  for n, entry in ipairs(stored) do
+    local i, dedup = entry[1], entry[2]
+    local key = queue .. ':' .. (last - count_stored + n)
+    keys[n] = key
+    bodies[#bodies + 1] = key
+    bodies[#bodies + 1] = ARGV[i]
+    times[#times + 1] = key
+    times[#times + 1] = now
+    if ARGV[i + 3] ~= '' then
+      metas[#metas + 1] = key
+      metas[#metas + 1] = ARGV[i + 3]
+    end
+    if ARGV[i + 4] ~= '' then
+      okeys[#okeys + 1] = key
+      okeys[#okeys + 1] = ARGV[i + 4]
+    end
+    if #groups > 0 then
+      refs[#refs + 1] = key
+      refs[#refs + 1] = #groups + 1
     end
     if dedup ~= '' then
-      -- the same table add.lua keeps for Idempotency-Key: one namespace, one window
-      redis.call('HSET', idempotency, dedup, cjson.encode({key}))
-      redis.call('ZADD', expiry, now + tonumber(ARGV[4]), dedup)
+      dedups[#dedups + 1] = dedup
+      dedups[#dedups + 1] = cjson.encode({key})
+      expiries[#expiries + 1] = now + tonumber(ARGV[4])
+      expiries[#expiries + 1] = dedup
     end
-    out[#out + 1] = key
+    local delay = tonumber(ARGV[i + 2]) or default_delay
+    if delay > 0 then
+      delayed[#delayed + 1] = now + delay * 1000
+      delayed[#delayed + 1] = key
+    else
+      immediate[#immediate + 1] = key
+    end
   end
+  if ttl then
+    for n = 1, #bodies, 2 do
+      redis.call('SET', bodies[n], bodies[n + 1], 'EX', ttl)
+    end
+  else
+    redis.call('MSET', unpack(bodies))
+  end
+  redis.call('HSET', queue .. ':enqueued', unpack(times))
+  if #metas > 0 then
+    redis.call('HSET', queue .. ':meta', unpack(metas))
+  end
+  if #okeys > 0 then
+    redis.call('HSET', queue .. ':okey', unpack(okeys))
+  end
+  if #refs > 0 then
+    redis.call('HSET', queue .. ':refs', unpack(refs))
+  end
+  if #dedups > 0 then
+    -- the same table add.lua keeps for Idempotency-Key, with SQS's window
+    redis.call('HSET', idempotency, unpack(dedups))
+    redis.call('ZADD', expiry, unpack(expiries))
+  end
+  local namespaces = {queue}
+  for _, g in ipairs(groups) do
+    namespaces[#namespaces + 1] = queue .. '#' .. g
+    redis.call('HSET', queue .. '#' .. g .. ':enqueued', unpack(times))
+  end
+  for _, ns in ipairs(namespaces) do
+    if #immediate > 0 then
+      redis.call('LPUSH', ns .. ':queue', unpack(immediate))
+    end
+    if #delayed > 0 then
+      redis.call('ZADD', ns .. ':delayed', unpack(delayed))
+    end
+  end
+  pushed = #immediate
+end
+local out = {now}
+for _, answer in ipairs(answers) do
+  out[#out + 1] = type(answer) == 'table' and keys[answer[1]] or answer
 end
 if maxlen and maxlen > 0 and settings[2] == 'drop_oldest' then
   local dropped = 0
