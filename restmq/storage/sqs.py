@@ -241,12 +241,14 @@ class SqsStore:
         """
         check_queue(queue)
         args: List[Any] = [queue, keys.NOTIFY_CHANNEL, default_max_bytes, DEDUPLICATION_WINDOW_MS]
+        # only a FIFO queue's ContentBasedDeduplication reads the body's digest
+        fifo = queue.endswith(".fifo")
         for entry in entries:
             meta = entry.meta
             args += [entry.body, entry.size, "" if entry.delay is None else entry.delay,
                      meta.encode() if meta is not None else "",
                      (meta.ordering_key or "") if meta is not None else "", entry.dedup_id,
-                     hashlib.sha256(entry.body.encode("utf-8")).hexdigest()]
+                     hashlib.sha256(entry.body.encode("utf-8")).hexdigest() if fifo else ""]
         reply = await self._run("sqs_send", [keys.queue_list(queue)], args)
         return int(reply[0]), [_text(key) for key in reply[1:]]
 

@@ -10,7 +10,6 @@ import binascii
 import os
 import re
 import time
-import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
@@ -35,6 +34,8 @@ from restmq.web.sqs.errors import SqsError
 
 __all__ = ["Call", "SqsApi", "ACTIONS", "message_id"]
 
+# the variant digit of a UUID: 10xx in binary
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}\Z")
 # MessageGroupId, MessageDeduplicationId, ReceiveRequestAttemptId: alphanumeric and punctuation
 _TOKEN = re.compile(r"[!-~]{1,128}\Z")
@@ -121,9 +122,10 @@ def _wanted(name: str, patterns: Sequence[str]) -> bool:
 
 
 def message_id(key: str) -> str:
-    """The SQS MessageId of RestMQ message ``key``: a UUID made from it (keys are
-    never reused, so neither are ids)."""
-    return str(uuid.UUID(md5_hex(key.encode("utf-8")), version=4))
+    """The SQS MessageId of RestMQ message ``key``: a (version 4 form) UUID made from
+    its MD5 (keys are never reused, so neither are ids)."""
+    h = md5_hex(key.encode("utf-8"))
+    return "%s-%s-4%s-%s%s-%s" % (h[:8], h[8:12], h[13:16], _VARIANT[h[16]], h[17:20], h[20:])
 
 
 @attr.s(auto_attribs=True)
@@ -443,9 +445,10 @@ class SqsApi:
                        call: Call) -> Tuple[SqsEntry, Dict[str, Any]]:
         """The stored form and the answer fields of one SendMessage or batch entry."""
         body = check_body(entry.get("MessageBody"))
-        delay = _integer(entry, "DelaySeconds", 0, 900)
-        group = _string(entry, "MessageGroupId", required=False)
-        dedup = _string(entry, "MessageDeduplicationId", required=False)
+        delay = _integer(entry, "DelaySeconds", 0, 900) if "DelaySeconds" in entry else None
+        group = _string(entry, "MessageGroupId", required=False) if "MessageGroupId" in entry else None
+        dedup = _string(entry, "MessageDeduplicationId", required=False) \
+            if "MessageDeduplicationId" in entry else None
         if fifo:
             if delay is not None:
                 raise SqsError("InvalidParameterValue", "Value %d for parameter DelaySeconds is invalid. "
@@ -463,11 +466,15 @@ class SqsApi:
         attributes = parse_message_attributes(entry.get("MessageAttributes"))
         system = parse_message_attributes(entry.get("MessageSystemAttributes"), system=True)
         limit = self.config.sqs.max_message_bytes
-        size = len(body.encode("utf-8")) + message_attributes_size(attributes)
+        data = body.encode("utf-8")
+        size = len(data) + message_attributes_size(attributes)
         if size > limit:
             raise SqsError("InvalidParameterValue", "One or more parameters are invalid. Reason: "
                            "Message must be shorter than %d bytes." % limit)
-        answer: Dict[str, Any] = {"MD5OfMessageBody": md5_hex(body.encode("utf-8"))}
+        answer: Dict[str, Any] = {"MD5OfMessageBody": md5_hex(data)}
+        if not (attributes or system or fifo or dedup is not None or group is not None or call.key):
+            # the common case: a body and nothing else to keep
+            return SqsEntry(body, size, delay), answer
         if attributes:
             answer["MD5OfMessageAttributes"] = md5_of_attributes(attributes)
         if system:

@@ -307,6 +307,8 @@ def check_body(body: Any, name: str = "MessageBody") -> str:
     if not isinstance(body, str) or body == "":
         raise SqsError("MissingParameter" if body is None else "InvalidParameterValue",
                        "The request must contain the parameter %s." % name)
+    if body.isascii() and body.isprintable():
+        return body  # the common case, without the regular expression
     bad = _BAD_CHARS.search(body)
     if bad is not None:
         raise SqsError("InvalidMessageContents", "Invalid characters found. Deleted message body: "
@@ -380,6 +382,8 @@ def _binary(raw: Any) -> bytes:
 
 def message_attributes_size(attributes: Dict[str, Dict[str, Any]]) -> int:
     """Bytes the attributes count toward the message size limit (names, types, values)."""
+    if not attributes:
+        return 0
     size = 0
     for name, value in attributes.items():
         size += len(name.encode("utf-8")) + len(value["DataType"].encode("utf-8"))
