@@ -329,7 +329,7 @@ class Bench:
 
     def phase_workers(self) -> List[Row]:
         self.wrk.check()
-        if not os.path.exists(os.path.join(ROOT, "restmq", "reuseport.py")):
+        if not os.path.exists(os.path.join(ROOT, "restmq", "server", "reuseport.py")):
             return [self._row("j", na="--reuse-port missing (restmq/server/reuseport.py)")]
         port = free_port()
         self._broker(port, ["--reuse-port"], "restmq-1", profile="workers")

@@ -22,7 +22,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import attr
 
-from restmq.errors import ConfigError, Forbidden, Unauthorized
+from restmq.errors import AddressDenied, ConfigError, Unauthorized
 
 __all__ = ["CATEGORIES", "Rule", "Credentials", "Acl", "load_acl",
            "SqsKey", "SqsKeys", "load_sqs_credentials", "SQS_RIGHTS"]
@@ -97,7 +97,7 @@ def check(rule: Rule, address: str, credentials: Credentials) -> None:
     an allow list and no deny list, it is refused. An address in ``hosts_deny``
     is refused. Then credentials are checked when the rule has any.
 
-    :raises Forbidden: the address is not allowed.
+    :raises AddressDenied: the address is not allowed (a Forbidden).
     :raises Unauthorized: credentials are required and missing or wrong.
     """
     ip = _address(address)
@@ -106,9 +106,9 @@ def check(rule: Rule, address: str, credentials: Credentials) -> None:
             _check_credentials(rule, credentials)
             return
         if rule.deny is None and not rule.deny_all:
-            raise Forbidden("address %s is not allowed" % address)
+            raise AddressDenied("address %s is not allowed" % address)
     if rule.deny_all or _in(ip, rule.deny or ()):
-        raise Forbidden("address %s is not allowed" % address)
+        raise AddressDenied("address %s is not allowed" % address)
     _check_credentials(rule, credentials)
 
 

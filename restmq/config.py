@@ -18,7 +18,8 @@ from restmq.errors import ConfigError
 
 __all__ = [
     "Config", "ServerConfig", "RedisConfig", "RedisTarget", "DispatchConfig",
-    "DeliveryConfig", "SqsConfig", "load_config", "parse_redis_url", "OPTION_TABLE",
+    "DeliveryConfig", "CollectdConfig", "COLLECTD_FORMATS", "SqsConfig", "load_config",
+    "parse_redis_url", "OPTION_TABLE", "default_data_dir", "checkout_root",
 ]
 
 MiB = 1024 * 1024
@@ -72,7 +73,7 @@ class RedisConfig:
     connect_timeout: float = 1.0
     reply_timeout: float = 1.5
     wait_replicas: int = 0
-    data_dir: str = "var/redis"
+    data_dir: str = ""  # load_config fills in default_data_dir()
     server_binary: str = ""
 
     @property
@@ -104,6 +105,19 @@ class DeliveryConfig:
     max_attributes: int = 32
     max_attribute_bytes: int = 8192
     max_rpc_timeout: float = 300.0
+    # seconds a REST pop leaves the body at its key "<q>:<n>" (the original left it)
+    popped_ttl: float = 30.0
+
+
+#: how /collectd/data and /collectd/event store what they get
+COLLECTD_FORMATS = ("original", "parsed")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class CollectdConfig:
+    # "original": one message per request, in the original RestMQ's shape;
+    # "parsed": one JSON message per value list or notification
+    format: str = "original"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -128,36 +142,89 @@ class Config:
     redis: RedisConfig = RedisConfig()
     dispatch: DispatchConfig = DispatchConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    collectd: CollectdConfig = CollectdConfig()
     sqs: SqsConfig = SqsConfig()
     acl_file: str = ""
     source: str = "<defaults>"
 
 
+def checkout_root() -> Optional[str]:
+    """The folder of the source checkout this ``restmq`` package runs from (it holds
+    ``setup.cfg`` and the twistd plugin), or None for an installed package."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    marks = (os.path.join(root, "setup.cfg"), os.path.join(root, "twisted", "plugins", "restmq_plugin.py"))
+    return root if all(os.path.isfile(mark) for mark in marks) else None
+
+
+def default_data_dir(environ: Optional[Mapping[str, str]] = None, uid: Optional[int] = None,
+                     checkout: Optional[str] = "") -> str:
+    """Where the embedded Redis keeps its files when ``data_dir`` is not given:
+    ``var/redis`` of a source checkout; ``/var/lib/restmq/redis`` for root;
+    ``$XDG_DATA_HOME/restmq/redis`` (``~/.local/share/restmq/redis``) for anyone else.
+
+    :param checkout: the checkout folder ("" = look it up, None = an installed package).
+    """
+    environ = os.environ if environ is None else environ
+    if checkout == "":
+        checkout = checkout_root()
+    if checkout:
+        return os.path.join(checkout, "var", "redis")
+    if (os.geteuid() if uid is None else uid) == 0:
+        return "/var/lib/restmq/redis"
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data_home, "restmq", "redis")
+
+
+def _integer(text: str, problem: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(problem) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be a positive integer")
     if value <= 0:
         raise ValueError("must be a positive integer")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be zero or a positive integer")
     if value < 0:
         raise ValueError("must be zero or a positive integer")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be a port number (0-65535)")
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number (0-65535)")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a positive number of seconds") from None
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be 0 or a positive number of seconds")
+    return value
+
+
+def _collectd_format(text: str) -> str:
+    value = text.strip()
+    if value not in COLLECTD_FORMATS:
+        raise ValueError("must be %s" % " or ".join(COLLECTD_FORMATS))
     return value
 
 
@@ -244,6 +311,8 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("delivery", "max_attributes"): (_positive_int, "delivery.max_attributes"),
     ("delivery", "max_attribute_bytes"): (_positive_int, "delivery.max_attribute_bytes"),
     ("delivery", "max_rpc_timeout"): (_seconds, "delivery.max_rpc_timeout"),
+    ("delivery", "popped_ttl"): (_non_negative_seconds, "delivery.popped_ttl"),
+    ("collectd", "format"): (_collectd_format, "collectd.format"),
     ("acl", "file"): (_text, "acl.file"),
     ("sqs", "port"): (_port, "sqs.port"),
     ("sqs", "listen"): (_text, "sqs.listen"),
@@ -339,7 +408,8 @@ def load_config(path: Optional[str] = None,
         raw[item] = (value, "command line")
 
     sections: Dict[str, Dict[str, Any]] = {
-        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "acl": {}, "sqs": {}}
+        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "collectd": {}, "acl": {},
+        "sqs": {}}
     for (section, key), (text, origin) in raw.items():
         convert, field = OPTION_TABLE[(section, key)]
         try:
@@ -370,6 +440,8 @@ def load_config(path: Optional[str] = None,
     elif ("redis", "port") in raw:
         target = RedisTarget("tcp", "127.0.0.1", port, "", db, password)
 
+    if not redis_values.get("data_dir"):
+        redis_values["data_dir"] = default_data_dir()
     server = ServerConfig(**sections["server"])
     if server.max_request_bytes < server.max_message_bytes:
         server = attr.evolve(server, max_request_bytes=server.max_message_bytes + 64 * 1024)
@@ -386,6 +458,7 @@ def load_config(path: Optional[str] = None,
         redis=RedisConfig(target=target, **redis_values),
         dispatch=DispatchConfig(**sections["dispatch"]),
         delivery=DeliveryConfig(**sections["delivery"]),
+        collectd=CollectdConfig(**sections["collectd"]),
         sqs=sqs,
         acl_file=acl_file,
         source=path or "<defaults>",

@@ -27,6 +27,12 @@ class Policy(enum.Enum):
         return cls.ROUNDROBIN if str(raw) == "2" else cls.BROADCAST
 
     @classmethod
+    def from_setting(cls, raw: object) -> "Optional[Policy]":
+        """The policy stored in <q>:queuepolicy, or None when none (or junk) is."""
+        text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        return {"1": cls.BROADCAST, "2": cls.ROUNDROBIN}.get(text)
+
+    @classmethod
     def from_name(cls, name: str) -> "Policy":
         """:raises ValueError: for anything but "broadcast" or "roundrobin"."""
         try:
@@ -206,6 +212,8 @@ class QueueInfo:
     delayed: int = 0
     dead: int = 0
     oldest_age: Optional[float] = None
+    #: a policy is stored for the queue (the original's /stats showed "" otherwise)
+    policy_is_set: bool = True
     groups: "tuple[GroupInfo, ...]" = ()
 
     def as_dict(self) -> dict:

@@ -89,7 +89,9 @@ def wait_for_long_poll(broker: Broker, queue: str, timeout: float = 20.0) -> Non
     import urllib.request
     deadline = time.monotonic() + timeout
     while True:
-        with urllib.request.urlopen("%s/stats/%s" % (broker.url, queue), timeout=10) as response:
+        request = urllib.request.Request("%s/stats/%s" % (broker.url, queue),
+                                         headers={"Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
             if json.loads(response.read()).get("subscribers", {}).get("longpoll"):
                 return
         if time.monotonic() > deadline:

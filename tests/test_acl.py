@@ -125,7 +125,7 @@ async def test_acl_matrix_over_http(redis, redis_server, tmp_path):
         # producer: address allowed, password required
         denied = await running.post("/q/m", data={"value": "v"})
         assert denied.code == 401
-        assert denied.headers.getRawHeaders("WWW-Authenticate") == ['Basic realm="RestMQ"']
+        assert denied.headers.getRawHeaders("WWW-Authenticate") == ['Basic realm="RestMQ Restricted Access"']
         assert (await running.post("/q/m", data={"value": "v"}, headers=basic("prod", "wrong"))).code == 401
         assert (await running.post("/q/m", data={"value": "v"}, headers=basic("prod", "p4ss"))).code == 200
         assert (await running.post("/p/m", data={"policy": "roundrobin"})).code == 401

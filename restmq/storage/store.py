@@ -98,10 +98,11 @@ def check_group(group: str) -> str:
 
 
 def check_queue(queue: str) -> str:
-    """:raises InvalidQueueName: unless the name is in the safe set (keys.py)."""
+    """:raises InvalidQueueName: unless the name follows the rule of keys.py."""
     if not keys.is_valid_queue_name(queue):
         raise InvalidQueueName(
-            "invalid queue name %r: use 1-200 letters, digits and _ - . : @" % queue[:250])
+            "invalid queue name %r: 1-200 characters of UTF-8, no control characters, no #, "
+            "not beginning with 'queuestat:'" % queue[:250])
     return queue
 
 
@@ -226,11 +227,13 @@ class QueueStore:
     # consuming
 
     async def take(self, queue: str, count: int = 1, hold_if_stopped: bool = False,
-                   listen_ms: int = 0, group: str = "") -> List[Message]:
+                   listen_ms: int = 0, group: str = "", keep_ms: int = 0) -> List[Message]:
         """Pop up to ``count`` messages, oldest first; expired ones are skipped.
 
         :param listen_ms: a long-poll will wait: mark the queue as listened to.
         :param group: take for this consumer group ("" = the default consumers).
+        :param keep_ms: leave each popped body at its key "<q>:<n>" for this long
+            (the original left it there; clients read it after the pop).
         :returns: [] when the queue is empty (or stopped and ``hold_if_stopped``).
         :raises GroupNotFound: the queue has no such group.
         """
@@ -238,7 +241,7 @@ class QueueStore:
         check_group(group)
         reply = await self._run("take", [keys.queue_list(keys.namespace(queue, group))], [
             queue, count, 0, "", "1" if hold_if_stopped else "0", self.default_max_receives,
-            listen_ms, "0", group])
+            listen_ms, "0", group, keep_ms])
         return _messages(reply, 1)
 
     async def reserve(self, queue: str, count: int, lease_ms: int,
@@ -377,7 +380,9 @@ class QueueStore:
                               int(reply[2]), int(reply[3]))
 
     async def peek(self, queue: str) -> Optional[Message]:
-        """The oldest message, left in place; its delivery count goes up by one."""
+        """The oldest message, left in place. Its ``deliveries`` is how many times it
+        was looked at, counted in the original's "<key>:refcount" (shared with its
+        brokers)."""
         check_queue(queue)
         reply = await self._run("peek", [keys.queue_list(queue), keys.deliveries(queue)], [queue])
         if not reply:
@@ -447,14 +452,26 @@ class QueueStore:
         infos = []
         for i in range(0, len(reply), 9):
             age = int(reply[i + 7])
+            stored = Policy.from_setting(_text(reply[i + 3]))
             infos.append(QueueInfo(
                 name=_text(reply[i]), length=int(reply[i + 1]),
                 state=QueueState.from_redis(_text(reply[i + 2])),
-                policy=Policy.from_redis(_text(reply[i + 3])),
+                policy=stored or Policy.BROADCAST, policy_is_set=stored is not None,
                 inflight=int(reply[i + 4]), delayed=int(reply[i + 5]), dead=int(reply[i + 6]),
                 oldest_age=None if age < 0 else age / 1000.0,
                 groups=tuple(_groups(reply[i + 8]))))
         return sorted(infos, key=lambda info: info.name)
+
+    async def counters(self) -> Dict[str, Dict[str, int]]:
+        """Event counts of every broker on this Redis: {event: {queue: count}} for the
+        events of ``keys.COUNTED_EVENTS`` (dead-lettered, expired, refused as full)."""
+        reply = await self._command("HGETALL", keys.COUNTERS)
+        counts: Dict[str, Dict[str, int]] = {event: {} for event in keys.COUNTED_EVENTS}
+        for field, value in _pairs(reply).items():
+            event, _, queue = field.partition(":")
+            if event in counts and queue:
+                counts[event][queue] = int(value)
+        return counts
 
     async def groups(self, queue: str) -> List[GroupInfo]:
         """The consumer groups of ``queue`` with their counts, by name (one round trip)."""

@@ -48,6 +48,8 @@ class SettleHandler(BaseHandler):
             delay = self.number("delay", 0, low=0, high=self.config.delivery.max_delay)
             done, refused = await self.store.nack(queue, receipts, int(delay * 1000), group=group)
             self.context.dispatcher.settled(target, receipts)
+            if self.context.metrics is not None:
+                self.context.metrics.nacked(queue, done)
         else:
             seconds = self.number("seconds", self.config.delivery.lease_seconds, low=0.001, high=12 * 3600)
             done, refused = await self.store.extend(queue, receipts, int(seconds * 1000), group=group)

@@ -14,11 +14,12 @@ import orjson
 from twisted.internet import defer
 from twisted.logger import Logger
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, Message as WsMessage, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Message as WsMessage, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
+from restmq.acl import Credentials
 from restmq.errors import BadRequest, Forbidden
 from restmq.model import Batch, Message
 from restmq.storage.store import check_group, check_queue
@@ -357,6 +358,7 @@ class CometHandler(BaseHandler):
             self.write(b"retry: %d\n\n" % dispatch.sse_retry_ms)
         self.flush()
         self._headers_written = self._finished = True  # the consumer owns the response now
+        self._log()  # access log and HTTP metrics: the stream was answered, it now lives on
         connection.transport.registerProducer(consumer, True)
         self.notifyFinish().addBoth(consumer.gone)
         for target in targets:
@@ -420,6 +422,18 @@ class WebSocketHandler(BaseHandler):
 
     acl_categories = {"GET": "websocket:consumer"}
 
+    def credentials(self) -> Credentials:
+        """Basic or a token as elsewhere; failing those, the original's cookie
+        ``auth=user:password`` (browsers cannot send headers on a WebSocket). It is
+        read only when the ACL is on, since credentials are checked only then."""
+        found = super().credentials()
+        if found.username is None and found.token is None:
+            cookie = self.get_cookie("auth")
+            if cookie and ":" in cookie:
+                username, _, password = cookie.partition(":")
+                return Credentials(username, password, None)
+        return found
+
     def _check_origin(self) -> None:
         if not self.origin_allowed():
             raise Forbidden("origin %s is not allowed" % self.request.headers.get("Origin"))
@@ -444,6 +458,8 @@ class WebSocketHandler(BaseHandler):
         connection.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: %s\r\n\r\n" % generate_accept_token(key.encode("latin-1")))
+        self._status_code = 101
+        self._log()  # access log and HTTP metrics: the upgrade was answered
         session = _WebSocketSession(self, names, group, several)
         connection.upgrade(session)
 
@@ -462,6 +478,8 @@ class _WebSocketSession:
         self.context = handler.context
         self.transport = handler.request.connection.transport
         self.ws = Connection(ConnectionType.SERVER)
+        self._parts: List[Any] = []
+        self._size = 0
         dispatcher = self.context.dispatcher
         targets = [dispatcher.target(name, group) for name in names]
         self.consumer = StreamConsumer(
@@ -498,12 +516,45 @@ class _WebSocketSession:
             self.transport.abortConnection()
 
     def messageReceived(self, event: WsMessage) -> None:
-        """Client text frames are commands: ``{"ack": receipt(s)}``,
-        ``{"nack": receipt(s), "delay": S}``, ``{"extend": receipt(s), "seconds": S}``.
-        Each is answered with a frame like ``{"acked": 1}`` or ``{"error": {...}}``."""
-        if not isinstance(event, TextMessage):
+        """On an acked stream (``?ack=1``) client text frames are commands:
+        ``{"ack": receipt(s)}``, ``{"nack": receipt(s), "delay": S}``,
+        ``{"extend": receipt(s), "seconds": S}``, each answered with a frame like
+        ``{"acked": 1}`` or ``{"error": {...}}``. Otherwise every message is sent
+        back as it came, as the original echoed. Messages are whole (fragments
+        joined) and at most ``max_message_bytes``."""
+        if self.consumer.closed:
             return
-        defer.ensureDeferred(self._command(event.data))
+        self._parts.append(event.data)
+        self._size += len(event.data)
+        if self._size > self.context.config.server.max_message_bytes:
+            self._parts, self._size = [], 0
+            self.consumer.closed = True
+            self._close(1009, "message too large")
+            return
+        if not event.message_finished:
+            return
+        parts, self._parts, self._size = self._parts, [], 0
+        if isinstance(event, TextMessage):
+            data: Any = "".join(parts)
+        else:
+            data = b"".join(parts)
+        if self.consumer.acked:
+            if isinstance(data, str):
+                defer.ensureDeferred(self._command(data))
+            return
+        self.consumer.write_raw(self.ws.send(TextMessage(data=data) if isinstance(data, str)
+                                             else BytesMessage(data=data)))
+        if self.consumer.overflowing():
+            # it sends but does not read: memory must stay bounded
+            self.log.warn("WebSocket client of {queue} does not read its echoes: cut off", queue=self.queue)
+            self.transport.abortConnection()
+
+    def _close(self, code: int, reason: str) -> None:
+        try:
+            self.transport.write(self.ws.send(CloseConnection(code=code, reason=reason)))
+        except LocalProtocolError:
+            pass  # a close is already under way
+        self.transport.loseConnection()
 
     async def _command(self, text: str) -> None:
         from restmq.errors import RestMQError
@@ -566,6 +617,8 @@ class _WebSocketSession:
                 self.context.metrics.acked(name, done, group)
         elif action == "nack":
             done, refused = await store.nack(name, receipts, int(command.get("delay", 0) * 1000), group=group)
+            if self.context.metrics is not None:
+                self.context.metrics.nacked(name, done)
         else:
             seconds = command.get("seconds", delivery.lease_seconds)
             done, refused = await store.extend(name, receipts, int(seconds * 1000), group=group)

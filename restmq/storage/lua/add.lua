@@ -102,6 +102,7 @@ end
 if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
   local length = redis.call('LLEN', list) + redis.call('ZCARD', queue .. ':delayed')
   if length + count > maxlen then
+    count_event('queue_full', queue, 1)
     return redis.error_reply('QUEUEFULL queue ' .. queue .. ' holds ' .. length .. ' of at most ' .. maxlen .. ' messages')
   end
 end

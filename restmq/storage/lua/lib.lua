@@ -17,6 +17,24 @@ local function owns(queue, key)
   return string.sub(key, 1, n + 1) == queue .. ':' and string.find(key, '^%d+$', n + 2) ~= nil
 end
 
+-- The original's look counters ("<key>:refcount", JSON protocol get) of some message keys.
+local function refcounts(keys)
+  local out = {}
+  for i, key in ipairs(keys) do
+    out[i] = key .. ':refcount'
+  end
+  return out
+end
+
+-- Deployment-wide event counts read by /metrics (keys.py COUNTERS): HASH field
+-- "<event>:<queue>" -> count, event one of dead_lettered, expired, queue_full.
+-- Counted per queue (a group's events count under its queue).
+local function count_event(event, queue, n)
+  if n > 0 then
+    redis.call('HINCRBY', 'restmq:counters', event .. ':' .. queue, n)
+  end
+end
+
 local function del_many(keys)
   for i = 1, #keys, 1000 do
     redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
@@ -51,15 +69,26 @@ local function setting(q, g, name)
   return value or redis.call('HGET', q .. ':settings', name)
 end
 
+-- A body nobody holds any more: deleted with its look counter, or, with keep_ms > 0,
+-- left to expire (the original left popped bodies in place and clients read them).
+local function drop_body(key, keep_ms)
+  if keep_ms and keep_ms > 0 then
+    redis.call('PEXPIRE', key, keep_ms)
+    redis.call('DEL', key .. ':refcount')
+  else
+    redis.call('DEL', key, key .. ':refcount')
+  end
+end
+
 -- One holder (the default consumers or a group) is done with the body of key:
 -- it goes when the last holder is done. No <q>:refs field means one holder.
-local function release(q, key)
+local function release(q, key, keep_ms)
   local refs = q .. ':refs'
   if redis.call('HINCRBY', refs, key, -1) > 0 then
     return false
   end
   redis.call('HDEL', refs, key)
-  redis.call('DEL', key)
+  drop_body(key, keep_ms)
   redis.call('HDEL', q .. ':meta', key)
   redis.call('HDEL', q .. ':okey', key)
   redis.call('HDEL', q .. ':sqsfirst', key)
@@ -67,19 +96,30 @@ local function release(q, key)
 end
 
 -- release() for many keys: in bulk when the queue never had groups or metadata.
-local function release_many(q, keys)
+local function release_many(q, keys, keep_ms)
   if #keys == 0 then
     return
   end
   if redis.call('EXISTS', q .. ':refs') == 1 then
     for _, key in ipairs(keys) do
-      release(q, key)
+      release(q, key, keep_ms)
     end
     return
   end
   for i = 1, #keys, 1000 do
     local part = {unpack(keys, i, math.min(i + 999, #keys))}
-    redis.call('DEL', unpack(part))
+    if keep_ms and keep_ms > 0 then
+      for _, key in ipairs(part) do
+        redis.call('PEXPIRE', key, keep_ms)
+      end
+      redis.call('DEL', unpack(refcounts(part)))
+    else
+      local gone = refcounts(part)
+      for _, key in ipairs(part) do
+        gone[#gone + 1] = key
+      end
+      redis.call('DEL', unpack(gone))
+    end
     if redis.call('EXISTS', q .. ':meta') == 1 then
       redis.call('HDEL', q .. ':meta', unpack(part))
     end
@@ -145,6 +185,7 @@ local function dead_letter(q, g, key, count, reason, now)
   redis.call('HSET', dq .. ':enqueued', newkey, now)
   redis.call('HSET', dq .. ':deadinfo', newkey,
     cjson.encode({reason = reason, from = key, deliveries = tonumber(count), at = now}))
+  count_event('dead_lettered', q, 1)
   return newkey
 end
 
@@ -181,14 +222,16 @@ local function promote(q, g, now, default_max_receives)
 end
 
 -- The plain pop, in bulk: a few commands per batch rather than six per message.
+-- keep_ms > 0 leaves each body in place for that long (see drop_body).
 -- Returns key, body, deliveries, token (""), metadata ("" when none) per message.
-local function pop_plain(q, g, n)
+local function pop_plain(q, g, n, keep_ms)
   local ns = ns_of(q, g)
   local list = ns .. ':queue'
   local with_meta = redis.call('EXISTS', q .. ':meta') == 1
   local ordered = redis.call('EXISTS', ns .. ':okeys') == 1
   local out = {}
   local got = 0
+  local expired = 0
   while got < n do
     local want = n - got
     local keys = redis.call('RPOP', list, want)
@@ -210,7 +253,7 @@ local function pop_plain(q, g, n)
           pass_ordering(q, g, key)
         end
       end
-      release_many(q, mine)
+      release_many(q, mine, keep_ms)
       redis.call('HDEL', ns .. ':deliveries', unpack(mine))
       redis.call('HDEL', ns .. ':enqueued', unpack(mine))
       for i, key in ipairs(mine) do
@@ -221,6 +264,8 @@ local function pop_plain(q, g, n)
           out[#out + 1] = tonumber(counts[i]) or 0
           out[#out + 1] = ''
           out[#out + 1] = metas[i] or ''
+        else
+          expired = expired + 1
         end
       end
     end
@@ -228,6 +273,7 @@ local function pop_plain(q, g, n)
       break
     end
   end
+  count_event('expired', q, expired)
   return out
 end
 
@@ -236,12 +282,13 @@ local MAX_PARKED_PER_CALL = 1000
 
 -- Pop up to n live messages: expired (ttl) bodies and foreign elements are skipped.
 -- With lease_ms > 0 each message is leased (kept, counted, hidden until the deadline)
--- and its token is tokens_prefix .. i; otherwise it is deleted. A leased message
+-- and its token is tokens_prefix .. i; otherwise it is deleted (or, with keep_ms,
+-- left to expire: see drop_body). A leased message
 -- whose ordering key is held by another message waits in that key's list instead.
 -- Returns a flat list: key, body, deliveries, token ("" when not leased), metadata.
-local function pop(q, g, n, lease_ms, tokens_prefix, now)
+local function pop(q, g, n, lease_ms, tokens_prefix, now, keep_ms)
   if lease_ms == 0 then
-    return pop_plain(q, g, n)
+    return pop_plain(q, g, n, keep_ms or 0)
   end
   local ns = ns_of(q, g)
   local list = ns .. ':queue'
@@ -259,7 +306,9 @@ local function pop(q, g, n, lease_ms, tokens_prefix, now)
       local body = redis.call('GET', key)
       local k = ordered and redis.call('HGET', q .. ':okey', key)
       if not body then
+        -- its ttl ran out while it waited
         finish(q, g, key)
+        count_event('expired', q, 1)
       elseif k and (redis.call('HGET', ns .. ':okeys', k) or key) ~= key then
         redis.call('LPUSH', okwait(q, g, k), key)
         redis.call('INCR', ns .. ':parked')

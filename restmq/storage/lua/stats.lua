@@ -2,7 +2,7 @@
 -- KEYS[1] = QUEUESET
 -- ARGV[1] = queue name, or "" for all queues  ARGV[2] = default max_receives
 -- Due delayed messages and expired leases are moved first, so the counts are current.
--- Returns a flat list, 9 fields per queue: name, length, status, policy, inflight,
+-- Returns a flat list, 9 fields per queue: name, length, status, policy ("" when unset), inflight,
 -- delayed, dead, age of the oldest waiting message in ms (-1 unknown), and its consumer
 -- groups as a JSON array of [name, backlog, inflight, delayed, dead, age ms] ("[]" none).
 local names
@@ -26,7 +26,7 @@ for _, q in ipairs(names) do
   out[#out + 1] = q
   out[#out + 1] = redis.call('LLEN', q .. ':queue') + (tonumber(redis.call('GET', q .. ':parked')) or 0)
   out[#out + 1] = redis.call('GET', 'queuestat::' .. q) or '1'
-  out[#out + 1] = redis.call('GET', q .. ':queuepolicy') or '1'
+  out[#out + 1] = redis.call('GET', q .. ':queuepolicy') or ''
   out[#out + 1] = redis.call('ZCARD', q .. ':inflight')
   out[#out + 1] = redis.call('ZCARD', q .. ':delayed')
   out[#out + 1] = redis.call('LLEN', q .. ':dead:queue')
