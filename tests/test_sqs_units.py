@@ -249,3 +249,23 @@ def test_queue_attributes_map_onto_settings():
                                       ("settings", "dead_letter_queue", "dlq")])
     assert NAMING.queue_of_arn("arn:aws:sqs:eu-west-1:000000000000:q") == "q"
     assert NAMING.queue_of_arn("arn:aws:sqs:us-east-1:999999999999:q") is None
+
+
+def test_setup_cfg_ships_the_sqs_package():
+    import configparser
+    parser = configparser.ConfigParser()
+    parser.read("setup.cfg")
+    packages = parser.get("options", "packages").split()
+    assert "restmq.web.sqs" in packages
+
+
+def test_make_service_adds_the_sqs_listener(tmp_path):
+    from restmq.tap import Options, makeService
+    options = Options()
+    options.parseOptions(["--redis", "redis://127.0.0.1:1/0", "--port", "0", "--sqs-port", "9324",
+                          "--sqs-listen", "127.0.0.2"])
+    names = [child.name for child in makeService(options)]
+    assert "sqs" in names and names.index("sqs") > names.index("http")
+    off = Options()
+    off.parseOptions(["--redis", "redis://127.0.0.1:1/0", "--port", "0"])
+    assert "sqs" not in [child.name for child in makeService(off)]
