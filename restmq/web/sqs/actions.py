@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import re
 import time
@@ -34,6 +35,8 @@ from restmq.web.sqs.errors import SqsError
 
 __all__ = ["Call", "SqsApi", "ACTIONS", "message_id"]
 
+# the fields of an entry (or SendMessage) that carries nothing but a body
+_PLAIN_ENTRY = frozenset(("Id", "MessageBody", "QueueUrl"))
 # the variant digit of a UUID: 10xx in binary
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}\Z")
@@ -121,11 +124,18 @@ def _wanted(name: str, patterns: Sequence[str]) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1024)
+def _queue_prefix(queue: str) -> str:
+    h = md5_hex(queue.encode("utf-8"))
+    return "%s-%s-4%s-%s%s-" % (h[:8], h[8:12], h[13:16], _VARIANT[h[16]], h[17:20])
+
+
 def message_id(key: str) -> str:
-    """The SQS MessageId of RestMQ message ``key``: a (version 4 form) UUID made from
-    its MD5 (keys are never reused, so neither are ids)."""
-    h = md5_hex(key.encode("utf-8"))
-    return "%s-%s-4%s-%s%s-%s" % (h[:8], h[8:12], h[13:16], _VARIANT[h[16]], h[17:20], h[20:])
+    """The SQS MessageId of RestMQ message ``key`` "<q>:<n>": a UUID (version 4 form)
+    of a digest of the queue's name and the message's number (keys are never
+    reused, so neither are ids)."""
+    queue, _, number = key.rpartition(":")
+    return "%s%012x" % (_queue_prefix(queue), int(number) & 0xFFFFFFFFFFFF)
 
 
 @attr.s(auto_attribs=True)
@@ -445,6 +455,13 @@ class SqsApi:
                        call: Call) -> Tuple[SqsEntry, Dict[str, Any]]:
         """The stored form and the answer fields of one SendMessage or batch entry."""
         body = check_body(entry.get("MessageBody"))
+        if not fifo and call.key is None and entry.keys() <= _PLAIN_ENTRY:
+            # the common case: a body and nothing else
+            data = body.encode("utf-8")
+            if len(data) > self.config.sqs.max_message_bytes:
+                raise SqsError("InvalidParameterValue", "One or more parameters are invalid. Reason: "
+                               "Message must be shorter than %d bytes." % self.config.sqs.max_message_bytes)
+            return SqsEntry(body, len(data)), {"MD5OfMessageBody": md5_hex(data)}
         delay = _integer(entry, "DelaySeconds", 0, 900) if "DelaySeconds" in entry else None
         group = _string(entry, "MessageGroupId", required=False) if "MessageGroupId" in entry else None
         dedup = _string(entry, "MessageDeduplicationId", required=False) \
