@@ -240,10 +240,15 @@ class SqsStore:
         :raises QueueNotFound, QueueFull:
         """
         check_queue(queue)
-        args: List[Any] = [queue, keys.NOTIFY_CHANNEL, default_max_bytes, DEDUPLICATION_WINDOW_MS]
         # only a FIFO queue's ContentBasedDeduplication reads the body's digest
         fifo = queue.endswith(".fifo")
-        for entry in entries:
+        plain = not fifo and all(e.delay is None and e.meta is None and not e.dedup_id for e in entries)
+        args: List[Any] = [queue, keys.NOTIFY_CHANNEL, default_max_bytes, DEDUPLICATION_WINDOW_MS,
+                           "" if plain else "m"]
+        if plain:
+            # bodies only: the script counts their sizes (they carry no attributes)
+            args += [entry.body for entry in entries]
+        for entry in () if plain else entries:
             meta = entry.meta
             args += [entry.body, entry.size, "" if entry.delay is None else entry.delay,
                      meta.encode() if meta is not None else "",

@@ -3,7 +3,8 @@
 -- the lists, delayed sets and enqueued times of <q> and its groups, <q>:meta, <q>:okey,
 -- <q>:refs, <q>:idempotency, <q>:idempotencyexp, <q>:listeners, QUEUESET, queuestat::<q>)
 -- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = largest body when the queue
--- has no MaximumMessageSize  ARGV[4] = deduplication window ms
+-- has no MaximumMessageSize  ARGV[4] = deduplication window ms  ARGV[5] = "" (bodies
+-- only: each entry is its body, nothing else) or "m" (each entry is the 7 fields below)
 -- then per entry: body, its size with its attributes (bytes, as SQS counts), delay
 -- seconds ("" for the queue's DelaySeconds), metadata blob (""), ordering key (FIFO
 -- MessageGroupId, ""), MessageDeduplicationId (""), SHA-256 of the body (hex).
@@ -30,9 +31,20 @@ local max_size = tonumber(attrs[2]) or tonumber(ARGV[3])
 local settings = redis.call('HMGET', queue .. ':settings', 'maxlen', 'overflow', 'ttl')
 local maxlen = tonumber(settings[1])
 local ttl = settings[3]
-local first = 5
-local stride = 7
+local first = 6
+local plain = ARGV[5] == ''
+local stride = plain and 1 or 7
 local count = (#ARGV - first + 1) / stride
+-- field n of entry i (a bodies-only call has defaults for all but the body and its size)
+local function field(i, n)
+  if plain then
+    if n == 1 then
+      return tostring(#ARGV[i])
+    end
+    return ''
+  end
+  return ARGV[i + n]
+end
 if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
   local length = redis.call('LLEN', list) + redis.call('ZCARD', queue .. ':delayed')
   if length + count > maxlen then
@@ -50,14 +62,14 @@ local groups = redis.call('HKEYS', queue .. ':groups')
 -- commands per batch rather than several per message
 local answers, stored, batch_dedup = {}, {}, {}
 for i = first, #ARGV, stride do
-  local dedup = ARGV[i + 5]
+  local dedup = field(i, 5)
   if fifo then
     if dedup == '' and by_content then
-      dedup = ARGV[i + 6]
+      dedup = field(i, 6)
     end
     if dedup ~= '' then
       -- a newline never appears in an Idempotency-Key header: no clash with REST's keys
-      dedup = '\nsqs\n' .. (per_group and (ARGV[i + 4] .. '\n') or '') .. dedup
+      dedup = '\nsqs\n' .. (per_group and (field(i, 4) .. '\n') or '') .. dedup
     end
   else
     dedup = ''
@@ -69,7 +81,7 @@ for i = first, #ARGV, stride do
     answers[#answers + 1] = cjson.decode(seen)[1]
   elseif dedup ~= '' and batch_dedup[dedup] then
     answers[#answers + 1] = {batch_dedup[dedup]}
-  elseif tonumber(ARGV[i + 1]) > max_size then
+  elseif tonumber(field(i, 1)) > max_size then
     answers[#answers + 1] = '!size'
   else
     stored[#stored + 1] = {i, dedup}
@@ -94,13 +106,13 @@ if count_stored > 0 then
     bodies[#bodies + 1] = ARGV[i]
     times[#times + 1] = key
     times[#times + 1] = now
-    if ARGV[i + 3] ~= '' then
+    if field(i, 3) ~= '' then
       metas[#metas + 1] = key
-      metas[#metas + 1] = ARGV[i + 3]
+      metas[#metas + 1] = field(i, 3)
     end
-    if ARGV[i + 4] ~= '' then
+    if field(i, 4) ~= '' then
       okeys[#okeys + 1] = key
-      okeys[#okeys + 1] = ARGV[i + 4]
+      okeys[#okeys + 1] = field(i, 4)
     end
     if #groups > 0 then
       refs[#refs + 1] = key
@@ -112,7 +124,7 @@ if count_stored > 0 then
       expiries[#expiries + 1] = now + tonumber(ARGV[4])
       expiries[#expiries + 1] = dedup
     end
-    local delay = tonumber(ARGV[i + 2]) or default_delay
+    local delay = tonumber(field(i, 2)) or default_delay
     if delay > 0 then
       delayed[#delayed + 1] = now + delay * 1000
       delayed[#delayed + 1] = key
