@@ -366,7 +366,7 @@ def test_sqs_redrive_policy_dead_letters(sqs, broker):
                                                     )["Attributes"]["RedrivePolicy"])
         assert shown == {"deadLetterTargetArn": arn, "maxReceiveCount": 2}
         assert sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"] == [source]
-        sqs.send_message(QueueUrl=source, MessageBody="poison")
+        poison_id = sqs.send_message(QueueUrl=source, MessageBody="poison")["MessageId"]
         counts = []
         for _ in range(2):
             [message] = receive_all(sqs, source, 1, AttributeNames=["ApproximateReceiveCount"])
@@ -375,8 +375,12 @@ def test_sqs_redrive_policy_dead_letters(sqs, broker):
         # received maxReceiveCount times and not deleted: the next receive (as in SQS)
         # moves it to the dead-letter queue instead of handing it out again
         assert "Messages" not in sqs.receive_message(QueueUrl=source, WaitTimeSeconds=0)
-        [dead] = receive_all(sqs, dlq, 1)
+        [dead] = receive_all(sqs, dlq, 1, AttributeNames=["All"])
         assert dead["Body"] == "poison"
+        # it keeps its MessageId and says where it died, as in SQS
+        source_arn = sqs.get_queue_attributes(QueueUrl=source, AttributeNames=["QueueArn"]
+                                              )["Attributes"]["QueueArn"]
+        assert (dead["MessageId"], dead["Attributes"]["DeadLetterQueueSourceArn"]) == (poison_id, source_arn)
         # no RedrivePolicy any more: no dead letters
         sqs.set_queue_attributes(QueueUrl=source, Attributes={"RedrivePolicy": ""})
         assert "RedrivePolicy" not in sqs.get_queue_attributes(QueueUrl=source, AttributeNames=["All"]

@@ -50,6 +50,7 @@ class SqsMessage:
     sent_ms: int
     meta: Optional[MessageMeta] = None
     first_receive_ms: int = 0
+    origin: str = ""  # in a dead-letter queue: the message's key in the queue it died in
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -276,11 +277,12 @@ class SqsStore:
             prefix, self.store.default_max_receives, listen_ms, "1" if hold_if_stopped else "0",
             max_inflight, attempt_id, DEDUPLICATION_WINDOW_MS])
         out = []
-        for i in range(2, len(reply), 7):
+        for i in range(2, len(reply), 8):
             key = _text(reply[i])
             out.append(SqsMessage(key, _text(reply[i + 1]), int(reply[i + 2]),
                                   "%s:%s" % (key, _text(reply[i + 3])), int(reply[i + 4]),
-                                  MessageMeta.decode(_text(reply[i + 5])), int(reply[i + 6] or 0)))
+                                  MessageMeta.decode(_text(reply[i + 5])), int(reply[i + 6] or 0),
+                                  _text(reply[i + 7])))
         return out, int(reply[1])
 
     async def delete_messages(self, queue: str, receipts: Sequence[Tuple[str, str]]) -> List[bool]:

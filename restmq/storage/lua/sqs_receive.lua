@@ -10,7 +10,8 @@
 -- Messages with an ordering key (FIFO MessageGroupId) come in order, one in flight per key.
 -- A retry with the same attempt id, while those leases last, gets the same messages.
 -- Returns {stopped (0|1), the queue's ReceiveMessageWaitTimeSeconds, then per message:
--- key, body, deliveries, token, sent ms, metadata blob, first receive ms}
+-- key, body, deliveries, token, sent ms, metadata blob, first receive ms, and (in a
+-- dead-letter queue) the key the message had in the queue it died in, or ""}
 -- | error "NOQUEUE ..." | error "OVERLIMIT ...".
 local queue = ARGV[1]
 if not sqs_exists(queue) then
@@ -27,6 +28,12 @@ end
 local now = now_ms()
 local out = {0, wait}
 local attempts = queue .. ':sqsattempts'
+local dead = redis.call('EXISTS', queue .. ':deadinfo') == 1
+local function origin(key)
+  local info = dead and redis.call('HGET', queue .. ':deadinfo', key)
+  local from = info and cjson.decode(info).from
+  return type(from) == 'string' and from or ''
+end
 local function answer(popped)
   for i = 1, #popped, 5 do
     local key = popped[i]
@@ -38,6 +45,7 @@ local function answer(popped)
     out[#out + 1] = redis.call('HGET', queue .. ':enqueued', key) or now
     out[#out + 1] = popped[i + 4]
     out[#out + 1] = redis.call('HGET', queue .. ':sqsfirst', key)
+    out[#out + 1] = origin(key)
   end
   return out
 end

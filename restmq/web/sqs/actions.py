@@ -655,8 +655,10 @@ class SqsApi:
     def _message_output(self, queue: str, message: SqsMessage, system_names: Sequence[str],
                         attribute_names: Sequence[str]) -> Dict[str, Any]:
         body = message.body.encode("utf-8")
-        out: Dict[str, Any] = {"MessageId": message_id(message.key), "ReceiptHandle": message.receipt,
-                               "MD5OfBody": md5_hex(body), "Body": message.body}
+        # a dead letter keeps the MessageId it had in the queue it died in, as in SQS
+        out: Dict[str, Any] = {"MessageId": message_id(message.origin or message.key),
+                               "ReceiptHandle": message.receipt, "MD5OfBody": md5_hex(body),
+                               "Body": message.body}
         meta = message.meta
         sqs: Dict[str, Any] = meta.system.get("sqs", {}) if meta is not None else {}
         if not isinstance(sqs, dict):
@@ -670,6 +672,8 @@ class SqsApi:
             }
             if sqs.get("trace"):
                 every["AWSTraceHeader"] = sqs["trace"]
+            if message.origin:
+                every["DeadLetterQueueSourceArn"] = self.naming.arn(message.origin.rpartition(":")[0])
             group = sqs.get("group")
             if meta is not None and meta.ordering_key is not None:
                 group = meta.ordering_key
