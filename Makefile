@@ -12,7 +12,7 @@ PORT ?= 8888
 # default PORT (another PORT leaves it off unless SQS_PORT is given); SQS_PORT=0: off
 SQS_PORT ?= $(if $(filter 8888,$(PORT)),9324,0)
 
-.PHONY: run test install install-test browser curl-dev bench bench-tools lint clean
+.PHONY: run test install install-test browser proxy curl-dev bench bench-tools lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt | curl-dev
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test browser
+install-test: $(VENV)/.installed-test browser proxy
 
 # Debian's chromium for the browser tests (the playwright package drives it).
 browser:
@@ -50,6 +50,17 @@ curl-dev:
 	  echo "installing Debian's libcurl4-openssl-dev to build pycurl for the SQS tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcurl4-openssl-dev >/dev/null) \
 	  || { echo "make test: could not install libcurl4-openssl-dev (needs root and apt)"; exit 1; }; }
+
+# Debian's nginx and openssl: the dashboard is tested behind etc/nginx/restmq.conf over TLS.
+proxy:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the nginx test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || { echo "make test: could not install$$missing (needs root and apt)"; exit 1; }; \
+	fi
 
 run: install
 	$(BIN)/restmq --workers $(WORKERS) -- --port $(PORT) --sqs-port $(SQS_PORT) $(ARGS)

@@ -30,6 +30,8 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:idempotencyexp    ZSET    Idempotency-Key -> expiry (ms)
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
+    <q>:delivered         STRING  messages handed out of <q> so far (pops, reserves, streams), for
+                                  the dashboard's rates; <q>:UUID counts what was published
     restmq:counters       HASH    "<event>:<q>" -> count (dead_lettered, expired, queue_full),
                                   for /metrics, shared by every broker on this Redis
 
@@ -55,7 +57,7 @@ an attribute or an ordering key has none of these keys and behaves as above)::
 Each group g of <q> has the consuming structures of a queue under the prefix
 ``<ns>`` = "<q>#<g>" (the default consumers' prefix is <q> itself, so their keys
 are the ones listed above): <ns>:queue, :inflight, :leases, :delayed,
-:deliveries, :enqueued, :settings, :listeners, :poppers. '#' is not allowed in
+:deliveries, :enqueued, :delivered, :settings, :listeners, :poppers. '#' is not allowed in
 queue or group names and ':' not in group names, so "<q>#<g>:<suffix>" is never
 a key of any queue. The list of a group holds the message keys "<q>:<n>" of
 <q>: bodies are stored once. A group's dead letters go to the ordinary queue
@@ -130,7 +132,7 @@ __all__ = [
     "QUEUESET", "NOTIFY_CHANNEL", "MAX_QUEUE_NAME_CHARS", "is_valid_queue_name",
     "uuid", "message", "refcount", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
-    "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
+    "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued", "delivered",
     "broadcast_channel", "dead_letter_queue", "queue_of_key", "COUNTERS", "COUNTED_EVENTS",
     "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
     "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
@@ -298,6 +300,10 @@ def idempotency_expiry(queue: str) -> str:
 
 def enqueued(queue: str) -> str:
     return queue + ":enqueued"
+
+
+def delivered(queue: str) -> str:
+    return queue + ":delivered"
 
 
 def dead_info(queue: str) -> str:

@@ -12,7 +12,8 @@ import txredisapi
 from restmq import keys
 from restmq.errors import (BackendUnavailable, BadRequest, GroupNotFound, InvalidQueueName,
                            MessageNotFound, QueueFull, RestMQError)
-from restmq.model import GroupInfo, Message, MessageMeta, Policy, QueueInfo, QueueState
+from restmq.model import (GroupInfo, Message, MessageMeta, Policy, QueueInfo, QueueState, RedisMemory,
+                          WaitingMessage)
 from restmq.storage.pool import RedisPool
 from restmq.storage.scripts import Script, load_scripts
 
@@ -58,6 +59,14 @@ def _messages(flat: Sequence[Any], start: int) -> List[Message]:
     return out
 
 
+def _count(value: Any) -> int:
+    """A counter read from Redis; missing or malformed counts as 0."""
+    try:
+        return max(0, int(_text(value) or 0))
+    except ValueError:
+        return 0
+
+
 def _json(value: Any) -> Any:
     import orjson
     try:
@@ -82,6 +91,28 @@ def _pairs(flat: Any) -> Dict[str, str]:
     if isinstance(flat, dict):
         return {_text(k): _text(v) for k, v in flat.items()}
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _prefix(value: Any) -> str:
+    """A body's first bytes as text: a character cut at the end is left out."""
+    if not isinstance(value, bytes):
+        return _text(value)
+    for cut in range(4):
+        try:
+            return value[:len(value) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return value.decode("utf-8", "replace")
+
+
+def _info_fields(text: Any) -> Dict[str, str]:
+    """An INFO reply ("name:value" lines) as a dict."""
+    fields = {}
+    for line in _text(text).splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not name.startswith("#"):
+            fields[name.strip()] = value.strip()
+    return fields
 
 
 def dead_letter_queue(queue: str, group: str = "") -> str:
@@ -450,7 +481,7 @@ class QueueStore:
             check_queue(queue)
         reply = await self._run("stats", [keys.QUEUESET], [queue or "", self.default_max_receives])
         infos = []
-        for i in range(0, len(reply), 9):
+        for i in range(0, len(reply), 11):
             age = int(reply[i + 7])
             stored = Policy.from_setting(_text(reply[i + 3]))
             infos.append(QueueInfo(
@@ -459,8 +490,48 @@ class QueueStore:
                 policy=stored or Policy.BROADCAST, policy_is_set=stored is not None,
                 inflight=int(reply[i + 4]), delayed=int(reply[i + 5]), dead=int(reply[i + 6]),
                 oldest_age=None if age < 0 else age / 1000.0,
-                groups=tuple(_groups(reply[i + 8]))))
+                groups=tuple(_groups(reply[i + 8])),
+                published=_count(reply[i + 9]), delivered=_count(reply[i + 10])))
         return sorted(infos, key=lambda info: info.name)
+
+    async def browse(self, queue: str, offset: int = 0, count: int = 20,
+                     preview_bytes: int = 4096) -> Tuple[int, List[WaitingMessage]]:
+        """The next ``count`` messages to be delivered from ``offset`` on, oldest first,
+        left in place and uncounted (one round trip).
+
+        :param preview_bytes: each body is cut to this many bytes.
+        :returns: (length of the queue, messages); dead letters carry their note.
+        """
+        check_queue(queue)
+        reply = await self._run("browse", [keys.queue_list(queue)],
+                                [queue, offset, count, preview_bytes])
+        messages = []
+        for i in range(1, len(reply), 7):
+            value = _prefix(reply[i + 1])
+            size = int(reply[i + 2] or 0)
+            ttl = int(reply[i + 5])
+            enqueued = reply[i + 4]
+            messages.append(WaitingMessage(
+                key=_text(reply[i]), value=value, size=size,
+                truncated=len(value.encode("utf-8")) < size, deliveries=int(reply[i + 3] or 0),
+                enqueued_ms=int(enqueued) if enqueued is not None else None,
+                expires_in=ttl / 1000.0 if ttl >= 0 else None, gone=ttl == -2,
+                dead=_json(reply[i + 6]) if reply[i + 6] is not None else None))
+        return int(reply[0]), messages
+
+    async def memory(self) -> RedisMemory:
+        """Redis's memory use (INFO memory), one round trip."""
+        fields = _info_fields(await self._command("INFO", "memory"))
+
+        def number(name: str) -> int:
+            try:
+                return int(fields.get(name, "0"))
+            except ValueError:
+                return 0
+
+        return RedisMemory(used=number("used_memory"), peak=number("used_memory_peak"),
+                           rss=number("used_memory_rss"), max=number("maxmemory"),
+                           policy=fields.get("maxmemory_policy", ""))
 
     async def counters(self) -> Dict[str, Dict[str, int]]:
         """Event counts of every broker on this Redis: {event: {queue: count}} for the

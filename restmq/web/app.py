@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import collectd, control, leases, ops, pages, patterns, protocol, queues
+from restmq.web import collectd, console, control, leases, ops, pages, patterns, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
@@ -145,6 +145,8 @@ def routes(context: Context) -> list:
         (r"/reply/%s/?" % _ID, patterns.ReplyHandler, deps),
         (r"/q/%s/redrive/?" % _Q, leases.RedriveHandler, deps),
         (r"/q/%s/dead/?" % _Q, leases.DeadLettersHandler, deps),
+        (r"/q/%s/messages/?" % _Q, console.MessagesHandler, deps),
+        (r"/q/%s/consumers/?" % _Q, console.ConsumersHandler, deps),
         # every /q/<q>/<suffix> route goes above this line: this one takes any rest of the path
         (r"/q/%s/?" % _Q, queues.QueueHandler, deps),
         (r"/settings/%s/?" % _Q, leases.SettingsHandler, deps),

@@ -336,8 +336,17 @@ class BaseHandler(cyclone.web.RequestHandler):
         else:
             message = exc.message if isinstance(exc, RestMQError) else str(exc)
         if isinstance(exc, Unauthorized):
-            self.set_header("WWW-Authenticate", 'Basic realm="%s"' % exc.realm)
+            self.set_header("WWW-Authenticate", self._challenge(exc.realm))
         self._send_json_error(status, code, message)
+
+    def _challenge(self, realm: str) -> str:
+        """Basic, unless the request presented a token: then RFC 6750's Bearer
+        challenge, which browsers do not answer with a password prompt (the
+        dashboard, holding a token, shows the refusal instead)."""
+        header = self.request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer " or "token" in getattr(self.request, "raw_arguments", {}):
+            return 'Bearer realm="%s", error="invalid_token"' % realm
+        return 'Basic realm="%s"' % realm
 
     def allowed_methods(self) -> List[str]:
         """The methods this handler implements (Cyclone's defaults answer 405)."""

@@ -229,7 +229,7 @@ class _Consuming(_Producing):
         dispatcher = self.context.dispatcher
         clock = self.context.clock
         deadline = clock.seconds() + wait
-        waiter = dispatcher.waiter(dispatcher.target(queue, self._group))
+        waiter = dispatcher.waiter(dispatcher.target(queue, self._group), self.request.remote_ip or "")
         gone: List[bool] = []
         pending: List[Any] = []
 

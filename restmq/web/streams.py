@@ -98,7 +98,7 @@ class StreamConsumer:
 
     __slots__ = ("transport", "_write", "_encode", "_cache_name", "_buffer_limit", "_dispatcher",
                  "_queues", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
-                 "acked", "prefetch", "_held")
+                 "acked", "prefetch", "_held", "remote", "since")
 
     def __init__(self, transport_name: str, write: Callable[[bytes], None],
                  encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
@@ -123,6 +123,9 @@ class StreamConsumer:
         self.acked = False
         self.prefetch = 0
         self._held: Optional[Dict[str, Tuple[str, float]]] = None
+        # who it is, for the dashboard's consumer list (set by _identify)
+        self.remote = ""
+        self.since = 0.0
 
     # dispatch.AckedConsumer
 
@@ -268,6 +271,12 @@ def _stream_targets(handler: BaseHandler, queue: Optional[str]) -> Tuple[List[st
     return [check_queue(queue)], group, False
 
 
+def _identify(handler: BaseHandler, consumer: StreamConsumer) -> None:
+    """The client's address and the time it connected (``GET /q/<q>/consumers``)."""
+    consumer.remote = handler.request.remote_ip or ""
+    consumer.since = handler.context.clock.seconds()
+
+
 def _ack_options(handler: BaseHandler, consumer: StreamConsumer) -> None:
     """``?ack=1`` makes a stream at-least-once: leased messages, ``prefetch`` unacked."""
     if handler.argument("ack") in ("1", "true", "yes"):
@@ -348,6 +357,7 @@ class CometHandler(BaseHandler):
         else:
             consumer = StreamConsumer(*args)
         _ack_options(self, consumer)
+        _identify(self, consumer)
         last_id = None
         if sse and not group:
             # only broadcast messages are kept for a resume; a group's are consumed
@@ -487,6 +497,7 @@ class _WebSocketSession:
             self.context.config.dispatch.buffer_limit, dispatcher, targets, self._closed_by_broker,
             self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
+        _identify(handler, self.consumer)
         self.transport.registerProducer(self.consumer, True)
         for target in targets:
             dispatcher.subscribe(target, self.consumer)

@@ -20,4 +20,6 @@ elseif redis.call('HEXISTS', queue .. ':refs', key) == 0 then
   redis.call('HDEL', queue .. ':meta', key)
   redis.call('HDEL', queue .. ':okey', key)
 end
+-- a dead letter's note (on a dead-letter queue)
+redis.call('HDEL', queue .. ':deadinfo', key)
 return removed > 0 and 1 or 0

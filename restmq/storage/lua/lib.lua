@@ -221,6 +221,14 @@ local function promote(q, g, now, default_max_receives)
   return #due + #expired
 end
 
+-- <ns>:delivered counts the messages handed out to the consumers of ns (the
+-- default consumers of a queue, or one of its groups): the dashboard's rates.
+local function count_delivered(ns, n)
+  if n > 0 then
+    redis.call('INCRBY', ns .. ':delivered', n)
+  end
+end
+
 -- The plain pop, in bulk: a few commands per batch rather than six per message.
 -- keep_ms > 0 leaves each body in place for that long (see drop_body).
 -- Returns key, body, deliveries, token (""), metadata ("" when none) per message.
@@ -273,6 +281,7 @@ local function pop_plain(q, g, n, keep_ms)
       break
     end
   end
+  count_delivered(ns, got)
   count_event('expired', q, expired)
   return out
 end
@@ -330,6 +339,7 @@ local function pop(q, g, n, lease_ms, tokens_prefix, now, keep_ms)
       end
     end
   end
+  count_delivered(ns, got)
   return out
 end
 
