@@ -15,10 +15,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python requirements.txt
+$(VENV)/.installed: $(BIN)/python requirements.txt setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.txt
 	# cyclone 1.3 pins twisted==19.2.1, which does not build on Python 3.11
 	$(BIN)/pip install --quiet --no-deps cyclone==1.3
+	# RestMQ itself, editable, its dependencies being the pins above: `restmq`,
+	# `restmq-cli`, `twistd -n restmq` and `import restmq` work from any folder.
+	# (compat: a .pth entry for this folder, which is how twistd finds twisted/plugins)
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --no-deps --config-settings editable_mode=compat -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
@@ -37,13 +41,13 @@ browser:
 	  || { echo "make test: could not install chromium (needs root and apt)"; exit 1; }; }
 
 run: install
-	PYTHONPATH=. $(BIN)/python -m restmq.server.run --workers $(WORKERS) -- --port $(PORT) $(ARGS)
+	$(BIN)/restmq --workers $(WORKERS) -- --port $(PORT) $(ARGS)
 
 # lint runs only once the tests passed, so a test failure is the first thing shown
 # lint first (seconds), then the tests, whose summary ends the output
 test: install-test
 	@$(MAKE) --no-print-directory lint
-	PYTHONPATH=. $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt
@@ -64,7 +68,7 @@ bench-tools:
 
 # `make bench` (about 5 minutes; BENCH_ARGS=--quick for a one-minute smoke run)
 bench: $(VENV)/.installed-bench bench-tools
-	PYTHONPATH=. $(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # flake8 (setup.cfg [flake8]) and mypy (setup.cfg [mypy]: files = restmq); any
 # finding fails the target, and with it `make test`
@@ -73,4 +77,4 @@ lint: $(VENV)/.installed-test
 	$(BIN)/python -m mypy
 
 clean:
-	rm -rf $(VENV) var twisted/plugins/dropin.cache
+	rm -rf $(VENV) var twisted/plugins/dropin.cache build dist restmq.egg-info

@@ -328,7 +328,7 @@ class Bench:
 
     def phase_workers(self) -> List[Row]:
         self.wrk.check()
-        if not os.path.exists(os.path.join(ROOT, "restmq", "reuseport.py")):
+        if not os.path.exists(os.path.join(ROOT, "restmq", "server", "reuseport.py")):
             return [self._row("j", na="--reuse-port missing (restmq/server/reuseport.py)")]
         port = free_port()
         self._broker(port, ["--reuse-port"], "restmq-1", profile="workers")
@@ -598,6 +598,50 @@ class Bench:
                  % (system, held["open"], connected, result["rss"] / 1024.0, rss0 / 1024.0))
         return result
 
+    # issue 16: consumer groups
+
+    def _make_groups(self, port: int) -> None:
+        for queue, count in (("g1", 1), ("g4", 4), ("gd", 1)):
+            for i in range(count):
+                _post(port, "/q/%s/groups/w%d" % (queue, i), b"")
+
+    def phase_groups(self) -> List[Row]:
+        """Publish to a queue with 0, 1 and 4 groups (one Redis round trip each), and
+        pops from a group beside pops from a plain queue, in the same run."""
+        self.wrk.check()
+        _, broker = self._broker(profile="groups")
+        form = self.wrk.script("POST", "value=" + SMALL_MESSAGE, FORM)
+        url = "http://127.0.0.1:%d" % broker
+
+        def fresh(name: str) -> None:
+            # every run from an empty Redis (the bodies stay for the default consumers)
+            self.redis.flush()
+            self._make_groups(broker)
+
+        publish = self._wrk_series({name: (url + "/q/" + name, form) for name in ("g0", "g1", "g4")},
+                                   before_run=fresh)
+        need = int(10000 * max(self.plan.wrk_seconds, self.plan.warm_seconds)) + 1000
+        client = self.redis.client
+        batch = orjson.dumps([SMALL_MESSAGE] * 1000)
+        lists = {"plain": "pd:queue", "group": "gd#w0:queue"}
+
+        def fill(name: str) -> None:
+            if name == "plain":
+                self.redis.flush()
+                self._make_groups(broker)
+            queue = "pd" if name == "plain" else "gd"
+            for _ in range(max(0, need - client.llen(lists[name])) // 1000 + 1):
+                _post(broker, "/q/" + queue, batch, JSON)
+
+        pops = self._wrk_series({"plain": (url + "/q/pd", self.wrk.script("GET")),
+                                 "group": (url + "/q/gd?group=w0", self.wrk.script("GET"))},
+                                before_run=fill)
+        rate = {name: _median([r["rps"] for r in runs]) for name, runs in {**publish, **pops}.items()}
+        rows = [self._row("l1", restmq=rate["g1"], baseline=rate["g0"], note=_wrk_note(publish["g1"])),
+                self._row("l4", restmq=rate["g4"], baseline=rate["g0"], note=_wrk_note(publish["g4"])),
+                self._row("m", restmq=rate["group"], baseline=rate["plain"], note=_wrk_note(pops["group"]))]
+        return rows
+
     def _row(self, key: str, **fields: Any) -> Row:
         figure, unit = FIGURES[key]
         return Row(key, figure, unit, **fields)
@@ -621,6 +665,9 @@ FIGURES: Dict[str, tuple] = {
     "i-p99": ("i. publish->SSE latency p99, same run; vs nchan", "ms"),
     "j": ("j. POST /q with two workers (--reuse-port); vs one worker", "req/s"),
     "k": ("k. RSS holding 10,000 idle SSE connections; vs nginx + nchan", "MB"),
+    "l1": ("l. POST /q to a queue with 1 consumer group; vs the same with none", "req/s"),
+    "l4": ("l. POST /q to a queue with 4 consumer groups; vs the same with none", "req/s"),
+    "m": ("m. GET /q?group= pop from a consumer group; vs GET /q pop of a plain queue", "req/s"),
 }
 
 # phase -> (method, the rows it produces), in the order they run
@@ -633,4 +680,5 @@ PHASES: Dict[str, tuple] = {
     "fanout": ("phase_fanout", ["b", "h"]),
     "roundrobin": ("phase_roundrobin", ["c"]),
     "idle": ("phase_idle", ["d", "k"]),
+    "groups": ("phase_groups", ["l1", "l4", "m"]),
 }

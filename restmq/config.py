@@ -18,7 +18,8 @@ from restmq.errors import ConfigError
 
 __all__ = [
     "Config", "ServerConfig", "RedisConfig", "RedisTarget", "DispatchConfig",
-    "DeliveryConfig", "load_config", "parse_redis_url", "OPTION_TABLE",
+    "DeliveryConfig", "load_config", "parse_redis_url", "OPTION_TABLE", "default_data_dir",
+    "checkout_root",
 ]
 
 MiB = 1024 * 1024
@@ -72,7 +73,7 @@ class RedisConfig:
     connect_timeout: float = 1.0
     reply_timeout: float = 1.5
     wait_replicas: int = 0
-    data_dir: str = "var/redis"
+    data_dir: str = ""  # load_config fills in default_data_dir()
     server_binary: str = ""
 
     @property
@@ -89,6 +90,7 @@ class DispatchConfig:
     history_size: int = 1000
     max_wait: float = 60.0
     batch_size: int = 500
+    max_stream_queues: int = 64
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -100,6 +102,9 @@ class DeliveryConfig:
     stop_holds_pops: bool = False
     prefetch: int = 10
     max_batch: int = 1000
+    max_attributes: int = 32
+    max_attribute_bytes: int = 8192
+    max_rpc_timeout: float = 300.0
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -112,29 +117,67 @@ class Config:
     source: str = "<defaults>"
 
 
+def checkout_root() -> Optional[str]:
+    """The folder of the source checkout this ``restmq`` package runs from (it holds
+    ``setup.cfg`` and the twistd plugin), or None for an installed package."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    marks = (os.path.join(root, "setup.cfg"), os.path.join(root, "twisted", "plugins", "restmq_plugin.py"))
+    return root if all(os.path.isfile(mark) for mark in marks) else None
+
+
+def default_data_dir(environ: Optional[Mapping[str, str]] = None, uid: Optional[int] = None,
+                     checkout: Optional[str] = "") -> str:
+    """Where the embedded Redis keeps its files when ``data_dir`` is not given:
+    ``var/redis`` of a source checkout; ``/var/lib/restmq/redis`` for root;
+    ``$XDG_DATA_HOME/restmq/redis`` (``~/.local/share/restmq/redis``) for anyone else.
+
+    :param checkout: the checkout folder ("" = look it up, None = an installed package).
+    """
+    environ = os.environ if environ is None else environ
+    if checkout == "":
+        checkout = checkout_root()
+    if checkout:
+        return os.path.join(checkout, "var", "redis")
+    if (os.geteuid() if uid is None else uid) == 0:
+        return "/var/lib/restmq/redis"
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data_home, "restmq", "redis")
+
+
+def _integer(text: str, problem: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(problem) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be a positive integer")
     if value <= 0:
         raise ValueError("must be a positive integer")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be zero or a positive integer")
     if value < 0:
         raise ValueError("must be zero or a positive integer")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "must be a port number (0-65535)")
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number (0-65535)")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a positive number of seconds") from None
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("must be a positive number of seconds")
     return value
@@ -191,6 +234,7 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("dispatch", "history_size"): (_non_negative_int, "dispatch.history_size"),
     ("dispatch", "max_wait"): (_seconds, "dispatch.max_wait"),
     ("dispatch", "batch_size"): (_positive_int, "dispatch.batch_size"),
+    ("dispatch", "max_stream_queues"): (_positive_int, "dispatch.max_stream_queues"),
     ("delivery", "lease_seconds"): (_seconds, "delivery.lease_seconds"),
     ("delivery", "max_receives"): (_positive_int, "delivery.max_receives"),
     ("delivery", "max_delay"): (_seconds, "delivery.max_delay"),
@@ -198,6 +242,9 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("delivery", "stop_holds_pops"): (_boolean, "delivery.stop_holds_pops"),
     ("delivery", "prefetch"): (_positive_int, "delivery.prefetch"),
     ("delivery", "max_batch"): (_positive_int, "delivery.max_batch"),
+    ("delivery", "max_attributes"): (_positive_int, "delivery.max_attributes"),
+    ("delivery", "max_attribute_bytes"): (_positive_int, "delivery.max_attribute_bytes"),
+    ("delivery", "max_rpc_timeout"): (_seconds, "delivery.max_rpc_timeout"),
     ("acl", "file"): (_text, "acl.file"),
 }
 
@@ -314,6 +361,8 @@ def load_config(path: Optional[str] = None,
     elif ("redis", "port") in raw:
         target = RedisTarget("tcp", "127.0.0.1", port, "", db, password)
 
+    if not redis_values.get("data_dir"):
+        redis_values["data_dir"] = default_data_dir()
     server = ServerConfig(**sections["server"])
     if server.max_request_bytes < server.max_message_bytes:
         server = attr.evolve(server, max_request_bytes=server.max_message_bytes + 64 * 1024)

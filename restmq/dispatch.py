@@ -11,9 +11,11 @@ with one script call:
   and every process (this one included) hands it to all its consumers of the
   queue: one ordered stream, each message encoded once per transport.
 
-Long-poll pops wait here too (:meth:`Dispatcher.waiter`), woken to retry their
-own pop. Nothing here polls on the hot path; the sweep (``sweep_interval``)
-only catches what other brokers pushed straight into Redis.
+A queue's consumer group is one more name here, "<q>#<g>"
+(keys.namespace): its members always compete. Long-poll pops wait here too
+(:meth:`Dispatcher.waiter`), woken to retry their own pop, and so do callers
+of request/reply (:meth:`Dispatcher.reply_waiter`). Nothing here polls on
+the hot path; the sweep (``sweep_interval``) only catches what other brokers pushed straight into Redis.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from twisted.logger import Logger
 
 from restmq.config import DispatchConfig
 from restmq.errors import RestMQError
-from restmq.model import Batch, Message, Policy
+from restmq.keys import namespace, split_namespace
+from restmq.model import Batch, Message, MessageMeta, Policy
 
 __all__ = ["Consumer", "AckedConsumer", "Dispatcher", "Waiter", "deal", "deal_by_credit"]
 
@@ -168,6 +171,7 @@ class Dispatcher:
         self.metrics = metrics
         self.notifier: Any = None
         self._queues: Dict[str, _QueueState] = {}
+        self._replies: Dict[str, Waiter] = {}
         self._sweep: Optional[task.LoopingCall] = None
         self._heartbeat: Optional[task.LoopingCall] = None
         self._heartbeats: set = set()
@@ -175,6 +179,12 @@ class Dispatcher:
         self.roundrobin_depth = 100
         # lease of the messages given to acked streaming consumers
         self.lease_seconds = lease_seconds
+
+    @staticmethod
+    def target(queue: str, group: str = "") -> str:
+        """The name under which consumers of ``group`` of ``queue`` ("" = its default
+        consumers) subscribe and wait here."""
+        return namespace(queue, group)
 
     @property
     def listener_ttl_ms(self) -> int:
@@ -220,15 +230,17 @@ class Dispatcher:
         except ValueError:
             return
         if _is_acked(consumer):
-            receipts = consumer.outstanding()
+            name = split_namespace(queue)[0]
+            receipts = [r for r in consumer.outstanding() if Message(r.rpartition(":")[0], "").queue == name]
             if receipts:
                 # its unacked messages go back to the head of the queue at once
                 defer.ensureDeferred(self._give_back(queue, receipts))
         self._forget_if_idle(queue, state)
 
     async def _give_back(self, queue: str, receipts: List[str]) -> None:
+        name, group = split_namespace(queue)
         try:
-            await self.store.nack(queue, receipts)
+            await self.store.nack(name, receipts, group=group)
         except RestMQError as exc:
             self.log.warn("Could not give back {count} messages of {queue} ({error}); "
                           "their leases will expire", count=len(receipts), queue=queue, error=exc.message)
@@ -277,7 +289,22 @@ class Dispatcher:
         state.waiters.append(waiter)
         return waiter
 
+    def reply_waiter(self, request_id: str) -> Waiter:
+        """Wait for the reply to request ``request_id`` (woken by ``r<id>`` on the
+        notify channel, and at every reconnection); close() it when done."""
+        waiter = self._replies[request_id] = Waiter(self, request_id)
+        return waiter
+
+    def replied(self, request_id: str) -> None:
+        """The reply to ``request_id`` is stored (some process got it)."""
+        waiter = self._replies.get(request_id)
+        if waiter is not None:
+            waiter.wake()
+
     def _drop_waiter(self, waiter: Waiter) -> None:
+        if self._replies.get(waiter.queue) is waiter:
+            del self._replies[waiter.queue]
+            return
         state = self._queues.get(waiter.queue)
         if state is not None and waiter in state.waiters:
             state.waiters.remove(waiter)
@@ -364,14 +391,15 @@ class Dispatcher:
                 broadcast_max = self.config.batch_size if able else 0
                 roundrobin_max = min(len(able) * self.roundrobin_depth, self.config.batch_size)
                 popping = bool(state.waiters) or any(getattr(c, "acked", False) for c in state.consumers)
+                name, group = split_namespace(queue)
                 result = await self.store.dispatch(
-                    queue, broadcast_max, roundrobin_max, self.listener_ttl_ms,
+                    name, broadcast_max, roundrobin_max, self.listener_ttl_ms,
                     self.config.history_size, broadcasting=bool(able) and state.ready,
-                    popping=popping)
+                    popping=popping, group=group)
                 state.policy = result.policy
                 if self._queues.get(queue) is not state:
                     if result.policy is Policy.ROUNDROBIN and result.messages:
-                        await self.store.requeue(queue, result.messages)
+                        await self.store.requeue(name, result.messages, group=group)
                     return
                 if result.policy is Policy.ROUNDROBIN and result.messages:
                     await self._deal(queue, state, result.messages)
@@ -408,11 +436,12 @@ class Dispatcher:
         if not wanted:
             return False
         lease_ms = int(self.lease_seconds * 1000)
-        messages = await self.store.reserve(queue, wanted, lease_ms, hold_if_stopped=True)
+        name, group = split_namespace(queue)
+        messages = await self.store.reserve(name, wanted, lease_ms, hold_if_stopped=True, group=group)
         live = [c for c in acked if c in state.consumers and c.can_take()]
         if not live:
             if messages:
-                await self.store.nack(queue, [m.receipt for m in messages if m.receipt])
+                await self.store.nack(name, [m.receipt for m in messages if m.receipt], group=group)
             return False
         credits = [c.credit(now) for c in live]
         chosen = deal_by_credit(live, credits, state.acked_cursor, len(messages))
@@ -423,7 +452,7 @@ class Dispatcher:
         self._send_grouped(queue, messages, chosen)
         extra = messages[len(chosen):]
         if extra:
-            await self.store.nack(queue, [m.receipt for m in extra if m.receipt])
+            await self.store.nack(name, [m.receipt for m in extra if m.receipt], group=group)
         return len(messages) >= wanted
 
     def _schedule_due(self, queue: str, state: _QueueState, due_ms: int) -> None:
@@ -441,7 +470,8 @@ class Dispatcher:
     async def _deal(self, queue: str, state: _QueueState, messages: List[Message]) -> None:
         able = [c for c in state.consumers if c.can_take()]
         if not able:
-            await self.store.requeue(queue, messages)
+            name, group = split_namespace(queue)
+            await self.store.requeue(name, messages, group=group)
             return
         self._send_grouped(queue, messages, deal(able, state.cursor, len(messages)))
         state.cursor = (state.cursor + len(messages)) % max(1, len(able))
@@ -451,7 +481,9 @@ class Dispatcher:
         state = self._queues.get(queue)
         if state is None or not state.consumers:
             return
-        shared = Batch([Message(batch[i], batch[i + 1]) for i in range(0, len(batch) - 1, 2)])
+        # key, body, metadata blob ("" none) per message
+        shared = Batch([Message(batch[i], batch[i + 1], meta=MessageMeta.decode(batch[i + 2]))
+                        for i in range(0, len(batch) - 2, 3)])
         for consumer in list(state.consumers):
             if getattr(consumer, "acked", False):
                 continue  # acked consumers only get leased messages
@@ -469,7 +501,8 @@ class Dispatcher:
             self.unsubscribe(queue, consumer)
             return
         if self.metrics is not None:
-            self.metrics.delivered(queue, consumer.transport, len(batch))
+            name, group = split_namespace(queue)
+            self.metrics.delivered(name, consumer.transport, len(batch), group)
             again = sum(1 for m in batch.messages if m.receipt is not None and m.deliveries > 1)
             if again:
                 self.metrics.redelivered(queue, again)
@@ -506,3 +539,5 @@ class Dispatcher:
     def reconnected(self) -> None:
         """The pub/sub connection came back: wake-ups may have been missed."""
         self.sweep()
+        for waiter in list(self._replies.values()):
+            waiter.wake()

@@ -5,7 +5,8 @@ from __future__ import annotations
 __all__ = [
     "RestMQError", "BadRequest", "InvalidQueueName", "QueueNotFound",
     "MessageNotFound", "MessageTooLarge", "Unauthorized", "Forbidden",
-    "BackendUnavailable", "ConfigError", "QueueFull", "LeaseLost",
+    "BackendUnavailable", "ConfigError", "QueueFull", "LeaseLost", "GroupNotFound",
+    "ReplyTimeout",
 ]
 
 
@@ -27,6 +28,14 @@ class InvalidQueueName(BadRequest):
 
 class QueueNotFound(RestMQError):
     """The queue does not exist."""
+
+
+class GroupNotFound(RestMQError):
+    """The queue has no consumer group of that name."""
+
+
+class ReplyTimeout(RestMQError):
+    """No reply came to a request within its timeout."""
 
 
 class MessageNotFound(RestMQError):

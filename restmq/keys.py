@@ -21,6 +21,7 @@ collide with the keys of another queue (whose names may contain ':')::
                                   acked stream): publishes must then go through the list
     <q>:history           LIST    keys of the last broadcast messages, newest first
     <q>:historybodies     HASH    message key -> body, for the keys in <q>:history
+    <q>:historymeta       HASH    message key -> metadata blob, for those that have one
     <q>:inflight          ZSET    leased message key -> lease deadline (ms, Redis TIME)
     <q>:leases            HASH    leased message key -> lease token
     <q>:delayed           ZSET    delayed message key -> due time (ms, Redis TIME)
@@ -29,13 +30,50 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:idempotencyexp    ZSET    Idempotency-Key -> expiry (ms)
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
+    restmq:counters       HASH    "<event>:<q>" -> count (dead_lettered, expired, queue_full),
+                                  for /metrics, shared by every broker on this Redis
+
+Consumer groups, attributes and ordering keys (a queue that never had a group,
+an attribute or an ordering key has none of these keys and behaves as above)::
+
+    <q>:groups            HASH    group name -> creation time (ms); every publish to <q>
+                                  also queues the message key on each group's list
+    <q>:refs              HASH    message key -> holders left (default consumers + groups)
+                                  when the message was published while <q> had groups;
+                                  the body goes when the count reaches 0 (no field: one holder)
+    <q>:meta              HASH    message key -> one encoded blob of per-message metadata
+                                  (JSON: {"a": attributes, "k": ordering key, "s": system
+                                  fields that other front-ends such as SQS carry}); opaque
+                                  to Lua, removed with the body
+    <q>:okey              HASH    message key -> its ordering key (Lua reads this, not the blob)
+    <ns>:okeys            HASH    ordering key -> the message key that holds it (leased,
+                                  waiting at the head, or delayed after a nack)
+    <q>#<g>:ok.<k>        LIST    messages with ordering key k that arrived while k was
+    <q>#:ok.<k>                   held, oldest at the tail (group g / the default consumers)
+    <ns>:parked           STRING  how many messages wait in the ok.<k> lists of <ns>
+
+Each group g of <q> has the consuming structures of a queue under the prefix
+``<ns>`` = "<q>#<g>" (the default consumers' prefix is <q> itself, so their keys
+are the ones listed above): <ns>:queue, :inflight, :leases, :delayed,
+:deliveries, :enqueued, :settings, :listeners, :poppers. '#' is not allowed in
+queue or group names and ':' not in group names, so "<q>#<g>:<suffix>" is never
+a key of any queue. The list of a group holds the message keys "<q>:<n>" of
+<q>: bodies are stored once. A group's dead letters go to the ordinary queue
+"<q>:dead@<g>" (with their attributes).
+
+Request/reply::
+
+    restmq:rpc:<id>       STRING  a caller waits (PX = its timeout); "" until the reply
+                                  arrives, then the reply's encoded body and attributes
 
 Queue names beginning with "queuestat:" are refused: "queuestat::<q>" could
 otherwise be the key of such a queue.
 
 Pub/sub channels::
 
-    restmq:notify             "w<q>" wake consumers of <q>; "p<q>" <q> was purged
+    restmq:notify             "w<q>" wake consumers of <q> ("w<q>#<g>": of group g);
+                              "p<q>" <q> was purged ("p<q>#<g>": group g was removed);
+                              "r<id>" the reply to request <id> is stored
     restmq:broadcast:<q>      broadcast batches for streaming subscribers of <q>
 """
 
@@ -48,16 +86,30 @@ __all__ = [
     "uuid", "message", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
     "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
-    "broadcast_channel", "dead_letter_queue", "queue_of_key",
+    "broadcast_channel", "dead_letter_queue", "queue_of_key", "COUNTERS", "COUNTED_EVENTS",
+    "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
+    "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
 ]
 
 QUEUESET = "QUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
+#: HASH "<event>:<queue>" -> count of every broker sharing this Redis, for /metrics
+#: (written by lib.lua's count_event)
+COUNTERS = "restmq:counters"
+COUNTED_EVENTS = ("dead_lettered", "expired", "queue_full")
 MAX_QUEUE_NAME_BYTES = 200
 DEAD_LETTER_SUFFIX = ":dead"
 
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_\-.:@]{1,%d}\Z" % (MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX)))
+GROUP_SEPARATOR = "#"
+MAX_GROUP_NAME_BYTES = 64
+GROUP_DEAD_LETTER_SEPARATOR = "@"
+RPC_PREFIX = "restmq:rpc:"
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_\-.:@]{1,%d}\Z" % (
+    MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX) + 1 + MAX_GROUP_NAME_BYTES))
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_\-.@]{1,%d}\Z" % MAX_GROUP_NAME_BYTES)
+_GROUP_DEAD_LETTERS = re.compile(r"(.+):dead@[A-Za-z0-9_\-.@]{1,%d}\Z" % MAX_GROUP_NAME_BYTES)
 _RESERVED_PREFIX = "queuestat:"
 
 
@@ -68,7 +120,50 @@ def is_valid_queue_name(name: str) -> bool:
     """
     if not _QUEUE_NAME.match(name) or name.startswith(_RESERVED_PREFIX):
         return False
-    return len(name) <= MAX_QUEUE_NAME_BYTES or name.endswith(DEAD_LETTER_SUFFIX)
+    if len(name) <= MAX_QUEUE_NAME_BYTES:
+        return True
+    if name.endswith(DEAD_LETTER_SUFFIX):
+        return len(name) <= MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX)
+    group_dead = _GROUP_DEAD_LETTERS.match(name)
+    return group_dead is not None and len(group_dead.group(1)) <= MAX_QUEUE_NAME_BYTES
+
+
+def is_valid_group_name(name: str) -> bool:
+    """Letters, digits and ``_ - . @``, 1 to 64 bytes (no ':' and no '#')."""
+    return bool(_GROUP_NAME.match(name))
+
+
+def namespace(queue: str, group: str = "") -> str:
+    """The prefix of the consuming structures of ``group`` of ``queue``: the queue
+    itself for its default consumers, "<q>#<g>" for a group. It is also the name
+    wake-ups and the dispatcher use for that set of consumers."""
+    return queue + GROUP_SEPARATOR + group if group else queue
+
+
+def split_namespace(name: str) -> "tuple[str, str]":
+    """"<q>#<g>" -> (q, g); "<q>" -> (q, "")."""
+    queue, _, group = name.partition(GROUP_SEPARATOR)
+    return queue, group
+
+
+def groups(queue: str) -> str:
+    return queue + ":groups"
+
+
+def refs(queue: str) -> str:
+    return queue + ":refs"
+
+
+def meta(queue: str) -> str:
+    return queue + ":meta"
+
+
+def ordering_keys(queue: str, group: str = "") -> str:
+    return namespace(queue, group) + ":okeys"
+
+
+def rpc(request_id: str) -> str:
+    return RPC_PREFIX + request_id
 
 
 def uuid(queue: str) -> str:
@@ -113,6 +208,10 @@ def history_bodies(queue: str) -> str:
     return queue + ":historybodies"
 
 
+def history_meta(queue: str) -> str:
+    return queue + ":historymeta"
+
+
 def inflight(queue: str) -> str:
     return queue + ":inflight"
 
@@ -145,8 +244,11 @@ def dead_info(queue: str) -> str:
     return queue + ":deadinfo"
 
 
-def dead_letter_queue(queue: str) -> str:
-    """The ordinary queue that receives <q>'s dead letters: "<q>:dead"."""
+def dead_letter_queue(queue: str, group: str = "") -> str:
+    """The ordinary queue that receives <q>'s dead letters: "<q>:dead" (those of
+    group g: "<q>:dead@<g>")."""
+    if group:
+        return queue + DEAD_LETTER_SUFFIX + GROUP_DEAD_LETTER_SEPARATOR + group
     return queue + DEAD_LETTER_SUFFIX
 
 

@@ -23,18 +23,33 @@ _INTERNAL = frozenset(("log_logger", "log_source", "log_io", "log_trace", "log_f
                        "system", "time", "why", "failure"))
 
 
+def _namespace(event: Dict[str, Any]) -> str:
+    """The event's namespace; for events of Twisted's legacy ``twisted.python.log``
+    (its TCP ports, reconnecting factories, libraries still on that API), which all
+    arrive as ``log_legacy``, the logging context's system when it names one, else
+    ``twisted``: RestMQ's own lines always carry their module's namespace."""
+    namespace = event.get("log_namespace") or ""
+    if namespace != "log_legacy":
+        return namespace
+    system = event.get("log_system")
+    return system if isinstance(system, str) and system not in ("", "-") else "twisted"
+
+
 def format_json(event: Dict[str, Any]) -> Optional[str]:
     """One event as a JSON line: ``time``, ``level``, ``namespace``, ``message``
     (the formatted text), every field of the event, and ``traceback`` for failures."""
     record: Dict[str, Any] = {
         "time": datetime.fromtimestamp(event.get("log_time") or 0, timezone.utc).isoformat(),
         "level": getattr(event.get("log_level"), "name", "info"),
-        "namespace": event.get("log_namespace", ""),
+        "namespace": _namespace(event),
         "message": formatEvent(event),
     }
     for key, value in event.items():
         if key not in _INTERNAL and not key.startswith("_"):
             record[key] = value
+    duration = record.get("duration_ms")
+    if isinstance(duration, float):
+        record["duration_ms"] = round(duration, 2)
     failure = event.get("log_failure")
     if failure is not None:
         record["traceback"] = failure.getTraceback()

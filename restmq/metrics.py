@@ -9,19 +9,40 @@ Every metric lives in the ``CollectorRegistry`` of its ``Metrics`` object, never
 in prometheus_client's global registry, so several apps can live in one process.
 The ``queue`` label takes at most ``max_queues`` distinct values: the first
 queues seen keep their own name, every later one is counted as ``_other``.
+
+Several workers on one port (``restmq --workers N``) share their counters
+through prometheus_client's multiprocess mode: the launcher gives them one fresh
+directory (``PROMETHEUS_MULTIPROC_DIR``), each worker's values live in files
+there, and a scrape of any worker sums them all, so no counter goes backwards
+whichever worker answers. Process metrics then carry a ``pid`` label per worker.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+import functools
+import os
+import platform
+import re
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from restmq import __version__
 from restmq.model import QueueState
 
-__all__ = ["Metrics", "OTHER", "DEFAULT_MAX_QUEUES", "CONTENT_TYPE"]
+__all__ = ["Metrics", "OTHER", "DEFAULT_MAX_QUEUES", "CONTENT_TYPE", "MULTIPROCESS_ENV"]
+
+#: prometheus_client's own variable: set (by the workers launcher), metrics are shared there
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# A _created sample per labelled child doubles the series and says nothing an
+# operator reads; prometheus_client's switch for it is process-wide.
+prometheus_client.disable_created_metrics()
 
 #: the ``queue`` label of every queue past the cap
 OTHER = "_other"
@@ -46,9 +67,12 @@ class Metrics:
     """
 
     def __init__(self, max_queues: int = DEFAULT_MAX_QUEUES,
-                 registry: Optional[CollectorRegistry] = None) -> None:
+                 registry: Optional[CollectorRegistry] = None,
+                 multiprocess_dir: Optional[str] = None) -> None:
         self.max_queues = max_queues
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess_dir = (os.environ.get(MULTIPROCESS_ENV) or None
+                                 if multiprocess_dir is None else multiprocess_dir)
         self._labelled: Set[str] = set()
         # per queue label, for the dashboard's rates: [published, delivered]
         self._totals: Dict[str, List[float]] = {}
@@ -61,9 +85,18 @@ class Metrics:
         self._acked = Counter(
             "restmq_messages_acked", "Leased messages acknowledged through this process.",
             ["queue"], registry=self.registry)
+        self._nacked = Counter(
+            "restmq_messages_nacked", "Leased messages given back (nack) through this process.",
+            ["queue"], registry=self.registry)
         self._redelivered = Counter(
             "restmq_messages_redelivered", "Messages handed out again after a lease ran out or a nack.",
             ["queue"], registry=self.registry)
+        self._group_delivered = Counter(
+            "restmq_group_messages_delivered", "Messages of a consumer group handed to its members.",
+            ["queue", "group"], registry=self.registry)
+        self._group_acked = Counter(
+            "restmq_group_messages_acked", "Leased messages of a consumer group acknowledged.",
+            ["queue", "group"], registry=self.registry)
         self._cut_off = Counter(
             "restmq_consumers_cut_off", "Streaming consumers cut off for falling too far behind.",
             ["queue", "transport"], registry=self.registry)
@@ -81,7 +114,17 @@ class Metrics:
         # labelled children by (metric, labels): prometheus_client's labels() locks and
         # validates on every call, and these are called on every request
         self._children: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
-        self.registry.register(_ScrapeCollector(self))
+        scrape = _ScrapeCollector(self)
+        if self.multiprocess_dir:
+            # Scrapes read every worker's files, never this process's live values
+            # (they are in the files too): a registry of their own.
+            self.exposition = CollectorRegistry()
+            MultiProcessCollector(self.exposition, path=self.multiprocess_dir)
+            self.exposition.register(_WorkerProcesses(self.multiprocess_dir))
+        else:
+            self.exposition = self.registry
+            ProcessCollector(registry=self.registry)
+        self.exposition.register(scrape)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)
@@ -110,16 +153,26 @@ class Metrics:
             self._child(self._published, label).inc(count)
             self._totals.setdefault(label, [0.0, 0.0])[0] += count
 
-    def delivered(self, queue: str, transport: str, count: int) -> None:
-        """``count`` messages of ``queue`` went to consumers over ``transport``."""
+    def delivered(self, queue: str, transport: str, count: int, group: str = "") -> None:
+        """``count`` messages of ``queue`` (of its consumer ``group``) went to
+        consumers over ``transport``."""
         if count:
             label = self.queue_label(queue)
             self._child(self._delivered, label, transport).inc(count)
             self._totals.setdefault(label, [0.0, 0.0])[1] += count
+            if group:
+                self._child(self._group_delivered, label, group).inc(count)
 
-    def acked(self, queue: str, count: int) -> None:
+    def acked(self, queue: str, count: int, group: str = "") -> None:
         if count:
-            self._child(self._acked, self.queue_label(queue)).inc(count)
+            label = self.queue_label(queue)
+            self._child(self._acked, label).inc(count)
+            if group:
+                self._child(self._group_acked, label, group).inc(count)
+
+    def nacked(self, queue: str, count: int) -> None:
+        if count:
+            self._child(self._nacked, self.queue_label(queue)).inc(count)
 
     def redelivered(self, queue: str, count: int) -> None:
         if count:
@@ -149,18 +202,32 @@ class Metrics:
                 for label, values in self._totals.items()}
 
     def render(self, queues: Optional[Iterable[Any]],
-               subscribers: Mapping[str, Mapping[str, int]]) -> bytes:
-        """The text exposition of every metric, with queue gauges from this scrape.
+               subscribers: Mapping[str, Mapping[str, int]],
+               counters: Optional[Mapping[str, Mapping[str, int]]] = None,
+               accept: str = "") -> bytes:
+        """The exposition of every metric, with queue gauges from this scrape.
 
         :param queues: ``QueueInfo`` objects of ``store.stats()``; None when Redis
             did not answer (``restmq_redis_up`` is then 0 and no queue gauge is given).
         :param subscribers: ``dispatcher.all_subscriber_counts()``.
+        :param counters: ``store.counters()`` (events counted in Redis), or None.
+        :param accept: the scraper's Accept header: OpenMetrics when it asks for it.
         """
-        self._snapshot = _Snapshot(self, queues, subscribers)
-        try:
-            return generate_latest(self.registry)
-        finally:
-            self._snapshot = None
+        return self.exposition_for(accept)[0](queues, subscribers, counters)
+
+    def exposition_for(self, accept: str) -> Tuple[Callable[..., bytes], str]:
+        """(render function, Content-Type) for a scraper's Accept header."""
+        encoder, content_type = choose_encoder(accept or "")
+
+        def render(queues: Optional[Iterable[Any]], subscribers: Mapping[str, Mapping[str, int]],
+                   counters: Optional[Mapping[str, Mapping[str, int]]] = None) -> bytes:
+            self._snapshot = _Snapshot(self, queues, subscribers, counters)
+            try:
+                return encoder(self.exposition)
+            finally:
+                self._snapshot = None
+
+        return render, content_type
 
 
 class _Snapshot:
@@ -169,12 +236,20 @@ class _Snapshot:
     _FIELDS = ("length", "inflight", "delayed", "dead")
 
     def __init__(self, metrics: Metrics, queues: Optional[Iterable[Any]],
-                 subscribers: Mapping[str, Mapping[str, int]]) -> None:
+                 subscribers: Mapping[str, Mapping[str, int]],
+                 counters: Optional[Mapping[str, Mapping[str, int]]] = None) -> None:
         self.redis_up = queues is not None
+        self.counters: Dict[str, Dict[str, float]] = {}
+        for event, by_queue in (counters or {}).items():
+            folded = self.counters.setdefault(event, {})
+            for queue, count in by_queue.items():
+                label = metrics.queue_label(queue)
+                folded[label] = folded.get(label, 0.0) + count
         self.count = 0
         self.values: Dict[str, Dict[str, float]] = {}
         self.ages: Dict[str, float] = {}
         self.paused: Dict[str, float] = {}
+        self.groups: Dict[Tuple[str, str], Dict[str, float]] = {}
         for info in queues or ():
             self.count += 1
             label = metrics.queue_label(info.name)
@@ -184,6 +259,10 @@ class _Snapshot:
             self.paused[label] = self.paused.get(label, 0.0) + (info.state is QueueState.STOPPED)
             if info.oldest_age is not None:
                 self.ages[label] = max(self.ages.get(label, 0.0), info.oldest_age)
+            for group in getattr(info, "groups", ()):
+                totals = self.groups.setdefault((label, group.name), dict.fromkeys(self._FIELDS, 0.0))
+                for field in self._FIELDS:
+                    totals[field] += getattr(group, field)
         self.subscribers: Dict[Tuple[str, str], float] = {}
         for queue, counts in subscribers.items():
             label = metrics.queue_label(queue)
@@ -202,6 +281,14 @@ class _ScrapeCollector(Collector):
         ("restmq_queue_dead", "Messages in the queue's dead-letter queue.", "dead"),
     )
 
+    _GROUP_GAUGES = (
+        ("restmq_group_depth", "Messages waiting for a consumer group.", "length"),
+        ("restmq_group_inflight", "Messages of a consumer group leased and not yet acknowledged.",
+         "inflight"),
+        ("restmq_group_delayed", "Messages of a consumer group waiting for their delay.", "delayed"),
+        ("restmq_group_dead", "Messages in a consumer group's dead-letter queue.", "dead"),
+    )
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
@@ -209,10 +296,29 @@ class _ScrapeCollector(Collector):
         # registering must not call collect(): there is no snapshot then
         return []
 
+    _COUNTED = (
+        ("restmq_messages_dead_lettered", "Messages moved to their queue's dead-letter queue "
+         "(every broker on this Redis).", "dead_lettered"),
+        ("restmq_messages_expired", "Messages whose ttl ran out before anyone took them "
+         "(every broker on this Redis).", "expired"),
+        ("restmq_queue_full_refusals", "Publishes refused because the queue was full, 429 "
+         "(every broker on this Redis).", "queue_full"),
+    )
+
     def collect(self) -> Iterator[Metric]:
         snapshot = self.metrics._snapshot
         if snapshot is None:
             return
+        build = GaugeMetricFamily("restmq_build_info", "The RestMQ version and Python that run here.",
+                                  labels=["version", "python"])
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        yield build
+        for name, documentation, event in self._COUNTED:
+            if event in snapshot.counters or snapshot.redis_up:
+                family = CounterMetricFamily(name, documentation, labels=["queue"])
+                for label, count in sorted(snapshot.counters.get(event, {}).items()):
+                    family.add_metric([label], count)
+                yield family
         up = GaugeMetricFamily("restmq_redis_up", "1 when Redis answered this scrape's stats call.")
         up.add_metric([], 1.0 if snapshot.redis_up else 0.0)
         yield up
@@ -239,9 +345,49 @@ class _ScrapeCollector(Collector):
         for label, seconds in sorted(snapshot.ages.items()):
             age.add_metric([label], seconds)
         yield age
+        for name, documentation, field in self._GROUP_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["queue", "group"])
+            for (label, group), counts in sorted(snapshot.groups.items()):
+                family.add_metric([label, group], counts[field])
+            yield family
         paused = GaugeMetricFamily("restmq_queue_paused",
                                    "1 while the queue is stopped (/control); for _other, how many are.",
                                    labels=["queue"])
         for label, value in sorted(snapshot.paused.items()):
             paused.add_metric([label], value)
         yield paused
+
+
+_PID_FILE = re.compile(r"_(\d+)\.db\Z")
+
+
+class _WorkerProcesses(Collector):
+    """Process metrics (RSS, CPU, open fds...) of every live worker writing to the
+    multiprocess directory, each with its ``pid`` label."""
+
+    def __init__(self, directory: str, proc: str = "/proc") -> None:
+        self.directory = directory
+        self.proc = proc
+
+    def describe(self) -> List[Metric]:
+        return []
+
+    def _pids(self) -> List[int]:
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        pids = {int(match.group(1)) for match in map(_PID_FILE.search, names) if match}
+        return sorted(pid for pid in pids if os.path.exists(os.path.join(self.proc, str(pid), "stat")))
+
+    def collect(self) -> Iterator[Metric]:
+        families: Dict[str, Metric] = {}
+        for pid in self._pids():
+            collector = ProcessCollector(pid=functools.partial(int, pid), proc=self.proc, registry=None)
+            for family in collector.collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(family.name, family.documentation, family.type)
+                for sample in family.samples:
+                    merged.add_sample(sample.name, dict(sample.labels, pid=str(pid)), sample.value)
+        yield from families.values()

@@ -8,8 +8,8 @@ from typing import Any, Dict, Optional
 import attr
 import orjson
 
-__all__ = ["Policy", "QueueState", "Message", "Batch", "QueueInfo", "SETTINGS", "parse_setting",
-           "MAX_TTL_SECONDS"]
+__all__ = ["Policy", "QueueState", "Message", "MessageMeta", "Batch", "QueueInfo", "GroupInfo",
+           "SETTINGS", "parse_setting", "MAX_TTL_SECONDS"]
 
 #: the longest ``ttl`` a message may be given (Redis refuses absurd expiry times)
 MAX_TTL_SECONDS = 10 * 365 * 86400
@@ -64,11 +64,59 @@ class QueueState(enum.Enum):
         return self.name.lower()
 
 
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class MessageMeta:
+    """What travels with a message besides its body, stored as one blob.
+
+    ``attributes`` are the user's (string values, bounded at the edge);
+    ``ordering_key`` orders the messages that share it; ``system`` is reserved
+    for front-ends that keep more per message (the SQS API's typed attributes,
+    deduplication id ...): any JSON-able dict, never shown as attributes.
+    """
+
+    attributes: Dict[str, str] = attr.Factory(dict)
+    ordering_key: Optional[str] = None
+    system: Dict[str, Any] = attr.Factory(dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.attributes or self.ordering_key is not None or self.system)
+
+    def encode(self) -> str:
+        """The stored blob: "" when there is nothing to keep."""
+        if not self:
+            return ""
+        out: Dict[str, Any] = {}
+        if self.attributes:
+            out["a"] = self.attributes
+        if self.ordering_key is not None:
+            out["k"] = self.ordering_key
+        if self.system:
+            out["s"] = self.system
+        return orjson.dumps(out).decode("utf-8")
+
+    @classmethod
+    def decode(cls, blob: Any) -> Optional["MessageMeta"]:
+        """A stored blob back (None for "" or a blob this version cannot read)."""
+        if not blob:
+            return None
+        try:
+            raw = orjson.loads(blob)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(raw, dict):
+            return None
+        attributes, system, key = raw.get("a"), raw.get("s"), raw.get("k")
+        return cls(attributes if isinstance(attributes, dict) else {},
+                   key if isinstance(key, str) else None,
+                   system if isinstance(system, dict) else {})
+
+
 @attr.s(slots=True, frozen=False, auto_attribs=True)
 class Message:
     """One message: its key "<q>:<n>", its body, how often it was handed out.
 
     ``receipt`` is set when the message is leased (reserve / acked streaming).
+    ``meta`` holds its attributes and ordering key, if it has any.
     Encodings for the streaming transports are computed once per message and
     shared by every subscriber it is broadcast to.
     """
@@ -77,14 +125,39 @@ class Message:
     value: str
     deliveries: int = 0
     receipt: Optional[str] = None
+    meta: Optional[MessageMeta] = None
     _encoded: Dict[str, bytes] = attr.ib(factory=dict, repr=False, eq=False)
+
+    @property
+    def queue(self) -> str:
+        """The queue the message belongs to (from its key "<q>:<n>")."""
+        return self.key.rpartition(":")[0]
+
+    @property
+    def attributes(self) -> Dict[str, str]:
+        return self.meta.attributes if self.meta is not None else {}
 
     def as_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"key": self.key, "value": self.value}
         if self.receipt is not None:
             out["receipt"] = self.receipt
             out["deliveries"] = self.deliveries
+        meta = self.meta
+        if meta is not None:
+            if meta.attributes:
+                out["attributes"] = meta.attributes
+            if meta.ordering_key is not None:
+                out["ordering_key"] = meta.ordering_key
         return out
+
+    def json_with_queue(self) -> bytes:
+        """The JSON object with ``"queue"`` (streams of several queues), cached."""
+        cached = self._encoded.get("json+queue")
+        if cached is None:
+            out = self.as_dict()
+            out["queue"] = self.queue
+            cached = self._encoded["json+queue"] = orjson.dumps(out)
+        return cached
 
     def json(self) -> bytes:
         """The JSON object ``{"key", "value"}`` (plus receipt when leased), cached."""
@@ -133,9 +206,10 @@ class QueueInfo:
     delayed: int = 0
     dead: int = 0
     oldest_age: Optional[float] = None
+    groups: "tuple[GroupInfo, ...]" = ()
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "len": self.length,
             "status": self.state.label,
@@ -145,6 +219,25 @@ class QueueInfo:
             "dead": self.dead,
             "oldest_age": self.oldest_age,
         }
+        if self.groups:
+            out["groups"] = {group.name: group.as_dict() for group in self.groups}
+        return out
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class GroupInfo:
+    """What /q/<q>/groups and /stats report about one consumer group."""
+
+    name: str
+    length: int = 0
+    inflight: int = 0
+    delayed: int = 0
+    dead: int = 0
+    oldest_age: Optional[float] = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "len": self.length, "inflight": self.inflight,
+                "delayed": self.delayed, "dead": self.dead, "oldest_age": self.oldest_age}
 
 
 # the largest integer that Lua (doubles) and JSON readers keep exactly

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-from typing import Dict, Tuple, Type
+from typing import Any, Dict, Optional, Sequence, Tuple, Type
 
 from twisted.application import internet, service
 from twisted.internet import defer
 from twisted.python import usage
 
+from twisted.logger import Logger
+
 from restmq.config import Config, load_config
 from restmq.errors import ConfigError
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "makeService", "StartupError", "OneLineErrors", "CYCLONE_INSTALL",
+           "USAGE_STATUS", "CONFIG_STATUS"]
+
+#: exit status of a bad command line, and of a bad configuration or installation
+USAGE_STATUS = 2
+CONFIG_STATUS = 1
+#: how pip users add cyclone (its own pins cannot be installed, see setup.cfg)
+CYCLONE_INSTALL = "pip install --no-deps cyclone==1.3"
 
 # command line flag -> (section, key) of restmq.conf
 _FLAG_KEYS: Dict[str, Tuple[str, str]] = {
@@ -40,7 +50,44 @@ REDIS_PARAMETERS = [
 ]
 
 
-class Options(usage.Options):
+class StartupError(usage.UsageError):
+    """A usage error that knows its exit status: USAGE_STATUS (2) for the command
+    line, CONFIG_STATUS (1) for a configuration file or the installation."""
+
+    def __init__(self, message: str, status: int = USAGE_STATUS) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class OneLineErrors(usage.Options):
+    """Under twistd, a bad option or configuration ends the process with one line on
+    standard error and an exit status, instead of twistd's whole usage text on
+    standard output. Parsed by anything else (tests, the workers launcher), the
+    ``usage.UsageError`` (a :class:`StartupError`) is raised as usual."""
+
+    program = "restmq"
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as exc:
+            if self.parent is None:
+                raise
+            status = exc.status if isinstance(exc, StartupError) else USAGE_STATUS
+            sys.stderr.write("%s: %s\n" % (self.program, exc))
+            sys.stderr.flush()
+            raise SystemExit(status) from None
+
+
+def _check_cyclone() -> None:
+    # find_spec, not import: importing cyclone here could install a reactor
+    # before twistd installs the one it was asked for
+    if importlib.util.find_spec("cyclone") is None:
+        raise StartupError("cyclone is not installed; install it with: %s" % CYCLONE_INSTALL,
+                           CONFIG_STATUS)
+
+
+class Options(OneLineErrors):
     synopsis = "[options]"
     longdesc = ("RestMQ: an HTTP/JSON message broker on Redis. With no Redis configured "
                 "it starts its own redis-server in --data-dir.")
@@ -51,7 +98,9 @@ class Options(usage.Options):
         *REDIS_PARAMETERS,
         ["redis-wait", None, None, "acknowledge a publish once N replicas have it (WAIT)"],
         ["acl", None, None, "ACL file (sections rest:producer, rest:consumer, ...)"],
-        ["data-dir", None, None, "where the embedded redis-server keeps its files [var/redis]"],
+        ["data-dir", None, None, "where the embedded redis-server keeps its files [var/redis in "
+                                 "a checkout, /var/lib/restmq/redis for root, else "
+                                 "~/.local/share/restmq/redis]"],
     ]
     optFlags = [
         ["access-log", None, "log one line per request"],
@@ -68,14 +117,24 @@ class Options(usage.Options):
             overrides[("server", "reuse_port")] = "true"
         if self["json-log"]:
             overrides[("server", "json_log")] = "true"
+        _check_cyclone()
+        try:
+            # the command line alone first: what is wrong there is a usage error (2)
+            load_config(None, overrides)
+        except ConfigError as exc:
+            raise StartupError(exc.message, USAGE_STATUS) from None
         try:
             self.config: Config = load_config(self["config"], overrides)
             if self.config.acl_file:
                 from restmq.acl import load_acl
                 load_acl(self.config.acl_file)
+            if self.config.redis.target is None:
+                from restmq.server.redisproc import EmbeddedRedis
+                EmbeddedRedis(self.config.redis.data_dir, self.config.redis.server_binary)
         except ConfigError as exc:
-            raise usage.UsageError(exc.message) from None
+            raise StartupError(exc.message, CONFIG_STATUS) from None
         self._choose_logger()
+        self._choose_pidfile()
 
     def _choose_logger(self) -> None:
         """With json_log, tell twistd (our parent Options, which starts logging
@@ -84,6 +143,16 @@ class Options(usage.Options):
         if self.config.server.json_log and parent is not None and "logger" in parent \
                 and parent["logger"] is None:
             parent["logger"] = "restmq.logs.json_observer"
+
+    def _choose_pidfile(self) -> None:
+        """In the foreground (``twistd -n``) with twistd's default ``--pidfile``
+        (``twistd.pid`` in the current folder), write none: whatever runs RestMQ in
+        the foreground (a terminal, systemd, the workers launcher) knows its pid. A
+        daemon (no ``-n``) keeps its pidfile, as twistd decides."""
+        parent = self.parent
+        if parent is not None and "pidfile" in parent and parent.get("nodaemon") \
+                and parent["pidfile"] == "twistd.pid":
+            parent["pidfile"] = ""
 
 
 def makeService(options: Options) -> service.MultiService:
@@ -104,13 +173,16 @@ def makeService(options: Options) -> service.MultiService:
     config: Config = options.config
     top = Guarded(EmbeddedRedisError)
     target = config.redis.target
+    data_dir: Optional[str] = None
     if target is None:
         try:
             embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary)
-        except ConfigError as exc:
-            raise usage.UsageError(exc.message) from None
+        except ConfigError as exc:  # postOptions checked it already; the same one line
+            sys.stderr.write("restmq: %s\n" % exc.message)
+            raise SystemExit(CONFIG_STATUS) from None
         embedded.setServiceParent(top)
         target = embedded.target
+        data_dir = embedded.data_dir
 
     pool = RedisPool(target, config.redis.pool_size, config.redis.connect_timeout,
                      config.redis.reply_timeout, reactor)
@@ -121,14 +193,15 @@ def makeService(options: Options) -> service.MultiService:
     dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics,
                             lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
-                        dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
+                        dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected,
+                        on_reply=dispatcher.replied)
     DispatcherService(dispatcher, notifier).setServiceParent(top)
 
     acl = load_acl(config.acl_file) if config.acl_file else Acl()
     context = Context(store=store, dispatcher=dispatcher, acl=acl, config=config, clock=reactor,
                       metrics=metrics)
     app = make_app(context)
-    http: service.Service
+    http: Any
     if config.server.reuse_port:
         from restmq.server.reuseport import ReusePortServer
         http = ReusePortServer(config.server.port, app, config.server.listen)
@@ -136,7 +209,34 @@ def makeService(options: Options) -> service.MultiService:
         http = internet.TCPServer(config.server.port, app, interface=config.server.listen)
     http.setName("http")
     http.setServiceParent(top)
+    Banner(http, config, data_dir).setServiceParent(top)
     return top
+
+
+class Banner(service.Service):
+    """Once listening, one line saying where RestMQ answers and where its data is."""
+
+    log = Logger()
+    name = "banner"  # type: ignore[assignment]  # Twisted infers Service.name = None as NoneType
+
+    def __init__(self, http: Any, config: Config, data_dir: Optional[str]) -> None:
+        self.http = http
+        self.config = config
+        self.data_dir = data_dir
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        port = self.config.server.port
+        # the port the kernel chose for port 0: TCPServer's _port, ReusePortServer's getHost
+        listening = getattr(self.http, "_port", None) or getattr(self.http, "_listening", None)
+        if listening is not None:
+            port = listening.getHost().port
+        host = self.config.server.listen or "0.0.0.0"
+        url = "http://%s:%d" % ("[%s]" % host if ":" in host else host, port)
+        target = self.config.redis.target
+        data = self.data_dir or (target.describe() if target is not None else "")
+        self.log.info("RestMQ on {url} \N{EM DASH} dashboard {url}/dashboard/, data in {data}",
+                      url=url, data=data)
 
 
 class Guarded(service.MultiService):

@@ -114,7 +114,8 @@ async def start_app(target: RedisTarget, config: Optional[Config] = None, acl: O
     dispatcher = Dispatcher(store, reactor, config.dispatch, metrics=metrics,
                             lease_seconds=config.delivery.lease_seconds)
     notifier = Notifier(target, config.redis.connect_timeout, dispatcher.wake,
-                        dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected)
+                        dispatcher.close_queue, dispatcher.on_broadcast, dispatcher.reconnected,
+                        on_reply=dispatcher.replied)
     dispatcher.notifier = notifier
     notifier.start()
     dispatcher.start()

@@ -78,3 +78,19 @@ def test_twistd_with_json_log_writes_json_lines_with_access_fields(redis_server)
     assert access[0]["route"] == "/q/{queue}" and access[0]["path"] == "/q/logged"
     assert access[0]["status"] == 200 and access[0]["queue"] == "logged"
     assert access[0]["duration_ms"] >= 0
+
+
+def test_json_lines_of_twisted_legacy_log_have_a_namespace_and_durations_are_rounded():
+    from twisted.logger import LogLevel
+    from restmq.logs import format_json
+    legacy = {"log_namespace": "log_legacy", "log_system": "-", "log_level": LogLevel.info,
+              "log_format": "{log_text}", "log_text": "RestMQApplication starting on 8888",
+              "log_time": 1.0, "message": ("RestMQApplication starting on 8888",), "system": "-",
+              "isError": 0, "log_legacy": object()}
+    record = json.loads(format_json(legacy))
+    assert record["namespace"] == "twisted"
+    assert record["message"] == "RestMQApplication starting on 8888"
+    access = {"log_namespace": "restmq.access", "log_level": LogLevel.info, "log_time": 1.0,
+              "log_format": "{duration_ms:.1f}ms", "duration_ms": 1.23456789}
+    record = json.loads(format_json(access))
+    assert record["duration_ms"] == 1.23 and record["namespace"] == "restmq.access"

@@ -139,7 +139,7 @@ async def test_dispatcher_counts_a_slow_consumer_cut_off(store):
     dispatcher = Dispatcher(store, task.Clock(), DispatchConfig(), metrics=metrics)
     slow = SlowConsumer()
     dispatcher.subscribe("news", slow)
-    dispatcher.on_broadcast("news", ["news:1", "hello"])
+    dispatcher.on_broadcast("news", ["news:1", "hello", ""])
     assert slow.closed_because == "too slow"
     assert slow.sent == []
     text = metrics.render([], {})

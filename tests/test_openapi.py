@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCUMENT = json.loads(static_file("openapi.json"))
 METHODS = ("get", "post", "delete", "put", "patch", "head", "options")
 # a sample value for each path template variable
-SAMPLES = {"queue": "probe", "file": "dashboard.js"}
+SAMPLES = {"queue": "probe", "file": "dashboard.js", "group": "probe", "reply_to": "0" * 32}
 
 
 def operations() -> List[Tuple[str, str, dict]]:
@@ -139,7 +139,8 @@ def _schemathesis(url: str, workdir: str) -> subprocess.CompletedProcess:
 @pytest_twisted.ensureDeferred
 async def test_live_server_conforms_to_the_document(redis, redis_server, tmp_path):
     # short long-polls, so that the allowed `wait` never looks like a hang
-    config = test_config(dispatch={"sweep_interval": 1.0, "max_wait": 0.5})
+    config = test_config(dispatch={"sweep_interval": 1.0, "max_wait": 0.5},
+                         delivery={"max_rpc_timeout": 0.5})
     running = await start_app(redis_server.target, config)
     try:
         result = await deferToThread(_schemathesis, running.url, str(tmp_path))

@@ -236,7 +236,7 @@ async def test_dashboard_events_push_a_snapshot_every_second(app):
 async def test_405_names_the_allowed_methods(app):
     response = await app.delete("/health")
     assert response.code == 405
-    assert response.headers.getRawHeaders("Allow") == ["GET"]
+    assert response.headers.getRawHeaders("Allow") == ["GET, HEAD"]
     assert (await body_json(response))["error"]["code"] == "method_not_allowed"
     response = await app.post("/stats/")
     assert response.headers.getRawHeaders("Allow") == ["GET"]
@@ -264,3 +264,82 @@ async def test_ops_routes_follow_the_ops_section_of_the_acl(redis, redis_server,
         assert (await running.get("/q/free")).code == 204
     finally:
         await stop_app(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_on_ops_routes_answers_like_get_without_a_body(app):
+    import treq
+    for path in ("/health", "/health/ready", "/dashboard/", "/metrics", "/openapi.json"):
+        got = await app.get(path)
+        got_body = await got.content()
+        head = await treq.request("HEAD", app.url + path, pool=app.http_pool)
+        assert head.code == got.code == 200, path
+        assert await head.content() == b"", path
+        assert head.headers.getRawHeaders("Content-Type") == got.headers.getRawHeaders("Content-Type"), path
+        if path not in ("/metrics", "/health/ready"):  # those two change from one call to the next
+            assert head.headers.getRawHeaders("Content-Length") == [str(len(got_body))], path
+    text = await scrape(app)
+    assert value(text, "restmq_http_requests_total", route="/health", method="HEAD", status="200") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_count_nacks_dead_letters_expiries_and_full_queues(app, redis):
+    await app.post("/settings/poison", data={"max_receives": "1"})
+    await app.post("/q/poison", data={"value": "bad"})
+    leased = await body_json(await app.get("/q/poison?reserve=30"))
+    assert (await app.post("/q/poison/nack", data={"receipt": leased["receipt"]})).code == 200
+    await app.post("/settings/small", data={"maxlen": "1", "overflow": "reject"})
+    await app.post("/q/small", data={"value": "1"})
+    assert (await app.post("/q/small", data={"value": "2"})).code == 429
+    assert (await app.post("/q/short", data={"value": "gone", "ttl": "1"})).code == 200
+    await app.post("/q/short", data={"value": "kept"})
+    # once Redis has expired the first body, a pop skips it (and counts it)
+    import time
+    from tests.helpers import sleep
+    deadline = time.monotonic() + 10
+    while await redis.exists("short:1"):
+        assert time.monotonic() < deadline, "Redis kept short:1 past its ttl"
+        await sleep(0.05)
+    popped = await body_json(await app.get("/q/short"))
+    assert popped["value"] == "kept"
+    text = await scrape(app)
+    assert value(text, "restmq_messages_nacked_total", queue="poison") == 1
+    assert value(text, "restmq_messages_dead_lettered_total", queue="poison") == 1
+    assert value(text, "restmq_queue_full_refusals_total", queue="small") == 1
+    assert value(text, "restmq_messages_expired_total", queue="short") == 1
+    requests = "restmq_http_requests_total"
+    assert value(text, requests, route="/q/{queue}/nack", method="POST", status="200") == 1
+    assert value(text, requests, route="/q/{queue}/ack", method="POST", status="200") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_have_process_and_build_info_and_no_created_series(app):
+    text = await scrape(app)
+    assert value(text, "restmq_build_info", version=__version__,
+                 python=__import__("platform").python_version()) == 1
+    assert value(text, "process_resident_memory_bytes") > 0
+    assert value(text, "process_open_fds") > 0
+    assert b"_created" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_answer_openmetrics_when_asked(app):
+    response = await app.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.code == 200
+    assert response.headers.getRawHeaders("Content-Type")[0].startswith("application/openmetrics-text")
+    body = await response.content()
+    assert body.endswith(b"# EOF\n")
+    assert b"restmq_build_info" in body and b"_created" not in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_streams_are_counted_in_the_http_metrics_when_they_open(app):
+    stream = await Stream.open(app.port, "/c/counted")
+    ws = await WsClient.open(app.port, "/ws/counted")
+    try:
+        text = await scrape(app)
+        assert value(text, "restmq_http_requests_total", route="/c/{queue}", method="GET", status="200") == 1
+        assert value(text, "restmq_http_requests_total", route="/ws/{queue}", method="GET", status="101") == 1
+    finally:
+        stream.close()
+        ws.close()

@@ -37,11 +37,11 @@ def test_make_service_builds_named_services_without_listening(tmp_path):
     options = tap.Options()
     options.parseOptions(["--data-dir", str(tmp_path / "data"), "--port", "0"])
     service = tap.makeService(options)
-    assert [child.name for child in service] == ["redis", "pool", "dispatcher", "http"]
+    assert [child.name for child in service] == ["redis", "pool", "dispatcher", "http", "banner"]
     assert not any(child.running for child in service)
 
 
 def test_make_service_with_external_redis_has_no_embedded_child():
     options = tap.Options()
     options.parseOptions(["--redis", "redis://127.0.0.1:6399/0", "--port", "0"])
-    assert [child.name for child in tap.makeService(options)] == ["pool", "dispatcher", "http"]
+    assert [child.name for child in tap.makeService(options)] == ["pool", "dispatcher", "http", "banner"]

@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from restmq.config import Config, load_config
 from restmq.errors import ConfigError
-from restmq.tap import REDIS_PARAMETERS, Guarded
+from restmq.tap import CONFIG_STATUS, REDIS_PARAMETERS, Guarded, OneLineErrors, StartupError
 
 __all__ = ["Options", "makeService", "DEFAULT_PORT", "DEFAULT_MAX_LINE"]
 
@@ -42,7 +42,8 @@ def _positive(name: str, text: str, low: int = 1, high: int = 2 ** 31) -> int:
     return value
 
 
-class Options(usage.Options):
+class Options(OneLineErrors):
+    program = "restmq-syslogd"
     synopsis = "[options]"
     longdesc = ("restmq-syslogd: receives syslog (RFC 3164 and 5424) over TCP and UDP and "
                 "stores every line as a JSON message in the RestMQ queue syslogd:<sender>. "
@@ -60,7 +61,7 @@ class Options(usage.Options):
         ["config", "c", None, "RestMQ INI file; its [redis] section is used"],
         *REDIS_PARAMETERS,
         ["data-dir", None, None, "folder of the embedded Redis, shared with a RestMQ "
-                                 "using the same one [var/redis]"],
+                                 "using the same one [as restmq's]"],
     ]
     optFlags = [
         ["no-tcp", None, "do not listen on TCP"],
@@ -79,7 +80,7 @@ class Options(usage.Options):
         try:
             self.config: Config = load_config(self["config"], overrides)
         except ConfigError as exc:
-            raise usage.UsageError(exc.message) from None
+            raise StartupError(exc.message, CONFIG_STATUS) from None
 
 
 def makeService(options: Options) -> service.MultiService:

@@ -1,9 +1,15 @@
-"""`make run`: start RestMQ under twistd, one process or several (``--workers N``).
+"""The ``restmq`` command (and `make run`): RestMQ under twistd, one process or several.
 
-``python -m restmq.server.run [--workers N] [--] [restmq options]``. With one worker
-this simply becomes ``twistd -n restmq``. With several, every process listens
-on the same port with SO_REUSEPORT, and when no Redis is configured they share
-one embedded redis-server that this launcher starts first and stops last.
+``restmq [--workers N] [--pidfile FILE] [--] [restmq options]`` (also
+``python -m restmq.server.run``). With one worker this becomes ``twistd -n
+restmq``. With several, every process listens on the same port with
+SO_REUSEPORT, and when no Redis is configured they share one embedded
+redis-server that this launcher starts first and stops last. Their metrics
+are shared through prometheus_client's multiprocess mode (a fresh directory
+per run, removed at the end), so any worker answers ``/metrics`` for all.
+
+twistd runs here knowing RestMQ's own plugins only: it does not scan
+``twisted/plugins`` (where cyclone's own plugin fails to import on Python 3.12+).
 
 The launcher supervises: SIGTERM or Ctrl-C stops every worker, then Redis,
 and exits 0; a worker (or the embedded Redis) that exits on its own stops the
@@ -15,51 +21,100 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING, List, Optional
+import tempfile
+from typing import TYPE_CHECKING, Any, Iterable, List, NoReturn, Optional
 
 if TYPE_CHECKING:
     from restmq.server.redisproc import EmbeddedRedis
 
-__all__ = ["main"]
+__all__ = ["main", "console", "twistd", "METRICS_DIR_ENV"]
 
 # how long a worker may take to stop after SIGTERM before it is killed
 STOP_TIMEOUT = 20.0
+#: prometheus_client's multiprocess directory (its own variable name)
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _twistd(args: List[str]) -> List[str]:
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--pidfile=", "-n", "restmq"] + args
+def _twistd(args: List[str], pidfile: str = "") -> List[str]:
+    return [sys.executable, "-c", "from restmq.server.run import twistd; twistd()",
+            "--pidfile=" + pidfile, "-n", "restmq"] + args
 
 
 def _say(text: str) -> None:
-    sys.stderr.write("restmq.server.run: %s\n" % text)
+    sys.stderr.write("restmq: %s\n" % text)
     sys.stderr.flush()
 
 
-def main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="restmq.server.run", usage="python -m restmq.server.run [--workers N] [--] [restmq options]")
+def _restmq_plugins() -> List[Any]:
+    from twisted.plugins.restmq_plugin import restmq
+    from twisted.plugins.restmq_syslogd_plugin import restmq_syslogd
+    return [restmq, restmq_syslogd]
+
+
+def twistd() -> None:
+    """twistd, with RestMQ's plugins only (no scan of ``twisted/plugins``, whose
+    other modules, cyclone's among them, need not import on this Python)."""
+    from twisted.application import app
+    from twisted.application.service import IServiceMaker
+    from twisted.plugin import getPlugins
+    from twisted.scripts._twistd_unix import ServerOptions
+    from twisted.scripts.twistd import runApp
+
+    class RestMQServerOptions(ServerOptions):
+        @staticmethod
+        def _getPlugins(interface: Any, package: Any = None) -> Iterable[Any]:  # type: ignore[override]
+            if interface is IServiceMaker:
+                return _restmq_plugins()
+            return getPlugins(interface, package)
+
+    app.run(runApp, RestMQServerOptions)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line, as the broker's own option errors (no usage text)
+        self.exit(2, "restmq: %s (restmq --help)\n" % message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="restmq", usage="restmq [--workers N] [--pidfile FILE] [--] [restmq options]",
+        description="Start RestMQ (twistd -n restmq) in the foreground, on one process or several "
+                    "sharing the port; the restmq options are those of `twistd -n restmq --help`.")
     parser.add_argument("--workers", type=int, default=1,
                         help="RestMQ processes sharing the port with SO_REUSEPORT [1]")
-    known, rest = parser.parse_known_args(argv)
+    parser.add_argument("--pidfile", default="",
+                        help="write the process id here (with several workers, the launcher's) [none]")
+    return parser
+
+
+def main(argv: List[str]) -> int:
+    known, rest = _parser().parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
     if known.workers < 1:
-        parser.error("--workers must be 1 or more")
+        _say("--workers must be 1 or more")
+        return 2
     if known.workers == 1:
-        os.execv(sys.executable, _twistd(rest))
-    return _run_workers(known.workers, rest)
+        os.execv(sys.executable, _twistd(rest, known.pidfile))
+    return _run_workers(known.workers, rest, known.pidfile)
 
 
-def _run_workers(workers: int, args: List[str]) -> int:
+def console() -> None:
+    """The ``restmq`` console script."""
+    sys.exit(main(sys.argv[1:]))
+
+
+def _run_workers(workers: int, args: List[str], pidfile: str = "") -> int:
     from twisted.python import usage
 
     from restmq.errors import ConfigError
     from restmq.server.redisproc import EmbeddedRedis, EmbeddedRedisError, die_with_parent
-    from restmq.tap import Options
+    from restmq.tap import USAGE_STATUS, Options, StartupError
 
     # The workers read the same options; reading them here too tells whether
     # they need the embedded Redis, and refuses a bad option before starting.
@@ -67,8 +122,8 @@ def _run_workers(workers: int, args: List[str]) -> int:
     try:
         options.parseOptions(args)
     except usage.UsageError as exc:
-        sys.stderr.write("restmq: %s\n" % exc)
-        return 2
+        _say(str(exc))
+        return exc.status if isinstance(exc, StartupError) else USAGE_STATUS
     config = options.config
 
     embedded: Optional["EmbeddedRedis"] = None
@@ -77,13 +132,20 @@ def _run_workers(workers: int, args: List[str]) -> int:
             embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary)
             embedded.startService()
         except (ConfigError, EmbeddedRedisError) as exc:
-            sys.stderr.write("restmq: %s\n" % exc)
+            _say(str(exc))
             return 1
         redis_pid = embedded.process.pid if embedded.process is not None else 0
         _say("embedded redis-server %d on %s" % (redis_pid, embedded.socket_path))
         # a later --redis wins over any Redis setting of a --config file
         args = args + ["--redis", "unix://" + embedded.socket_path]
 
+    # one fresh metrics directory per run: counters start at 0 with the run and
+    # are summed over the workers (and over a worker's files once it is gone)
+    metrics_dir = tempfile.mkdtemp(prefix="restmq-metrics-")
+    environment = dict(os.environ, **{METRICS_DIR_ENV: metrics_dir})
+    if pidfile:
+        with open(pidfile, "w") as handle:
+            handle.write("%d\n" % os.getpid())
     children: List[subprocess.Popen] = []
     stopping: List[int] = []
 
@@ -101,7 +163,7 @@ def _run_workers(workers: int, args: List[str]) -> int:
                 break
             # its own process group: a terminal's Ctrl-C reaches the launcher
             # only, which then stops workers first and Redis last
-            children.append(subprocess.Popen(_twistd(args + ["--reuse-port"]),
+            children.append(subprocess.Popen(_twistd(args + ["--reuse-port"]), env=environment,
                                              preexec_fn=die_with_parent, process_group=0))
         pids = " ".join(str(child.pid) for child in children)
         _say("%d workers on port %d: %s" % (len(children), config.server.port, pids))
@@ -117,6 +179,12 @@ def _run_workers(workers: int, args: List[str]) -> int:
                 child.wait()
         if embedded is not None:
             embedded.stopService()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if pidfile:
+            try:
+                os.unlink(pidfile)
+            except OSError:
+                pass
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status

@@ -47,13 +47,15 @@ class Notifier:
                  on_wake: Callable[[str], None],
                  on_purge: Callable[[str], None],
                  on_broadcast: Callable[[str, List[str]], None],
-                 on_reconnect: Callable[[], None]) -> None:
+                 on_reconnect: Callable[[], None],
+                 on_reply: Optional[Callable[[str], None]] = None) -> None:
         self.target = target
         self.connect_timeout = connect_timeout
         self.on_wake = on_wake
         self.on_purge = on_purge
         self.on_broadcast = on_broadcast
         self.on_reconnect = on_reconnect
+        self.on_reply = on_reply
         self._channels: Set[str] = set()
         self._protocol: Optional[Any] = None
         self._factory: Any = None
@@ -144,6 +146,8 @@ class Notifier:
                 self.on_wake(queue)
             elif kind == "p":
                 self.on_purge(queue)
+            elif kind == "r" and self.on_reply is not None:
+                self.on_reply(queue)
             return
         if channel.startswith(keys.BROADCAST_CHANNEL_PREFIX):
             queue = channel[len(keys.BROADCAST_CHANNEL_PREFIX):]

@@ -11,11 +11,14 @@ at once, so pool and pub/sub connection follow a failover within a moment.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional, cast
 
 import txredisapi
+from twisted.application.internet import ClientService
 from twisted.internet import defer, task
-from twisted.logger import Logger
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
+from zope.interface import implementer, provider
 
 from restmq.config import RedisTarget
 from restmq.errors import BackendUnavailable
@@ -28,6 +31,53 @@ log = Logger()
 # txredisapi backs off up to 10 s between reconnection attempts; a broker should
 # notice a returning Redis quickly.
 _MAX_RECONNECT_DELAY = 1.0
+#: seconds between two "still unreachable" reminders
+REMINDER_INTERVAL = 30.0
+
+
+@provider(ILogObserver)
+def _drop_retry_lines(event: Dict[str, Any]) -> None:
+    # every connection of every pool says "Scheduling retry N to connect ..." at
+    # each attempt, a dozen lines a second that never say why; RedisPool reports
+    # the outage itself, once, naming the target and the error
+    if not str(event.get("log_format", "")).startswith("Scheduling retry"):
+        globalLogPublisher(event)
+
+
+@implementer(IStreamClientEndpoint)
+class _RecordingEndpoint:
+    """An endpoint that remembers, on the txredisapi factory, why the last attempt failed."""
+
+    def __init__(self, endpoint: Any, factory: Any) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+
+    def connect(self, protocol_factory: Any) -> defer.Deferred:
+        attempt = self.endpoint.connect(protocol_factory)
+
+        def failed(failure: Any) -> Any:
+            self.factory.restmq_last_error = failure.getErrorMessage() or failure.type.__name__
+            return failure
+
+        return attempt.addErrback(failed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.endpoint, name)
+
+
+class _QuietClientService(ClientService):
+    """txredisapi's reconnecting connection, without its per-attempt log lines."""
+
+    _log = Logger(namespace="txredisapi.connection", observer=cast(ILogObserver, _drop_retry_lines))
+
+    def __init__(self, endpoint: Any, factory: Any, *args: Any, **kwargs: Any) -> None:
+        redis_factory = getattr(factory, "factory", factory)
+        recording = cast(IStreamClientEndpoint, _RecordingEndpoint(endpoint, redis_factory))
+        super().__init__(recording, factory, *args, **kwargs)
+
+
+# txredisapi builds each connection with the ClientService of its module
+txredisapi.ClientService = _QuietClientService  # type: ignore[misc]
 
 
 class RedisPool:
@@ -47,6 +97,11 @@ class RedisPool:
         self._next = 0
         self._was_connected = False
         self._watchdog: Optional[task.LoopingCall] = None
+        self._started_at = 0.0
+        # outage bookkeeping for the log: since when Redis is away, when it was last said
+        self._down_since: Optional[float] = None
+        self._reminded_at = 0.0
+        self._reported = False
 
     def start(self) -> None:
         """Start connecting (returns at once; connections come up in the background)."""
@@ -58,14 +113,48 @@ class RedisPool:
         self._factory.protocol = fast_protocol(self._factory.protocol)
         self._factory.maxDelay = _MAX_RECONNECT_DELAY
         self._factory.initialDelay = min(self._factory.initialDelay, _MAX_RECONNECT_DELAY / 4)
+        self._started_at = self.clock.seconds()
+        self._down_since = self._started_at
         self._watchdog = task.LoopingCall(self._check_replies)
         self._watchdog.clock = self.clock
         self._watchdog.start(min(0.25, self.reply_timeout / 4), now=False)
+
+    def _report(self) -> None:
+        """Say when Redis is unreachable: one warning naming the target and the
+        error (once connect_timeout has passed), a reminder every REMINDER_INTERVAL,
+        one line when it answers again."""
+        now = self.clock.seconds()
+        target = self.target.describe()
+        if self.connected:
+            if self._down_since is not None:
+                if self._reported:
+                    self.log.info("Redis at {target} is reachable again after {seconds:.0f} s",
+                                  target=target, seconds=now - self._down_since)
+                else:
+                    self.log.info("Connected to Redis at {target}", target=target)
+            self._down_since = None
+            self._reported = False
+            return
+        if self._down_since is None:
+            self._down_since = now
+        error = getattr(self._factory, "restmq_last_error", None) or "no connection"
+        if not self._reported:
+            if now - self._down_since >= self.connect_timeout:
+                self._reported = True
+                self._reminded_at = now
+                self.log.warn("Redis at {target} is unreachable ({error}); retrying every "
+                              "{delay:.0f} s, requests answer 503 until it answers",
+                              target=target, error=error, delay=_MAX_RECONNECT_DELAY)
+        elif now - self._reminded_at >= REMINDER_INTERVAL:
+            self._reminded_at = now
+            self.log.warn("Redis at {target} still unreachable after {seconds:.0f} s ({error})",
+                          target=target, error=error, seconds=now - self._down_since)
 
     def _check_replies(self) -> None:
         """Drop a connection whose oldest command waits longer than reply_timeout:
         txredisapi then fails every command pending on it (BackendUnavailable)."""
         import time
+        self._report()
         now = time.monotonic()
         for conn in list(self._factory.pool if self._factory else ()):
             if conn.transport is not None and overdue(conn, now, self.reply_timeout):

@@ -15,7 +15,8 @@ import txredisapi
 __all__ = ["Script", "load_scripts", "SCRIPT_NAMES"]
 
 SCRIPT_NAMES = ("add", "take", "dispatch", "peek", "delete", "purge", "status",
-                "stats", "jobs", "history", "requeue", "ack", "nack", "extend", "redrive", "settings")
+                "stats", "jobs", "history", "requeue", "ack", "nack", "extend", "redrive", "settings",
+                "take_first", "group_create", "group_delete", "group_check", "reply", "collect")
 
 
 class Script:

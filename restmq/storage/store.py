@@ -10,13 +10,14 @@ import attr
 import txredisapi
 
 from restmq import keys
-from restmq.errors import (BackendUnavailable, InvalidQueueName, MessageNotFound,
-                           QueueFull, RestMQError)
-from restmq.model import Message, Policy, QueueInfo, QueueState
+from restmq.errors import (BackendUnavailable, BadRequest, GroupNotFound, InvalidQueueName,
+                           MessageNotFound, QueueFull, RestMQError)
+from restmq.model import GroupInfo, Message, MessageMeta, Policy, QueueInfo, QueueState
 from restmq.storage.pool import RedisPool
 from restmq.storage.scripts import Script, load_scripts
 
-__all__ = ["QueueStore", "AddResult", "DispatchResult", "StorageFull"]
+__all__ = ["QueueStore", "AddResult", "DispatchResult", "StorageFull", "check_queue", "check_group",
+           "dead_letter_queue"]
 
 
 class StorageFull(RestMQError):
@@ -45,13 +46,15 @@ def _text(value: Any) -> str:
 
 
 def _messages(flat: Sequence[Any], start: int) -> List[Message]:
-    """Decode the key, body, deliveries, token groups that pop() in lib.lua returns."""
+    """Decode the key, body, deliveries, token, metadata groups that pop() in lib.lua returns."""
     out = []
-    for i in range(start, len(flat), 4):
+    for i in range(start, len(flat), 5):
         token = _text(flat[i + 3])
         key = _text(flat[i])
+        blob = flat[i + 4]
         out.append(Message(key, _text(flat[i + 1]), int(flat[i + 2] or 0),
-                           "%s:%s" % (key, token) if token else None))
+                           "%s:%s" % (key, token) if token else None,
+                           MessageMeta.decode(blob) if blob else None))
     return out
 
 
@@ -63,11 +66,35 @@ def _json(value: Any) -> Any:
         return _text(value)
 
 
+def _groups(encoded: Any) -> List[GroupInfo]:
+    """The JSON array of group counts that stats.lua returns per queue."""
+    import orjson
+    out = []
+    for row in orjson.loads(_text(encoded) or "[]") or []:
+        age = int(row[5])
+        out.append(GroupInfo(str(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]),
+                             None if age < 0 else age / 1000.0))
+    return out
+
+
 def _pairs(flat: Any) -> Dict[str, str]:
     """An HGETALL reply (a flat list, or a dict from some client versions) as a dict."""
     if isinstance(flat, dict):
         return {_text(k): _text(v) for k, v in flat.items()}
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def dead_letter_queue(queue: str, group: str = "") -> str:
+    """The name of the ordinary queue that gets the dead letters of ``queue`` (of its group)."""
+    return keys.dead_letter_queue(queue, group)
+
+
+def check_group(group: str) -> str:
+    """:raises BadRequest: unless "" (no group) or a valid group name (keys.py)."""
+    if group and not keys.is_valid_group_name(group):
+        raise BadRequest("invalid group name %r: use 1-%d letters, digits and _ - . @"
+                         % (group[:100], keys.MAX_GROUP_NAME_BYTES))
+    return group
 
 
 def check_queue(queue: str) -> str:
@@ -142,6 +169,8 @@ class QueueStore:
         text = str(exc)
         if "QUEUEFULL" in text:
             return QueueFull(text[text.index("QUEUEFULL") + 10:])
+        if "NOGROUP" in text:
+            return GroupNotFound(text[text.index("NOGROUP") + 8:])
         if text.startswith(("LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "NOREPLICAS")):
             return BackendUnavailable("Redis cannot serve now: %s" % text.split("\n")[0])
         if text.startswith("OOM"):
@@ -152,20 +181,37 @@ class QueueStore:
 
     async def add(self, queue: str, bodies: Sequence[str], ttl: Optional[int] = None,
                   delay_ms: Optional[int] = None, idempotency_key: Optional[str] = None,
-                  idempotency_window_ms: int = 300000) -> AddResult:
-        """Store ``bodies`` in ``queue`` atomically, in order.
+                  idempotency_window_ms: int = 300000,
+                  metas: Optional[Sequence[Optional[MessageMeta]]] = None,
+                  reply_to: str = "", reply_timeout_ms: int = 0) -> AddResult:
+        """Store ``bodies`` in ``queue`` atomically, in order; every consumer group
+        of the queue gets each of them too (the body is stored once).
 
         :param ttl: seconds each message lives (default: the queue's ``ttl`` setting).
         :param delay_ms: hide the messages for this long first.
         :param idempotency_key: the same key within the window returns the first result.
+        :param metas: ``metas[i]`` (attributes, ordering key, system fields) goes
+            with ``bodies[i]``; None for none.
+        :param reply_to: a request id whose caller waits ``reply_timeout_ms`` for
+            a reply (see :meth:`reply`); the wait starts in the same round trip.
         :returns: the new message keys "<q>:<n>", ``replayed`` when the key was seen.
         :raises QueueFull: the queue is at its max length and refuses.
         """
         check_queue(queue)
+        payload: List[Any] = list(bodies)
+        mode = ""
+        if metas is not None and any(metas):
+            mode = "m"
+            payload = []
+            for body, meta in zip(bodies, metas):
+                if meta:
+                    payload += [body, meta.encode(), meta.ordering_key or ""]
+                else:
+                    payload += [body, "", ""]
         reply = await self._run("add", [keys.queue_list(queue)], [
             queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
-            self.history_size, *bodies])
+            self.history_size, mode, reply_to, reply_timeout_ms, *payload])
         if self.wait_replicas:
             # a replayed key was stored by an earlier request that may have got a 503
             await self._wait_replicas()
@@ -180,31 +226,52 @@ class QueueStore:
     # consuming
 
     async def take(self, queue: str, count: int = 1, hold_if_stopped: bool = False,
-                   listen_ms: int = 0) -> List[Message]:
+                   listen_ms: int = 0, group: str = "") -> List[Message]:
         """Pop up to ``count`` messages, oldest first; expired ones are skipped.
 
         :param listen_ms: a long-poll will wait: mark the queue as listened to.
+        :param group: take for this consumer group ("" = the default consumers).
         :returns: [] when the queue is empty (or stopped and ``hold_if_stopped``).
+        :raises GroupNotFound: the queue has no such group.
         """
         check_queue(queue)
-        reply = await self._run("take", [keys.queue_list(queue)], [
+        check_group(group)
+        reply = await self._run("take", [keys.queue_list(keys.namespace(queue, group))], [
             queue, count, 0, "", "1" if hold_if_stopped else "0", self.default_max_receives,
-            listen_ms])
+            listen_ms, "0", group])
         return _messages(reply, 1)
 
     async def reserve(self, queue: str, count: int, lease_ms: int,
                       hold_if_stopped: bool = False, listen_ms: int = 0,
-                      default_lease: bool = False) -> List[Message]:
+                      default_lease: bool = False, group: str = "") -> List[Message]:
         """Lease up to ``count`` messages: each is hidden for ``lease_ms`` (the queue's
         ``lease_seconds`` setting when ``default_lease``), counted, and carries a
         receipt for ack / nack / extend. An expired lease puts the message back at
-        the head of the queue (or in the dead letters after ``max_receives``)."""
+        the head of the queue (or in the dead letters after ``max_receives``).
+        A message whose ordering key is held by an earlier one waits for it."""
         check_queue(queue)
-        reply = await self._run("take", [keys.queue_list(queue)], [
+        check_group(group)
+        reply = await self._run("take", [keys.queue_list(keys.namespace(queue, group))], [
             queue, count, lease_ms, os.urandom(8).hex() + "-",
             "1" if hold_if_stopped else "0", self.default_max_receives, listen_ms,
-            "1" if default_lease else "0"])
+            "1" if default_lease else "0", group])
         return _messages(reply, 1)
+
+    async def take_first(self, queues: Sequence[str], count: int = 1,
+                         lease_ms: Optional[int] = None, hold_if_stopped: bool = False,
+                         listen_ms: int = 0, default_lease: bool = False,
+                         group: str = "") -> List[Message]:
+        """Priority take: up to ``count`` messages from the first non-empty of
+        ``queues`` (then the next ones), popped, or leased when ``lease_ms`` is set.
+        Each message's ``queue`` says where it came from."""
+        for queue in queues:
+            check_queue(queue)
+        check_group(group)
+        reply = await self._run("take_first", [keys.queue_list(keys.namespace(queues[0], group))], [
+            count, lease_ms or 0, os.urandom(8).hex() + "-" if lease_ms else "",
+            "1" if hold_if_stopped else "0", self.default_max_receives, listen_ms,
+            "1" if default_lease else "0", group, *queues])
+        return _messages(reply, 0)
 
     async def _settle(self, script: str, queue: str, receipts: Sequence[str],
                       args: Sequence[Any], script_keys: Sequence[str]) -> Tuple[int, List[str]]:
@@ -215,72 +282,97 @@ class QueueStore:
         reply = await self._run(script, script_keys, [queue, *args, *pairs])
         return int(reply[0]), [_text(key) for key in reply[1:]]
 
-    async def ack(self, queue: str, receipts: Sequence[str]) -> Tuple[int, List[str]]:
-        """Remove leased messages for good.
+    async def ack(self, queue: str, receipts: Sequence[str], group: str = "") -> Tuple[int, List[str]]:
+        """Remove leased messages for good (for ``group``; the body goes once every
+        holder is done with it).
 
         :returns: (acked, refused keys): a receipt whose lease expired and went to
             another consumer is refused and that consumer's lease is untouched.
         :raises MessageNotFound: for a string that is not a receipt of ``queue``.
         """
-        return await self._settle("ack", queue, receipts, [], [keys.inflight(queue)])
+        check_group(group)
+        return await self._settle("ack", queue, receipts, [group],
+                                  [keys.inflight(keys.namespace(queue, group))])
 
-    async def nack(self, queue: str, receipts: Sequence[str], delay_ms: int = 0) -> Tuple[int, List[str]]:
+    async def nack(self, queue: str, receipts: Sequence[str], delay_ms: int = 0,
+                   group: str = "") -> Tuple[int, List[str]]:
         """Give leased messages back, at once (head of the queue) or after ``delay_ms``."""
-        return await self._settle("nack", queue, receipts, [delay_ms, self.default_max_receives],
-                                  [keys.inflight(queue)])
+        check_group(group)
+        return await self._settle("nack", queue, receipts,
+                                  [delay_ms, self.default_max_receives, group],
+                                  [keys.inflight(keys.namespace(queue, group))])
 
-    async def extend(self, queue: str, receipts: Sequence[str], lease_ms: int) -> Tuple[int, List[str]]:
+    async def extend(self, queue: str, receipts: Sequence[str], lease_ms: int,
+                     group: str = "") -> Tuple[int, List[str]]:
         """Move lease deadlines to ``lease_ms`` from now."""
+        check_group(group)
+        ns = keys.namespace(queue, group)
         return await self._settle("extend", queue, receipts, [lease_ms],
-                                  [keys.inflight(queue), keys.leases(queue)])
+                                  [keys.inflight(ns), keys.leases(ns)])
 
-    async def redrive(self, queue: str, count: int = 0) -> int:
-        """Move up to ``count`` (0 = all) dead letters of ``queue`` back to its end."""
+    async def redrive(self, queue: str, count: int = 0, group: str = "") -> int:
+        """Move up to ``count`` (0 = all) dead letters of ``queue`` (of its ``group``)
+        back to its end (the group's)."""
         check_queue(queue)
-        dead = keys.dead_letter_queue(queue)
-        return int(await self._run("redrive", [keys.queue_list(dead), keys.queue_list(queue)],
-                                   [queue, count, keys.NOTIFY_CHANNEL]))
+        check_group(group)
+        dead = keys.dead_letter_queue(queue, group)
+        return int(await self._run(
+            "redrive", [keys.queue_list(dead), keys.queue_list(keys.namespace(queue, group))],
+            [queue, count, keys.NOTIFY_CHANNEL, group]))
 
-    async def dead_letters(self, queue: str, count: int = 10) -> List[Dict[str, Any]]:
-        """The newest ``count`` dead letters of ``queue`` with why they died (one round trip)."""
+    async def dead_letters(self, queue: str, count: int = 10, group: str = "") -> List[Dict[str, Any]]:
+        """The newest ``count`` dead letters of ``queue`` (of its ``group``) with why
+        they died and their attributes (one round trip)."""
         check_queue(queue)
-        dead = keys.dead_letter_queue(queue)
-        reply = await self._run("jobs", [keys.queue_list(dead)], [count, keys.dead_info(dead)])
-        return [{"key": _text(reply[i]), "value": _text(reply[i + 1]), "dead": _json(reply[i + 2])}
-                for i in range(1, len(reply), 3)]
+        check_group(group)
+        dead = keys.dead_letter_queue(queue, group)
+        reply = await self._run("jobs", [keys.queue_list(dead)],
+                                [count, keys.dead_info(dead), keys.meta(dead)])
+        out = []
+        for i in range(1, len(reply), 4):
+            letter = {"key": _text(reply[i]), "value": _text(reply[i + 1]), "dead": _json(reply[i + 2])}
+            meta = MessageMeta.decode(reply[i + 3])
+            if meta is not None and meta.attributes:
+                letter["attributes"] = meta.attributes
+            out.append(letter)
+        return out
 
-    async def get_settings(self, queue: str) -> Dict[str, str]:
-        """The queue's own settings (only those that were set)."""
+    async def get_settings(self, queue: str, group: str = "") -> Dict[str, str]:
+        """The queue's (or its group's) own settings (only those that were set)."""
         check_queue(queue)
-        return _pairs(await self._command("HGETALL", keys.settings(queue)))
+        check_group(group)
+        return _pairs(await self._command("HGETALL", keys.settings(keys.namespace(queue, group))))
 
-    async def set_settings(self, queue: str, values: Dict[str, Optional[str]]) -> Dict[str, str]:
+    async def set_settings(self, queue: str, values: Dict[str, Optional[str]],
+                           group: str = "") -> Dict[str, str]:
         """Set (or, with None, remove) settings atomically; resolves to the settings
-        after the change."""
+        after the change. A group's settings override its queue's."""
         check_queue(queue)
-        return _pairs(await self._run("settings", [keys.settings(queue)],
+        check_group(group)
+        return _pairs(await self._run("settings", [keys.settings(keys.namespace(queue, group))],
                                       [item for name, value in values.items()
                                        for item in (name, "" if value is None else value)]))
 
-    async def requeue(self, queue: str, messages: Sequence[Message]) -> int:
-        """Put popped messages back at the head of the queue, in their order."""
-        args: List[str] = [queue]
+    async def requeue(self, queue: str, messages: Sequence[Message], group: str = "") -> int:
+        """Put popped messages back at the head of the queue (of its group), in their order."""
+        args: List[str] = [queue, group]
         for message in messages:
-            args += [message.key, message.value]
-        return int(await self._run("requeue", [keys.queue_list(queue)], args))
+            args += [message.key, message.value, message.meta.encode() if message.meta else ""]
+        return int(await self._run("requeue", [keys.queue_list(keys.namespace(queue, group))], args))
 
     async def dispatch(self, queue: str, broadcast_max: int, roundrobin_max: int,
                        listener_ttl_ms: int, history_size: int, broadcasting: bool = False,
-                       popping: bool = False) -> DispatchResult:
+                       popping: bool = False, group: str = "") -> DispatchResult:
         """Take for this process's streaming subscribers (see dispatch.lua).
 
         Broadcast batches are published on the queue's broadcast channel and
-        recorded in its history; the caller delivers them from the channel.
+        recorded in its history; the caller delivers them from the channel. A
+        group's members always compete (round robin).
         """
-        reply = await self._run("dispatch", [keys.queue_list(queue)], [
+        reply = await self._run("dispatch", [keys.queue_list(keys.namespace(queue, group))], [
             queue, broadcast_max, roundrobin_max, listener_ttl_ms, history_size,
             keys.broadcast_channel(queue), self.default_max_receives,
-            "1" if broadcasting else "0", "1" if popping else "0"])
+            "1" if broadcasting else "0", "1" if popping else "0", group])
         return DispatchResult(bool(reply[0]), Policy(int(reply[1])), _messages(reply, 4),
                               int(reply[2]), int(reply[3]))
 
@@ -290,7 +382,8 @@ class QueueStore:
         reply = await self._run("peek", [keys.queue_list(queue), keys.deliveries(queue)], [queue])
         if not reply:
             return None
-        return Message(_text(reply[0]), _text(reply[1]), int(reply[2]))
+        return Message(_text(reply[0]), _text(reply[1]), int(reply[2]),
+                       meta=MessageMeta.decode(reply[3]))
 
     async def delete(self, queue: str, key: str) -> bool:
         """Remove one message by key; False when there was none."""
@@ -314,9 +407,11 @@ class QueueStore:
         :returns: (found, messages); when ``key`` is not in the history, found is
             False and messages is the whole history.
         """
-        reply = await self._run("history", [keys.history(queue), keys.history_bodies(queue)], [key])
-        return bool(reply[0]), [Message(_text(reply[i]), _text(reply[i + 1]))
-                                for i in range(1, len(reply), 2)]
+        reply = await self._run("history", [keys.history(queue), keys.history_bodies(queue),
+                                            keys.history_meta(queue)], [key])
+        return bool(reply[0]), [Message(_text(reply[i]), _text(reply[i + 1]),
+                                        meta=MessageMeta.decode(reply[i + 2]))
+                                for i in range(1, len(reply), 3)]
 
     # queue configuration and views
 
@@ -350,22 +445,94 @@ class QueueStore:
             check_queue(queue)
         reply = await self._run("stats", [keys.QUEUESET], [queue or "", self.default_max_receives])
         infos = []
-        for i in range(0, len(reply), 8):
+        for i in range(0, len(reply), 9):
             age = int(reply[i + 7])
             infos.append(QueueInfo(
                 name=_text(reply[i]), length=int(reply[i + 1]),
                 state=QueueState.from_redis(_text(reply[i + 2])),
                 policy=Policy.from_redis(_text(reply[i + 3])),
                 inflight=int(reply[i + 4]), delayed=int(reply[i + 5]), dead=int(reply[i + 6]),
-                oldest_age=None if age < 0 else age / 1000.0))
+                oldest_age=None if age < 0 else age / 1000.0,
+                groups=tuple(_groups(reply[i + 8]))))
         return sorted(infos, key=lambda info: info.name)
 
-    async def jobs(self, queue: str, count: int = 10) -> Tuple[int, List[Message]]:
+    async def counters(self) -> Dict[str, Dict[str, int]]:
+        """Event counts of every broker on this Redis: {event: {queue: count}} for the
+        events of ``keys.COUNTED_EVENTS`` (dead-lettered, expired, refused as full)."""
+        reply = await self._command("HGETALL", keys.COUNTERS)
+        counts: Dict[str, Dict[str, int]] = {event: {} for event in keys.COUNTED_EVENTS}
+        for field, value in _pairs(reply).items():
+            event, _, queue = field.partition(":")
+            if event in counts and queue:
+                counts[event][queue] = int(value)
+        return counts
+
+    async def groups(self, queue: str) -> List[GroupInfo]:
+        """The consumer groups of ``queue`` with their counts, by name (one round trip)."""
+        infos = await self.stats(queue)
+        return sorted(infos[0].groups, key=lambda group: group.name)
+
+    async def create_group(self, queue: str, group: str) -> bool:
+        """Create consumer group ``group`` of ``queue``: from now on it gets every
+        message published to the queue. Resolves to True when it is new."""
+        check_queue(queue)
+        if not group:
+            raise BadRequest("missing group name")
+        check_group(group)
+        return bool(await self._run("group_create", [keys.groups(queue)], [queue, group]))
+
+    async def check_groups(self, queues: Sequence[str], group: str) -> None:
+        """:raises GroupNotFound: unless every queue of ``queues`` has ``group``."""
+        for queue in queues:
+            check_queue(queue)
+        check_group(group)
+        missing = _text(await self._run("group_check", [keys.groups(queues[0])], [group, *queues]))
+        if missing:
+            raise GroupNotFound("queue %r has no group %r" % (missing, group))
+
+    async def delete_group(self, queue: str, group: str, chunk: int = 2000) -> Tuple[bool, int]:
+        """Remove a consumer group and its backlog, ``chunk`` messages per round
+        trip (no script holds Redis long). Every process closes its streams.
+
+        :returns: (existed, messages removed).
+        """
+        check_queue(queue)
+        if not group:
+            raise BadRequest("missing group name")
+        check_group(group)
+        existed, removed = False, 0
+        while True:
+            reply = await self._run("group_delete", [keys.groups(queue)],
+                                    [queue, group, keys.NOTIFY_CHANNEL, chunk])
+            existed = existed or bool(int(reply[0]))
+            removed += int(reply[1])
+            if not int(reply[2]):
+                return existed, removed
+
+    async def jobs(self, queue: str, count: int = 10, group: str = "") -> Tuple[int, List[Message]]:
         """The newest ``count`` waiting messages (body "" if expired) and the length."""
         check_queue(queue)
-        reply = await self._run("jobs", [keys.queue_list(queue)], [count, ""])
-        return int(reply[0]), [Message(_text(reply[i]), _text(reply[i + 1]))
-                               for i in range(1, len(reply), 3)]
+        check_group(group)
+        reply = await self._run("jobs", [keys.queue_list(keys.namespace(queue, group))],
+                                [count, "", keys.meta(queue)])
+        return int(reply[0]), [Message(_text(reply[i]), _text(reply[i + 1]),
+                                       meta=MessageMeta.decode(reply[i + 3]))
+                               for i in range(1, len(reply), 4)]
+
+    # request/reply
+
+    async def reply(self, request_id: str, encoded: str) -> bool:
+        """Store the reply to request ``request_id`` and wake its caller's process.
+
+        :returns: False when no caller waits for it (timed out, answered or unknown).
+        """
+        return bool(await self._run("reply", [keys.rpc(request_id)],
+                                    [request_id, encoded, keys.NOTIFY_CHANNEL]))
+
+    async def collect(self, request_id: str, final: bool = False) -> str:
+        """Take the reply to ``request_id`` ("" when none came yet). With ``final``
+        the caller stops waiting: a later reply finds nobody."""
+        return _text(await self._run("collect", [keys.rpc(request_id)], ["1" if final else "0"]))
 
     async def ping(self) -> float:
         """One round trip to Redis; resolves to its duration in seconds."""

@@ -11,13 +11,15 @@ from urllib.parse import unquote_plus
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import collectd, control, leases, ops, protocol, queues
+from restmq.web import collectd, control, leases, ops, patterns, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
 __all__ = ["make_app", "RestMQApplication"]
 
 _Q = r"([^/]+)"
+_G = r"([^/]+?)"
+_ID = r"([0-9a-f]{1,64})"
 
 
 class RestMQApplication(cyclone.web.Application):
@@ -46,25 +48,63 @@ class RestMQApplication(cyclone.web.Application):
 
 
 def route_label(pattern: str) -> str:
-    """The label of a route pattern in logs and metrics: r"/q/([^/]+)/?" -> "/q/{queue}"."""
+    """The label of a route pattern in logs and metrics: r"/q/([^/]+)/?" -> "/q/{queue}".
+    A group of literal words, such as ``(ack|nack|extend)``, stays a group here;
+    :func:`route_labeller` puts the word that matched in its place."""
     if pattern == r".*":
         return "(unmatched)"
-    label = pattern.replace(_Q, "{queue}").replace("\\", "")
+    label = pattern.replace(_Q, "{queue}").replace(_G, "{group}").replace(_ID, "{reply_to}")
+    label = label.replace("\\", "")
     return label[:-2] if label.endswith("/?") and len(label) > 2 else label
+
+
+_WORDS = re.compile(r"\(([\w.\\]+(?:\|[\w.\\]+)+)\)")
+
+
+def route_labeller(pattern: str) -> Callable[["re.Match[str]"], str]:
+    """The label of a request that ``pattern`` matched: its :func:`route_label`, with
+    each group of literal words replaced by the word of the request, so that
+    ``/q/{queue}/ack`` and ``/q/{queue}/nack`` are two routes in the metrics."""
+    label = route_label(pattern)
+    choices = [match.group(0).replace("\\", "") for match in _WORDS.finditer(pattern)]
+    if not choices:
+        return lambda match: label
+    positions = _word_group_positions(pattern)
+
+    def labeller(match: "re.Match[str]") -> str:
+        text = label
+        for choice, position in zip(choices, positions):
+            text = text.replace(choice, match.group(position) or "", 1)
+        return text
+
+    return labeller
+
+
+def _word_group_positions(pattern: str) -> List[int]:
+    """The group numbers (1-based) of the literal-word groups of ``pattern``."""
+    positions = []
+    number = 0
+    for index, char in enumerate(pattern):
+        if char == "(" and (index == 0 or pattern[index - 1] != "\\") and pattern[index + 1:index + 2] != "?":
+            number += 1
+            if _WORDS.match(pattern, index):
+                positions.append(number)
+    return positions
 
 
 def _request_logger(access_log: bool, metrics: Any, table: Sequence[tuple]) -> Callable[[Any], None]:
     """Cyclone's log_function: the access log line and the HTTP metrics of each request."""
     log = Logger(namespace="restmq.access")
     # (pattern, handler[, kwargs]) as Cyclone takes them
-    patterns: List[Tuple[Pattern[str], str]] = [
-        (re.compile(route[0] + "$"), route_label(route[0])) for route in table]
+    patterns: List[Tuple[Pattern[str], Callable[["re.Match[str]"], str]]] = [
+        (re.compile(route[0] + "$"), route_labeller(route[0])) for route in table]
 
     def route_of(path: str) -> str:
         # the first pattern that matches is the one Cyclone routed the request by
-        for regex, label in patterns:
-            if regex.match(path):
-                return label
+        for regex, labeller in patterns:
+            match = regex.match(path)
+            if match:
+                return labeller(match)
         return "(unmatched)"
 
     def log_request(handler: Any) -> None:
@@ -77,7 +117,7 @@ def _request_logger(access_log: bool, metrics: Any, table: Sequence[tuple]) -> C
             return
         log.info("{method} {route} {status} {duration_ms:.1f}ms {queue}",
                  method=request.method, route=route, path=request.path, status=handler.get_status(),
-                 duration_ms=1000.0 * duration,
+                 duration_ms=round(1000.0 * duration, 2),
                  queue=(handler.path_args[0] if getattr(handler, "path_args", None) else ""),
                  remote=request.remote_ip)
 
@@ -93,6 +133,11 @@ def routes(context: Context) -> list:
         (r"/q/?", queues.QueueListHandler, deps),
         (r"/q/%s/?" % _Q, queues.QueueHandler, deps),
         (r"/q/%s/(ack|nack|extend)/?" % _Q, leases.SettleHandler, deps),
+        (r"/q/%s/groups/?" % _Q, patterns.GroupsHandler, deps),
+        (r"/q/%s/groups/%s/?" % (_Q, _G), patterns.GroupHandler, deps),
+        (r"/take/?", patterns.TakeHandler, deps),
+        (r"/rpc/%s/?" % _Q, patterns.RpcHandler, deps),
+        (r"/reply/%s/?" % _ID, patterns.ReplyHandler, deps),
         (r"/q/%s/redrive/?" % _Q, leases.RedriveHandler, deps),
         (r"/q/%s/dead/?" % _Q, leases.DeadLettersHandler, deps),
         (r"/settings/%s/?" % _Q, leases.SettingsHandler, deps),
@@ -100,6 +145,9 @@ def routes(context: Context) -> list:
         (r"/c/%s/?" % _Q, streams.CometHandler, deps),
         (r"/sse/%s/?" % _Q, streams.CometHandler, deps),
         (r"/ws/%s/?" % _Q, streams.WebSocketHandler, deps),
+        (r"/c/?", streams.CometHandler, deps),
+        (r"/sse/?", streams.CometHandler, deps),
+        (r"/ws/?", streams.WebSocketHandler, deps),
         (r"/p/%s/?" % _Q, control.PolicyHandler, deps),
         (r"/control/%s/?" % _Q, control.ControlHandler, deps),
         (r"/stats/?", control.StatsHandler, deps),

@@ -7,6 +7,7 @@ from typing import Optional
 from restmq.errors import BadRequest
 from restmq.model import Policy, QueueState
 from restmq.storage.pool import describe
+from restmq.storage.store import check_group
 from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["PolicyHandler", "ControlHandler", "StatsHandler", "JobsHandler"]
@@ -84,6 +85,12 @@ class JobsHandler(BaseHandler):
     @async_handler
     async def get(self, queue: str) -> None:
         count = self.number("count", 10, low=1, high=1000, integer=True)
-        length, messages = await self.store.jobs(queue, int(count))
-        self.respond({"queue": queue, "len": length,
-                      "jobs": [{"key": m.key, "value": m.value} for m in messages]})
+        length, messages = await self.store.jobs(queue, int(count),
+                                                 group=check_group(self.argument("group") or ""))
+        jobs = []
+        for message in messages:
+            job = {"key": message.key, "value": message.value}
+            if message.attributes:
+                job["attributes"] = message.attributes
+            jobs.append(job)
+        self.respond({"queue": queue, "len": length, "jobs": jobs})

@@ -15,12 +15,14 @@ ERROR_TABLE: Tuple[Tuple[Type[Exception], int, str], ...] = (
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.Forbidden, 403, "forbidden"),
     (errors.QueueNotFound, 404, "queue_not_found"),
+    (errors.GroupNotFound, 404, "group_not_found"),
     (errors.MessageNotFound, 404, "not_found"),
     (errors.LeaseLost, 409, "lease_lost"),
     (errors.MessageTooLarge, 413, "message_too_large"),
     (errors.QueueFull, 429, "queue_full"),
     (StorageFull, 507, "storage_full"),
     (errors.BackendUnavailable, 503, "backend_unavailable"),
+    (errors.ReplyTimeout, 504, "timeout"),
 )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from restmq.errors import BadRequest, LeaseLost
+from restmq.storage.store import dead_letter_queue
 from restmq.model import SETTINGS, parse_setting
+from restmq.storage.store import check_group
 from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["SettleHandler", "RedriveHandler", "DeadLettersHandler", "SettingsHandler"]
@@ -35,18 +37,22 @@ class SettleHandler(BaseHandler):
     @async_handler
     async def post(self, queue: str, action: str) -> None:
         receipts = self.receipts()
+        group = check_group(self.argument("group") or "")
+        target = self.context.dispatcher.target(queue, group)
         if action == "ack":
-            done, refused = await self.store.ack(queue, receipts)
-            self.context.dispatcher.settled(queue, receipts)
+            done, refused = await self.store.ack(queue, receipts, group=group)
+            self.context.dispatcher.settled(target, receipts)
             if self.context.metrics is not None:
-                self.context.metrics.acked(queue, done)
+                self.context.metrics.acked(queue, done, group)
         elif action == "nack":
             delay = self.number("delay", 0, low=0, high=self.config.delivery.max_delay)
-            done, refused = await self.store.nack(queue, receipts, int(delay * 1000))
-            self.context.dispatcher.settled(queue, receipts)
+            done, refused = await self.store.nack(queue, receipts, int(delay * 1000), group=group)
+            self.context.dispatcher.settled(target, receipts)
+            if self.context.metrics is not None:
+                self.context.metrics.nacked(queue, done)
         else:
             seconds = self.number("seconds", self.config.delivery.lease_seconds, low=0.001, high=12 * 3600)
-            done, refused = await self.store.extend(queue, receipts, int(seconds * 1000))
+            done, refused = await self.store.extend(queue, receipts, int(seconds * 1000), group=group)
         if refused:
             raise LeaseLost("the lease of %s is not yours any more (expired and handed out again, "
                             "or settled); %d other receipt(s) were %sed"
@@ -62,7 +68,7 @@ class RedriveHandler(BaseHandler):
     @async_handler
     async def post(self, queue: str) -> None:
         count = self.number("count", 0, low=0, high=10 ** 9, integer=True)
-        moved = await self.store.redrive(queue, int(count))
+        moved = await self.store.redrive(queue, int(count), group=check_group(self.argument("group") or ""))
         self.respond({"queue": queue, "moved": moved})
 
 
@@ -74,8 +80,10 @@ class DeadLettersHandler(BaseHandler):
     @async_handler
     async def get(self, queue: str) -> None:
         count = self.number("count", 10, low=1, high=1000, integer=True)
-        letters = await self.store.dead_letters(queue, int(count))
-        self.respond({"queue": queue, "dead_letter_queue": queue + ":dead", "messages": letters})
+        group = check_group(self.argument("group") or "")
+        letters = await self.store.dead_letters(queue, int(count), group=group)
+        self.respond({"queue": queue, "dead_letter_queue": dead_letter_queue(queue, group),
+                      "messages": letters})
 
 
 def _setting_text(value: object) -> str:
@@ -111,7 +119,7 @@ class SettingsHandler(BaseHandler):
 
     @async_handler
     async def get(self, queue: str) -> None:
-        own = await self.store.get_settings(queue)
+        own = await self.store.get_settings(queue, group=check_group(self.argument("group") or ""))
         self.respond({"queue": queue, "settings": self._effective(own), "set": sorted(own)})
 
     @async_handler
@@ -126,7 +134,7 @@ class SettingsHandler(BaseHandler):
                      for name, value in body.items()}
         else:
             items = {name: (self.argument(name) or None) for name in fields
-                     if name not in ("callback", "token")}
+                     if name not in ("callback", "token", "group")}
         for name, value in items.items():
             try:
                 changes[name] = None if value is None else parse_setting(name, value)
@@ -134,5 +142,6 @@ class SettingsHandler(BaseHandler):
                 raise BadRequest(str(exc)) from None
         if not changes:
             raise BadRequest("nothing to set (known settings: %s)" % ", ".join(sorted(SETTINGS)))
-        own = await self.store.set_settings(queue, changes)
+        own = await self.store.set_settings(queue, changes,
+                                            group=check_group(self.argument("group") or ""))
         self.respond({"queue": queue, "settings": self._effective(own), "set": sorted(own)})

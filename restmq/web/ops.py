@@ -2,6 +2,8 @@
 
 They belong to the ACL category ``ops``. The OpenAPI document and the
 dashboard's files live in ``restmq/static/`` and are read once, at startup.
+``HEAD`` on /health, /health/ready, /metrics, /openapi.json and /dashboard/
+answers as GET does, without the body (load balancers probe with HEAD).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from zope.interface import implementer
 from restmq import __version__
 from restmq.config import Config
 from restmq.errors import BackendUnavailable
-from restmq.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from restmq.storage.pool import describe
 from restmq.web.base import BaseHandler, Context, async_handler
 
@@ -52,13 +53,14 @@ def load_openapi(config: Config) -> bytes:
     limits["wait"]["schema"]["maximum"] = config.dispatch.max_wait
     limits["count"]["schema"]["maximum"] = config.delivery.max_batch
     limits["delay"]["schema"]["maximum"] = config.delivery.max_delay
+    limits["timeout"]["schema"]["maximum"] = config.delivery.max_rpc_timeout
     batch = document["components"]["schemas"]["JsonMessages"]["anyOf"][0]
     batch["maxItems"] = config.delivery.max_batch
     return orjson.dumps(document)
 
 
 class _OpsHandler(BaseHandler):
-    acl_categories = {"GET": "ops"}
+    acl_categories = {"GET": "ops", "HEAD": "ops"}
 
 
 class HealthHandler(_OpsHandler):
@@ -66,6 +68,8 @@ class HealthHandler(_OpsHandler):
 
     def get(self) -> None:
         self.respond({"status": "ok"})
+
+    head = get
 
 
 class ReadyHandler(_OpsHandler):
@@ -77,9 +81,12 @@ class ReadyHandler(_OpsHandler):
         self.respond({"status": "ok", "redis": {"target": describe(self.config.redis.target),
                                                 "latency_ms": round(seconds * 1000.0, 3)}})
 
+    head = get
+
 
 class MetricsHandler(_OpsHandler):
-    """GET /metrics: Prometheus text format; queue gauges read from Redis now.
+    """GET /metrics: Prometheus text format (OpenMetrics when the scraper's Accept
+    asks for it); queue gauges and Redis-side counters read from Redis now.
 
     With Redis away the process's own metrics are still served, with
     ``restmq_redis_up 0`` and no queue gauges.
@@ -90,14 +97,19 @@ class MetricsHandler(_OpsHandler):
         metrics = self.context.metrics
         if metrics is None:
             raise cyclone.web.HTTPError(404, "metrics are not enabled")
+        counters: Optional[Dict[str, Dict[str, int]]] = None
         try:
             queues: Optional[List[Any]] = await self.store.stats()
+            counters = await self.store.counters()
         except BackendUnavailable as exc:
             self.log.warn("Metrics without queue gauges: {error}", error=exc.message)
             queues = None
-        body = metrics.render(queues, self.context.dispatcher.all_subscriber_counts())
-        self.set_header("Content-Type", METRICS_CONTENT_TYPE)
+        render, content_type = metrics.exposition_for(self.request.headers.get("Accept", ""))
+        body = render(queues, self.context.dispatcher.all_subscriber_counts(), counters)
+        self.set_header("Content-Type", content_type)
         self.finish(body)
+
+    head = get
 
 
 class OpenAPIHandler(_OpsHandler):
@@ -110,6 +122,8 @@ class OpenAPIHandler(_OpsHandler):
 
     def get(self) -> None:
         self.finish(self.document)
+
+    head = get
 
 
 class DashboardHandler(_OpsHandler):
@@ -136,6 +150,8 @@ class DashboardHandler(_OpsHandler):
             self.set_header("Content-Security-Policy", _DASHBOARD_CSP)
             self.set_header("X-Frame-Options", "DENY")
         self.finish(self.files[name])
+
+    head = get
 
 
 @implementer(IPushProducer)

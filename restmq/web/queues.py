@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import orjson
 from twisted.internet.defer import CancelledError
 
 from restmq.errors import BadRequest
-from restmq.model import MAX_TTL_SECONDS, Message
+from restmq.model import MAX_TTL_SECONDS, Message, MessageMeta
+from restmq.storage.store import check_group
 from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["IndexHandler", "QueueListHandler", "QueueHandler"]
@@ -16,18 +17,32 @@ __all__ = ["IndexHandler", "QueueListHandler", "QueueHandler"]
 # the fields of a pop, which GET / without a queue refuses rather than ignores
 _POP_FIELDS = ("wait", "count", "reserve", "callback")
 
+#: the longest ordering key (SQS allows 128 characters for a MessageGroupId)
+MAX_ORDERING_KEY = 256
+#: the longest attribute name
+MAX_ATTRIBUTE_NAME = 256
+
 
 class _Producing(BaseHandler):
     """Shared by the routes that add messages."""
 
     def bodies(self) -> List[str]:
-        """The message(s) of this request: ``value``/``msg`` fields, a raw text
-        body, or a JSON body (an array is a batch; an object has ``value``)."""
+        return self.messages()[0]
+
+    def messages(self) -> Tuple[List[str], List[Optional[MessageMeta]]]:
+        """The message(s) of this request and their metadata: ``value``/``msg``
+        fields, a raw text body, or a JSON body (an array is a batch; an object
+        has ``value`` and may have ``attributes`` and ``ordering_key``). An
+        ``ordering_key`` field applies to every message without its own."""
+        default_key = self.argument("ordering_key")
+        for given in self.arguments("ordering_key"):
+            self._check_ordering_key(given)
+        plain = MessageMeta(ordering_key=default_key) if default_key is not None else None
         value = self.argument("value")
         if value is None:
             value = self.argument("msg")
         if value is not None:
-            return [self.message_body(value)]
+            return [self.message_body(value)], [plain]
         body = self.request.body
         content_type = self.request.headers.get("Content-Type", "")
         if body and content_type.startswith("application/json"):
@@ -35,24 +50,69 @@ class _Producing(BaseHandler):
             items = parsed if isinstance(parsed, list) else [parsed]
             if not items:
                 raise BadRequest("empty batch")
-            return [self.message_body(self._json_item(item)) for item in items]
+            bodies, metas = [], []
+            for item in items:
+                text, meta = self._json_item(item, default_key)
+                bodies.append(self.message_body(text))
+                metas.append(meta)
+            return bodies, metas
         if body and content_type.startswith(("text/plain", "application/octet-stream")):
             try:
-                return [self.message_body(body.decode("utf-8"))]
+                return [self.message_body(body.decode("utf-8"))], [plain]
             except UnicodeDecodeError:
                 raise BadRequest("message body is not valid UTF-8") from None
         raise BadRequest("missing field 'value' (or 'msg')")
 
-    @staticmethod
-    def _json_item(item: object) -> str:
+    def _json_item(self, item: object, default_key: Optional[str]) -> Tuple[str, Optional[MessageMeta]]:
+        attributes: Dict[str, str] = {}
+        ordering_key = default_key
         if isinstance(item, dict) and ("value" in item or "msg" in item):
+            attributes = self.check_attributes(item.get("attributes"))
+            if item.get("ordering_key") is not None:
+                ordering_key = self._check_ordering_key(item.get("ordering_key"))
             item = item.get("value", item.get("msg"))
-        if isinstance(item, str):
-            return item
-        return orjson.dumps(item).decode("utf-8")
+        text = item if isinstance(item, str) else orjson.dumps(item).decode("utf-8")
+        if attributes or ordering_key is not None:
+            return text, MessageMeta(attributes, ordering_key)
+        return text, None
 
-    async def produce(self, queue: str) -> None:
-        bodies = self.bodies()
+    def check_attributes(self, attributes: object) -> Dict[str, str]:
+        """``{"name": "value"}`` within max_attributes / max_attribute_bytes.
+
+        :raises BadRequest: for anything else (400).
+        """
+        if attributes is None:
+            return {}
+        if not isinstance(attributes, dict):
+            raise BadRequest("attributes must be a JSON object of strings")
+        delivery = self.config.delivery
+        if len(attributes) > delivery.max_attributes:
+            raise BadRequest("at most %d attributes per message" % delivery.max_attributes)
+        size = 0
+        for name, value in attributes.items():
+            if not isinstance(value, str):
+                raise BadRequest("attribute %r: values are strings" % name[:100])
+            if not 0 < len(name) <= MAX_ATTRIBUTE_NAME:
+                raise BadRequest("attribute names are 1-%d characters" % MAX_ATTRIBUTE_NAME)
+            size += len(name.encode("utf-8")) + len(value.encode("utf-8"))
+        if size > delivery.max_attribute_bytes:
+            raise BadRequest("attributes of one message hold at most %d bytes"
+                             % delivery.max_attribute_bytes)
+        return attributes
+
+    @staticmethod
+    def _check_ordering_key(key: object) -> str:
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_ORDERING_KEY:
+            raise BadRequest("ordering_key must be a string of 1-%d characters" % MAX_ORDERING_KEY)
+        return key
+
+    async def produce(self, queue: str, reply_to: str = "", reply_timeout_ms: int = 0) -> List[str]:
+        bodies, metas = self.messages()
+        if reply_to and len(bodies) != 1:
+            raise BadRequest("a request is one message, not a batch")
+        if reply_to:
+            metas = [MessageMeta(dict(m.attributes if m else {}, reply_to=reply_to),
+                                 m.ordering_key if m else None) for m in metas]
         delivery = self.config.delivery
         if len(bodies) > delivery.max_batch:
             raise BadRequest("a batch holds at most %d messages" % delivery.max_batch)
@@ -61,12 +121,18 @@ class _Producing(BaseHandler):
         idempotency_key = self.request.headers.get("Idempotency-Key")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
             raise BadRequest("Idempotency-Key must be 1-200 characters")
+        if reply_to and ttl is None:
+            # a request nobody took before its caller gave up is of no use to anyone
+            ttl = max(1, -(-reply_timeout_ms // 1000))
         result = await self.store.add(
             queue, bodies, ttl=ttl, delay_ms=int(delay * 1000) if delay else None,
             idempotency_key=idempotency_key,
-            idempotency_window_ms=int(delivery.idempotency_window * 1000))
+            idempotency_window_ms=int(delivery.idempotency_window * 1000),
+            metas=metas, reply_to=reply_to, reply_timeout_ms=reply_timeout_ms)
         if self.context.metrics is not None:
             self.context.metrics.published(queue, 0 if result.replayed else len(bodies))
+        if reply_to:
+            return result.keys
         if result.replayed:
             self.set_header("Idempotent-Replayed", "true")
         if len(bodies) > 1 or self.is_json_request():
@@ -78,6 +144,7 @@ class _Producing(BaseHandler):
         else:
             # the original answered the bare key, and its clients parse that
             self.respond_text(result.keys[0] + "\r\n")
+        return result.keys
 
 
 def message_payload(message: Message) -> dict:
@@ -90,7 +157,14 @@ def message_payload(message: Message) -> dict:
 class _Consuming(_Producing):
     """Shared by the routes that pop."""
 
+    def group(self) -> str:
+        """The ``group`` field ("" when absent: the default consumers)."""
+        group = self.argument("group") or ""
+        check_group(group)
+        return group
+
     async def consume(self, queue: str) -> None:
+        self._group = self.group()
         delivery = self.config.delivery
         count = self.number("count", None, low=1, high=delivery.max_batch, integer=True)
         wait = self.number("wait", None, low=0, high=self.config.dispatch.max_wait)
@@ -105,13 +179,17 @@ class _Consuming(_Producing):
             if messages is None:
                 return  # the client went away
         if self.context.metrics is not None and messages:
-            self.context.metrics.delivered(queue, "rest", len(messages))
+            self.context.metrics.delivered(queue, "rest", len(messages), self._group)
             # a leased message handed out before: its lease ran out, or it was nacked
             again = sum(1 for m in messages if m.receipt is not None and m.deliveries > 1)
             self.context.metrics.redelivered(queue, again)
         if not messages:
             self.no_content()
-        elif count is None:
+        else:
+            self.answer(queue, messages, None if count is None else int(count))
+
+    def answer(self, queue: str, messages: List[Message], count: Optional[int]) -> None:
+        if count is None:
             self.respond(message_payload(messages[0]))
         else:
             self.respond({"queue": queue, "messages": [message_payload(m) for m in messages]})
@@ -120,8 +198,8 @@ class _Consuming(_Producing):
         hold = self.config.delivery.stop_holds_pops
         if lease_ms is not None:
             return await self.store.reserve(queue, count, lease_ms, hold, listen_ms,
-                                            default_lease=self._default_lease)
-        return await self.store.take(queue, count, hold, listen_ms)
+                                            default_lease=self._default_lease, group=self._group)
+        return await self.store.take(queue, count, hold, listen_ms, group=self._group)
 
     async def _long_poll(self, queue: str, count: int, lease_ms: Optional[int],
                          wait: float) -> Optional[List[Message]]:
@@ -133,7 +211,7 @@ class _Consuming(_Producing):
         dispatcher = self.context.dispatcher
         clock = self.context.clock
         deadline = clock.seconds() + wait
-        waiter = dispatcher.waiter(queue)
+        waiter = dispatcher.waiter(dispatcher.target(queue, self._group))
         gone: List[bool] = []
         pending: List[Any] = []
 
@@ -161,9 +239,10 @@ class _Consuming(_Producing):
             waiter.close()
         if gone:
             if messages and lease_ms is None:
-                await self.store.requeue(queue, messages)
+                await self.store.requeue(queue, messages, group=self._group)
             elif messages:
-                await self.store.nack(queue, [m.receipt for m in messages if m.receipt])
+                await self.store.nack(queue, [m.receipt for m in messages if m.receipt],
+                                      group=self._group)
             return None
         return messages
 

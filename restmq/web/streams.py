@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IPushProducer
 
 from restmq.errors import BadRequest, Forbidden
 from restmq.model import Batch, Message
-from restmq.storage.store import check_queue
+from restmq.storage.store import check_group, check_queue
 from restmq.web.base import BaseHandler, async_handler
 from restmq.web.http import fast_write
 from cyclone import httputil
@@ -31,6 +31,14 @@ __all__ = ["StreamConsumer", "CometHandler", "WebSocketHandler", "sse_frame", "c
 
 def comet_line(message: Message) -> bytes:
     return message.json() + b"\r\n"
+
+
+def _comet_line_queue(message: Message) -> bytes:
+    return message.json_with_queue() + b"\r\n"
+
+
+def _comet_chunked_queue(message: Message) -> bytes:
+    return _chunk(_comet_line_queue(message))
 
 
 def sse_frame(message: Message) -> bytes:
@@ -63,6 +71,16 @@ class _Jsonp:
         return _chunk(line) if self.chunked else line
 
 
+class _JsonpQueue(_Jsonp):
+    """JSONP for a stream of several queues: each object carries ``"queue"``."""
+
+    __slots__ = ()
+
+    def __call__(self, message: Message) -> bytes:
+        line = b"%s(%s);\r\n" % (self.prefix, message.json_with_queue())
+        return _chunk(line) if self.chunked else line
+
+
 _SSE_HEARTBEAT = b":\n\n"
 _HEARTBEATS = {True: _chunk(_SSE_HEARTBEAT), False: _SSE_HEARTBEAT}
 
@@ -78,12 +96,12 @@ class StreamConsumer:
     """
 
     __slots__ = ("transport", "_write", "_encode", "_cache_name", "_buffer_limit", "_dispatcher",
-                 "_queue", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
+                 "_queues", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
                  "acked", "prefetch", "_held")
 
     def __init__(self, transport_name: str, write: Callable[[bytes], None],
                  encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
-                 dispatcher: Any, queue: str, closer: Callable[[str], None],
+                 dispatcher: Any, queue: Any, closer: Callable[[str], None],
                  heartbeat_frame: Optional[bytes] = None) -> None:
         self.transport = transport_name
         self._write = write
@@ -91,7 +109,8 @@ class StreamConsumer:
         self._cache_name = cache_name
         self._buffer_limit = buffer_limit
         self._dispatcher = dispatcher
-        self._queue = queue
+        # the dispatcher names (queue, or "<q>#<g>") this stream reads
+        self._queues: Tuple[str, ...] = (queue,) if isinstance(queue, str) else tuple(queue)
         self._closer = closer
         self.heartbeat_frame = heartbeat_frame
         self.paused = False
@@ -173,7 +192,8 @@ class StreamConsumer:
     def gone(self, _: Any = None) -> None:
         """The client went away (notifyFinish / connectionLost)."""
         self.closed = True
-        self._dispatcher.unsubscribe(self._queue, self)
+        for queue in self._queues:
+            self._dispatcher.unsubscribe(queue, self)
         self._dispatcher.remove_heartbeat(self)
 
     # IPushProducer: Twisted calls these as the socket's send buffer fills and drains
@@ -185,10 +205,66 @@ class StreamConsumer:
         self.paused = False
         self._behind = 0
         if not self.closed:
-            self._dispatcher.resumed(self._queue)
+            for queue in self._queues:
+                self._dispatcher.resumed(queue)
 
     def stopProducing(self) -> None:
         self.closed = True
+
+
+class _MuxSseConsumer(StreamConsumer):
+    """SSE over several queues: each event's id holds the position of every queue
+    ("n1,n2,..." in the order of ``queues=``, "" for a queue not seen yet), so a
+    Last-Event-ID resumes each queue where it was. Frames differ per connection."""
+
+    __slots__ = ("_order", "_positions", "_chunked")
+
+    def __init__(self, names: Sequence[str], chunked: bool, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._order = list(names)
+        self._positions: Dict[str, str] = {}
+        self._chunked = chunked
+
+    def resume_from(self, last_id: str) -> Dict[str, str]:
+        """Positions from a Last-Event-ID: queue -> last key seen (bad parts ignored)."""
+        parts = last_id.split(",")
+        if len(parts) != len(self._order):
+            return {}
+        for name, number in zip(self._order, parts):
+            if number.isdigit():
+                self._positions[name] = number
+        return {name: "%s:%s" % (name, n) for name, n in self._positions.items()}
+
+    def _frames(self, messages: Sequence[Message]) -> bytes:
+        out = []
+        for message in messages:
+            queue, _, number = message.key.rpartition(":")
+            if queue in self._positions or queue in self._order:
+                self._positions[queue] = number
+            event_id = ",".join(self._positions.get(name, "") for name in self._order)
+            frame = b"id: %s\ndata: %s\n\n" % (event_id.encode("utf-8"), message.json_with_queue())
+            out.append(_chunk(frame) if self._chunked else frame)
+        return b"".join(out)
+
+    def send_batch(self, batch: Batch) -> None:
+        if self.closed:
+            return
+        if self.backlog is not None:
+            self.backlog.extend(batch.messages)
+            return
+        self.write_raw(self._frames(batch.messages))
+
+    def write_message(self, message: Message) -> None:
+        self.write_raw(self._frames([message]))
+
+
+def _stream_targets(handler: BaseHandler, queue: Optional[str]) -> Tuple[List[str], str, bool]:
+    """(queue names, group, several) of a stream request: /c/<q> or /c/?queues=a,b."""
+    from restmq.web.patterns import parse_queues
+    group = check_group(handler.argument("group") or "")
+    if queue is None:
+        return parse_queues(handler, handler.context.config.dispatch.max_stream_queues), group, True
+    return [check_queue(queue)], group, False
 
 
 def _ack_options(handler: BaseHandler, consumer: StreamConsumer) -> None:
@@ -229,11 +305,14 @@ class CometHandler(BaseHandler):
     acl_categories = {"GET": "comet:consumer"}
 
     @async_handler
-    async def get(self, queue: str) -> None:
-        check_queue(queue)
+    async def get(self, queue: Optional[str] = None) -> None:
+        names, group, several = _stream_targets(self, queue)
+        if group:
+            await self.store.check_groups(names, group)
         self._auto_finish = False
         dispatch = self.context.config.dispatch
-        sse = self.request.path.startswith("/sse/") or \
+        path = self.request.path
+        sse = path == "/sse" or path.startswith("/sse/") or \
             "text/event-stream" in self.request.headers.get("Accept", "")
         callback = None if sse else self.jsonp_callback()
         connection = self.request.connection
@@ -243,9 +322,13 @@ class CometHandler(BaseHandler):
             encode: Callable[[Message], bytes] = _sse_chunked if chunked else sse_frame
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         elif callback:
-            name = "jsonp:" + callback
-            encode = _Jsonp(callback, chunked)
+            name = ("jsonp+queue:" if several else "jsonp:") + callback
+            encode = (_JsonpQueue if several else _Jsonp)(callback, chunked)
             self.set_header("Content-Type", "application/javascript; charset=utf-8")
+        elif several:
+            name = "comet+queue"
+            encode = _comet_chunked_queue if chunked else _comet_line_queue
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
         else:
             name = "comet"
             encode = _comet_chunked if chunked else comet_line
@@ -254,13 +337,19 @@ class CometHandler(BaseHandler):
         self.set_header("X-Accel-Buffering", "no")
 
         dispatcher = self.context.dispatcher
-        consumer = StreamConsumer(
-            "sse" if sse else "comet", connection.write, encode, name + ("/chunked" if chunked else ""),
-            dispatch.buffer_limit, dispatcher, queue, _HttpStreamEnd(connection, chunked),
-            _HEARTBEATS[chunked] if sse else None)
+        targets = [dispatcher.target(name, group) for name in names]
+        args = ("sse" if sse else "comet", connection.write, encode, name + ("/chunked" if chunked else ""),
+                dispatch.buffer_limit, dispatcher, targets, _HttpStreamEnd(connection, chunked),
+                _HEARTBEATS[chunked] if sse else None)
+        consumer: StreamConsumer
+        if sse and several:
+            consumer = _MuxSseConsumer(names, chunked, *args)
+        else:
+            consumer = StreamConsumer(*args)
         _ack_options(self, consumer)
         last_id = None
-        if sse:
+        if sse and not group:
+            # only broadcast messages are kept for a resume; a group's are consumed
             last_id = self.request.headers.get("Last-Event-ID") or self.argument("lastEventId")
             consumer.backlog = [] if last_id else None
         # headers now; the body is written frame by frame by the consumer
@@ -268,16 +357,32 @@ class CometHandler(BaseHandler):
             self.write(b"retry: %d\n\n" % dispatch.sse_retry_ms)
         self.flush()
         self._headers_written = self._finished = True  # the consumer owns the response now
+        self._log()  # access log and HTTP metrics: the stream was answered, it now lives on
         connection.transport.registerProducer(consumer, True)
         self.notifyFinish().addBoth(consumer.gone)
-        dispatcher.subscribe(queue, consumer)
+        for target in targets:
+            dispatcher.subscribe(target, consumer)
         if sse:
             dispatcher.add_heartbeat(consumer)
         _slim(self.request)
         if last_id:
-            await self._replay(queue, last_id, consumer, chunked)
+            if isinstance(consumer, _MuxSseConsumer):
+                positions = consumer.resume_from(last_id)
+                await self._replay_many(names, positions, consumer, chunked)
+            else:
+                await self._replay(names[0], last_id, consumer, chunked)
 
-    async def _replay(self, queue: str, last_id: str, consumer: StreamConsumer, chunked: bool) -> None:
+    async def _replay_many(self, names: List[str], positions: Dict[str, str],
+                           consumer: StreamConsumer, chunked: bool) -> None:
+        """Resume each queue of a multiplexed stream from its own position."""
+        seen: Set[str] = set()
+        for name in names:
+            if name in positions:
+                await self._replay(name, positions[name], consumer, chunked, seen, keep_backlog=True)
+        self._flush_backlog(consumer, seen)
+
+    async def _replay(self, queue: str, last_id: str, consumer: StreamConsumer, chunked: bool,
+                      seen: Optional[Set[str]] = None, keep_backlog: bool = False) -> None:
         await self.context.dispatcher.ready(queue)
         found, history = await self.store.history_after(queue, last_id)
         if consumer.closed:
@@ -285,12 +390,17 @@ class CometHandler(BaseHandler):
         if not found:
             gap = b"event: gap\ndata: %s\n\n" % orjson.dumps({
                 "last_event_id": last_id, "oldest": history[0].key if history else None,
-                "message": "messages after this id are no longer in the history"})
+                "queue": queue, "message": "messages after this id are no longer in the history"})
             consumer.write_raw(_chunk(gap) if chunked else gap)
-        seen: Set[str] = set()
+        seen = set() if seen is None else seen
         for message in history:
             seen.add(message.key)
             consumer.write_message(message)
+        if not keep_backlog:
+            self._flush_backlog(consumer, seen)
+
+    @staticmethod
+    def _flush_backlog(consumer: StreamConsumer, seen: Set[str]) -> None:
         backlog, consumer.backlog = consumer.backlog or [], None
         for message in backlog:
             if message.key not in seen:
@@ -316,8 +426,10 @@ class WebSocketHandler(BaseHandler):
             raise Forbidden("origin %s is not allowed" % self.request.headers.get("Origin"))
 
     @async_handler
-    async def get(self, queue: str) -> None:
-        check_queue(queue)
+    async def get(self, queue: Optional[str] = None) -> None:
+        names, group, several = _stream_targets(self, queue)
+        if group:
+            await self.store.check_groups(names, group)
         headers = self.request.headers
         if headers.get("Upgrade", "").lower() != "websocket" or \
                 "upgrade" not in headers.get("Connection", "").lower():
@@ -333,7 +445,9 @@ class WebSocketHandler(BaseHandler):
         connection.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: %s\r\n\r\n" % generate_accept_token(key.encode("latin-1")))
-        session = _WebSocketSession(self, queue)
+        self._status_code = 101
+        self._log()  # access log and HTTP metrics: the upgrade was answered
+        session = _WebSocketSession(self, names, group, several)
         connection.upgrade(session)
 
 
@@ -342,20 +456,25 @@ class _WebSocketSession:
 
     log = Logger()
 
-    def __init__(self, handler: WebSocketHandler, queue: str) -> None:
+    def __init__(self, handler: WebSocketHandler, names: List[str], group: str, several: bool) -> None:
         self.handler = handler
-        self.queue = queue
+        self.names = names
+        self.queue = names[0]
+        self.group = group
+        self.several = several
         self.context = handler.context
         self.transport = handler.request.connection.transport
         self.ws = Connection(ConnectionType.SERVER)
         dispatcher = self.context.dispatcher
+        targets = [dispatcher.target(name, group) for name in names]
         self.consumer = StreamConsumer(
-            "websocket", self._send, self._frame, "ws-frame",
-            self.context.config.dispatch.buffer_limit, dispatcher, queue, self._closed_by_broker,
+            "websocket", self._send, self._frame, "ws-frame+queue" if several else "ws-frame",
+            self.context.config.dispatch.buffer_limit, dispatcher, targets, self._closed_by_broker,
             self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
         self.transport.registerProducer(self.consumer, True)
-        dispatcher.subscribe(queue, self.consumer)
+        for target in targets:
+            dispatcher.subscribe(target, self.consumer)
         dispatcher.add_heartbeat(self.consumer)
         _slim(handler.request)
 
@@ -364,7 +483,8 @@ class _WebSocketSession:
 
     def _frame(self, message: Message) -> bytes:
         # a server frame is not masked, so the same bytes serve every connection
-        return self.ws.send(TextMessage(data=message.json().decode("utf-8")))
+        data = message.json_with_queue() if self.several else message.json()
+        return self.ws.send(TextMessage(data=data.decode("utf-8")))
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -413,27 +533,50 @@ class _WebSocketSession:
         receipts = [receipts] if isinstance(receipts, str) else receipts
         if not isinstance(receipts, list) or not receipts or not all(isinstance(r, str) for r in receipts):
             raise BadRequest("%s takes a receipt or a list of receipts" % action)
-        store = self.context.store
         delivery = self.context.config.delivery
-        if action == "ack":
-            done, refused = await store.ack(self.queue, receipts)
-            if self.context.metrics is not None:
-                self.context.metrics.acked(self.queue, done)
-        elif action == "nack":
+        if action == "nack":
             delay = command.get("delay", 0)
             if not isinstance(delay, (int, float)) or not 0 <= delay <= delivery.max_delay:
                 raise BadRequest("delay must be 0 to %d seconds" % delivery.max_delay)
-            done, refused = await store.nack(self.queue, receipts, int(delay * 1000))
-        else:
+        elif action == "extend":
             seconds = command.get("seconds", delivery.lease_seconds)
             if not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600:
                 raise BadRequest("seconds must be between 0 and 43200")
-            done, refused = await store.extend(self.queue, receipts, int(seconds * 1000))
-        if action != "extend":
-            self.context.dispatcher.settled(self.queue, receipts)
+        # a stream of several queues: each receipt is settled in its own queue
+        by_queue: Dict[str, List[str]] = {}
+        for receipt in receipts:
+            name = Message(receipt.rpartition(":")[0], "").queue if self.several else self.queue
+            if name not in self.names:
+                name = self.queue
+            by_queue.setdefault(name, []).append(receipt)
+        done, refused = 0, []
+        for name, part in by_queue.items():
+            count, lost = await self._settle_in(name, action, part, command)
+            done += count
+            refused += lost
         if refused:
             raise LeaseLost("the lease of %s is not yours any more" % ", ".join(refused[:10]))
         return {action + "ed": done}
+
+    async def _settle_in(self, name: str, action: str, receipts: List[str],
+                         command: Dict[str, Any]) -> Tuple[int, List[str]]:
+        store = self.context.store
+        delivery = self.context.config.delivery
+        group = self.group
+        if action == "ack":
+            done, refused = await store.ack(name, receipts, group=group)
+            if self.context.metrics is not None:
+                self.context.metrics.acked(name, done, group)
+        elif action == "nack":
+            done, refused = await store.nack(name, receipts, int(command.get("delay", 0) * 1000), group=group)
+            if self.context.metrics is not None:
+                self.context.metrics.nacked(name, done)
+        else:
+            seconds = command.get("seconds", delivery.lease_seconds)
+            done, refused = await store.extend(name, receipts, int(seconds * 1000), group=group)
+        if action != "extend":
+            self.context.dispatcher.settled(self.context.dispatcher.target(name, group), receipts)
+        return done, refused
 
     def _closed_by_broker(self, reason: str) -> None:
         if reason == "too slow":

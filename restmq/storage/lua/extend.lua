@@ -1,5 +1,5 @@
 -- extend.lua: push lease deadlines out (a heartbeat for long jobs).
--- KEYS[1] = <q>:inflight  KEYS[2] = <q>:leases
+-- KEYS[1] = <ns>:inflight  KEYS[2] = <ns>:leases
 -- ARGV[1] = queue name  ARGV[2] = new lease ms from now  ARGV[3..] = key, token, ...
 -- Returns {extended count, refused key, ...}.
 local now = now_ms()

@@ -1,7 +1,9 @@
 -- lib.lua: helpers prepended to every script by scripts.py (Lua has no import in Redis).
 -- Keys of a queue are derived from its name here only where a script must touch
--- keys it cannot know in advance (message bodies, the dead-letter queue); the
--- names follow restmq/keys.py.
+-- keys it cannot know in advance (message bodies, the dead-letter queue, groups);
+-- the names follow restmq/keys.py. A consuming helper takes the queue q (owner of
+-- the bodies "<q>:<n>") and a group g ("" = the default consumers): its bookkeeping
+-- lives under ns = ns_of(q, g).
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -15,56 +17,167 @@ local function owns(queue, key)
   return string.sub(key, 1, n + 1) == queue .. ':' and string.find(key, '^%d+$', n + 2) ~= nil
 end
 
+-- Deployment-wide event counts read by /metrics (keys.py COUNTERS): HASH field
+-- "<event>:<queue>" -> count, event one of dead_lettered, expired, queue_full.
+-- Counted per queue (a group's events count under its queue).
+local function count_event(event, queue, n)
+  if n > 0 then
+    redis.call('HINCRBY', 'restmq:counters', event .. ':' .. queue, n)
+  end
+end
+
 local function del_many(keys)
   for i = 1, #keys, 1000 do
     redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
   end
 end
 
--- Move a message body to "<q>:dead", an ordinary queue, keeping its delivery count
--- and recording why. The original key and its bookkeeping are removed.
-local function dead_letter(queue, key, count, reason, now)
-  local body = redis.call('GET', key)
+local function ns_of(q, g)
+  if g == '' then
+    return q
+  end
+  return q .. '#' .. g
+end
+
+local function dlq_of(q, g)
+  if g == '' then
+    return q .. ':dead'
+  end
+  return q .. ':dead@' .. g
+end
+
+-- the list of messages of ordering key k waiting while k is held
+local function okwait(q, g, k)
+  return q .. '#' .. g .. ':ok.' .. k
+end
+
+-- A setting of group g, else of the queue.
+local function setting(q, g, name)
+  local value
+  if g ~= '' then
+    value = redis.call('HGET', q .. '#' .. g .. ':settings', name)
+  end
+  return value or redis.call('HGET', q .. ':settings', name)
+end
+
+-- One holder (the default consumers or a group) is done with the body of key:
+-- it goes when the last holder is done. No <q>:refs field means one holder.
+local function release(q, key)
+  local refs = q .. ':refs'
+  if redis.call('HINCRBY', refs, key, -1) > 0 then
+    return false
+  end
+  redis.call('HDEL', refs, key)
   redis.call('DEL', key)
-  redis.call('HDEL', queue .. ':deliveries', key)
-  redis.call('HDEL', queue .. ':enqueued', key)
+  redis.call('HDEL', q .. ':meta', key)
+  redis.call('HDEL', q .. ':okey', key)
+  return true
+end
+
+-- release() for many keys: in bulk when the queue never had groups or metadata.
+local function release_many(q, keys)
+  if #keys == 0 then
+    return
+  end
+  if redis.call('EXISTS', q .. ':refs') == 1 then
+    for _, key in ipairs(keys) do
+      release(q, key)
+    end
+    return
+  end
+  for i = 1, #keys, 1000 do
+    local part = {unpack(keys, i, math.min(i + 999, #keys))}
+    redis.call('DEL', unpack(part))
+    if redis.call('EXISTS', q .. ':meta') == 1 then
+      redis.call('HDEL', q .. ':meta', unpack(part))
+    end
+    if redis.call('EXISTS', q .. ':okey') == 1 then
+      redis.call('HDEL', q .. ':okey', unpack(part))
+    end
+  end
+end
+
+-- key is done in group g (acked, dead, deleted, popped): if it held its ordering key,
+-- the next waiting message of that key takes the hold and goes to the head of the line.
+local function pass_ordering(q, g, key)
+  local k = redis.call('HGET', q .. ':okey', key)
+  if not k then
+    return
+  end
+  local ns = ns_of(q, g)
+  local okeys = ns .. ':okeys'
+  if redis.call('HGET', okeys, k) ~= key then
+    return
+  end
+  local next_key = redis.call('RPOP', okwait(q, g, k))
+  if next_key then
+    redis.call('HSET', okeys, k, next_key)
+    redis.call('RPUSH', ns .. ':queue', next_key)
+    redis.call('DECR', ns .. ':parked')
+  else
+    redis.call('HDEL', okeys, k)
+  end
+end
+
+-- key is finished for group g: ordering hold passed on, counters and body released.
+local function finish(q, g, key)
+  local ns = ns_of(q, g)
+  pass_ordering(q, g, key)
+  redis.call('HDEL', ns .. ':deliveries', key)
+  redis.call('HDEL', ns .. ':enqueued', key)
+  return release(q, key)
+end
+
+-- Move a message body to the dead-letter queue of group g (an ordinary queue),
+-- keeping its delivery count and metadata and recording why. Group g is done with
+-- the original key.
+local function dead_letter(q, g, key, count, reason, now)
+  local body = redis.call('GET', key)
+  local meta = redis.call('HGET', q .. ':meta', key)
+  finish(q, g, key)
   if not body then
     return nil
   end
-  local dq = queue .. ':dead'
+  local dq = dlq_of(q, g)
   local newkey = dq .. ':' .. redis.call('INCR', dq .. ':UUID')
   redis.call('SET', newkey, body)
+  if meta then
+    redis.call('HSET', dq .. ':meta', newkey, meta)
+  end
   redis.call('LPUSH', dq .. ':queue', newkey)
   redis.call('SADD', 'QUEUESET', dq)
   redis.call('HSET', dq .. ':deliveries', newkey, count)
   redis.call('HSET', dq .. ':enqueued', newkey, now)
   redis.call('HSET', dq .. ':deadinfo', newkey,
     cjson.encode({reason = reason, from = key, deliveries = tonumber(count), at = now}))
+  count_event('dead_lettered', q, 1)
   return newkey
 end
 
 -- Housekeeping every take runs first: due delayed messages join the back of the
 -- queue, expired leases go back to its head (or to the dead letters once they
 -- were delivered max_receives times). Bounded per call.
-local function promote(queue, now, default_max_receives)
-  local list = queue .. ':queue'
-  local due = redis.call('ZRANGEBYSCORE', queue .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)
+local function promote(q, g, now, default_max_receives)
+  local ns = ns_of(q, g)
+  local list = ns .. ':queue'
+  local due = redis.call('ZRANGEBYSCORE', ns .. ':delayed', '-inf', now, 'LIMIT', 0, 1000)
   if #due > 0 then
-    redis.call('ZREM', queue .. ':delayed', unpack(due))
+    redis.call('ZREM', ns .. ':delayed', unpack(due))
     redis.call('LPUSH', list, unpack(due))
   end
-  local inflight = queue .. ':inflight'
+  local inflight = ns .. ':inflight'
   local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, 1000)
   if #expired > 0 then
-    local max = tonumber(redis.call('HGET', queue .. ':settings', 'max_receives')) or default_max_receives
+    local max = tonumber(setting(q, g, 'max_receives')) or default_max_receives
     redis.call('ZREM', inflight, unpack(expired))
-    redis.call('HDEL', queue .. ':leases', unpack(expired))
-    -- earliest deadline ends up at the very head (consumers RPOP)
+    redis.call('HDEL', ns .. ':leases', unpack(expired))
+    -- earliest deadline ends up at the very head (consumers RPOP); an ordering
+    -- key stays held by its message until that message is done
     for i = #expired, 1, -1 do
       local key = expired[i]
-      local count = tonumber(redis.call('HGET', queue .. ':deliveries', key)) or 0
+      local count = tonumber(redis.call('HGET', ns .. ':deliveries', key)) or 0
       if count >= max then
-        dead_letter(queue, key, count, 'max_receives', now)
+        dead_letter(q, g, key, count, 'max_receives', now)
       else
         redis.call('RPUSH', list, key)
       end
@@ -74,10 +187,15 @@ local function promote(queue, now, default_max_receives)
 end
 
 -- The plain pop, in bulk: a few commands per batch rather than six per message.
-local function pop_plain(queue, n)
-  local list = queue .. ':queue'
+-- Returns key, body, deliveries, token (""), metadata ("" when none) per message.
+local function pop_plain(q, g, n)
+  local ns = ns_of(q, g)
+  local list = ns .. ':queue'
+  local with_meta = redis.call('EXISTS', q .. ':meta') == 1
+  local ordered = redis.call('EXISTS', ns .. ':okeys') == 1
   local out = {}
   local got = 0
+  local expired = 0
   while got < n do
     local want = n - got
     local keys = redis.call('RPOP', list, want)
@@ -86,16 +204,22 @@ local function pop_plain(queue, n)
     end
     local mine = {}
     for _, key in ipairs(keys) do
-      if owns(queue, key) then
+      if owns(q, key) then
         mine[#mine + 1] = key
       end
     end
     if #mine > 0 then
       local bodies = redis.call('MGET', unpack(mine))
-      local counts = redis.call('HMGET', queue .. ':deliveries', unpack(mine))
-      redis.call('DEL', unpack(mine))
-      redis.call('HDEL', queue .. ':deliveries', unpack(mine))
-      redis.call('HDEL', queue .. ':enqueued', unpack(mine))
+      local counts = redis.call('HMGET', ns .. ':deliveries', unpack(mine))
+      local metas = with_meta and redis.call('HMGET', q .. ':meta', unpack(mine)) or {}
+      if ordered then
+        for _, key in ipairs(mine) do
+          pass_ordering(q, g, key)
+        end
+      end
+      release_many(q, mine)
+      redis.call('HDEL', ns .. ':deliveries', unpack(mine))
+      redis.call('HDEL', ns .. ':enqueued', unpack(mine))
       for i, key in ipairs(mine) do
         if bodies[i] then
           got = got + 1
@@ -103,6 +227,9 @@ local function pop_plain(queue, n)
           out[#out + 1] = bodies[i]
           out[#out + 1] = tonumber(counts[i]) or 0
           out[#out + 1] = ''
+          out[#out + 1] = metas[i] or ''
+        else
+          expired = expired + 1
         end
       end
     end
@@ -110,51 +237,59 @@ local function pop_plain(queue, n)
       break
     end
   end
+  count_event('expired', q, expired)
   return out
 end
 
+-- messages parked behind a held ordering key that one call may look past
+local MAX_PARKED_PER_CALL = 1000
+
 -- Pop up to n live messages: expired (ttl) bodies and foreign elements are skipped.
 -- With lease_ms > 0 each message is leased (kept, counted, hidden until the deadline)
--- and its token is tokens_prefix .. i; otherwise it is deleted.
--- Returns a flat list: key, body, deliveries, token (token "" when not leased).
-local function pop(queue, n, lease_ms, tokens_prefix, now)
+-- and its token is tokens_prefix .. i; otherwise it is deleted. A leased message
+-- whose ordering key is held by another message waits in that key's list instead.
+-- Returns a flat list: key, body, deliveries, token ("" when not leased), metadata.
+local function pop(q, g, n, lease_ms, tokens_prefix, now)
   if lease_ms == 0 then
-    return pop_plain(queue, n)
+    return pop_plain(q, g, n)
   end
-  local list = queue .. ':queue'
+  local ns = ns_of(q, g)
+  local list = ns .. ':queue'
+  local with_meta = redis.call('EXISTS', q .. ':meta') == 1
+  local ordered = redis.call('EXISTS', q .. ':okey') == 1
   local out = {}
   local got = 0
-  while got < n do
+  local parked = 0
+  while got < n and parked < MAX_PARKED_PER_CALL do
     local key = redis.call('RPOP', list)
     if not key then
       break
     end
-    if owns(queue, key) then
+    if owns(q, key) then
       local body = redis.call('GET', key)
-      if body then
-        got = got + 1
-        if lease_ms > 0 then
-          local count = redis.call('HINCRBY', queue .. ':deliveries', key, 1)
-          local token = tokens_prefix .. got
-          redis.call('ZADD', queue .. ':inflight', now + lease_ms, key)
-          redis.call('HSET', queue .. ':leases', key, token)
-          out[#out + 1] = key
-          out[#out + 1] = body
-          out[#out + 1] = count
-          out[#out + 1] = token
-        else
-          local count = redis.call('HGET', queue .. ':deliveries', key) or 0
-          redis.call('DEL', key)
-          redis.call('HDEL', queue .. ':deliveries', key)
-          redis.call('HDEL', queue .. ':enqueued', key)
-          out[#out + 1] = key
-          out[#out + 1] = body
-          out[#out + 1] = count
-          out[#out + 1] = ''
-        end
+      local k = ordered and redis.call('HGET', q .. ':okey', key)
+      if not body then
+        -- its ttl ran out while it waited
+        finish(q, g, key)
+        count_event('expired', q, 1)
+      elseif k and (redis.call('HGET', ns .. ':okeys', k) or key) ~= key then
+        redis.call('LPUSH', okwait(q, g, k), key)
+        redis.call('INCR', ns .. ':parked')
+        parked = parked + 1
       else
-        redis.call('HDEL', queue .. ':deliveries', key)
-        redis.call('HDEL', queue .. ':enqueued', key)
+        if k then
+          redis.call('HSET', ns .. ':okeys', k, key)
+        end
+        got = got + 1
+        local count = redis.call('HINCRBY', ns .. ':deliveries', key, 1)
+        local token = tokens_prefix .. got
+        redis.call('ZADD', ns .. ':inflight', now + lease_ms, key)
+        redis.call('HSET', ns .. ':leases', key, token)
+        out[#out + 1] = key
+        out[#out + 1] = body
+        out[#out + 1] = count
+        out[#out + 1] = token
+        out[#out + 1] = with_meta and redis.call('HGET', q .. ':meta', key) or ''
       end
     end
   end
@@ -173,25 +308,48 @@ local function mark(key, ttl)
   end
 end
 
--- <q> is streamed by some process (publishers must notify)
-local function listen(queue, ttl)
-  mark(queue .. ':listeners', ttl)
+-- <ns> is streamed by some process (publishers must notify)
+local function listen(ns, ttl)
+  mark(ns .. ':listeners', ttl)
 end
 
--- Append a broadcast batch (key, body, key, body ...) to the bounded history of <q>.
+-- Append a broadcast batch (key, body, metadata, ...) to the bounded history of <q>.
 local function record_history(queue, batch, default_size)
   local size = tonumber(redis.call('HGET', queue .. ':settings', 'history_size')) or default_size
   if size <= 0 then
     return
   end
   local history = queue .. ':history'
-  for i = 1, #batch, 2 do
+  for i = 1, #batch, 3 do
     redis.call('LPUSH', history, batch[i])
     redis.call('HSET', queue .. ':historybodies', batch[i], batch[i + 1])
+    if batch[i + 2] ~= '' then
+      redis.call('HSET', queue .. ':historymeta', batch[i], batch[i + 2])
+    end
   end
   local extra = redis.call('LLEN', history) - size
   if extra > 0 then
     local old = redis.call('RPOP', history, extra)
     redis.call('HDEL', queue .. ':historybodies', unpack(old))
+    if redis.call('EXISTS', queue .. ':historymeta') == 1 then
+      redis.call('HDEL', queue .. ':historymeta', unpack(old))
+    end
   end
+end
+
+-- Counts of one group of q: backlog (waiting + parked), in flight, delayed, dead,
+-- age of the oldest waiting message (ms, -1 unknown).
+local function group_counts(q, g, now)
+  local ns = ns_of(q, g)
+  local oldest = redis.call('LINDEX', ns .. ':queue', -1)
+  local age = -1
+  if oldest then
+    local at = tonumber(redis.call('HGET', ns .. ':enqueued', oldest))
+    if at then
+      age = now - at
+    end
+  end
+  return {redis.call('LLEN', ns .. ':queue') + (tonumber(redis.call('GET', ns .. ':parked')) or 0),
+          redis.call('ZCARD', ns .. ':inflight'), redis.call('ZCARD', ns .. ':delayed'),
+          redis.call('LLEN', dlq_of(q, g) .. ':queue'), age}
 end

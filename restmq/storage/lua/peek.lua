@@ -1,10 +1,10 @@
 -- peek.lua: look at the oldest message without taking it, counting the look.
 -- KEYS[1] = <q>:queue  KEYS[2] = <q>:deliveries
 -- ARGV[1] = queue name
--- Returns {key, body, deliveries} or {} when the queue is empty. Dead elements
+-- Returns {key, body, deliveries, metadata} or {} when the queue is empty. Dead elements
 -- (expired ttl, foreign values) at the tail are dropped on the way.
 local queue = ARGV[1]
-while true do
+for _ = 1, 1000 do
   local key = redis.call('LINDEX', KEYS[1], -1)
   if not key then
     return {}
@@ -12,9 +12,11 @@ while true do
   if owns(queue, key) then
     local body = redis.call('GET', key)
     if body then
-      return {key, body, redis.call('HINCRBY', KEYS[2], key, 1)}
+      return {key, body, redis.call('HINCRBY', KEYS[2], key, 1),
+              redis.call('HGET', queue .. ':meta', key) or ''}
     end
   end
   redis.call('RPOP', KEYS[1])
   redis.call('HDEL', KEYS[2], key)
 end
+return {}

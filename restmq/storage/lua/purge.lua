@@ -1,4 +1,5 @@
--- purge.lua: empty a queue for good: message bodies too (the original leaked them).
+-- purge.lua: empty a queue for good: message bodies too (the original leaked them),
+-- and the backlog of each of its consumer groups (the groups themselves stay).
 -- KEYS[1] = <q>:queue  KEYS[2] = QUEUESET (the script also touches the other keys of <q>)
 -- ARGV[1] = queue name  ARGV[2] = notify channel
 -- Policy, status and settings are configuration and stay; the id counter stays so
@@ -13,16 +14,35 @@ local function collect(keys)
     end
   end
 end
-collect(redis.call('LRANGE', KEYS[1], 0, -1))
-collect(redis.call('ZRANGE', queue .. ':inflight', 0, -1))
-collect(redis.call('ZRANGE', queue .. ':delayed', 0, -1))
+local function purge_ns(g)
+  local ns = ns_of(queue, g)
+  collect(redis.call('LRANGE', ns .. ':queue', 0, -1))
+  collect(redis.call('ZRANGE', ns .. ':inflight', 0, -1))
+  collect(redis.call('ZRANGE', ns .. ':delayed', 0, -1))
+  for _, k in ipairs(redis.call('HKEYS', ns .. ':okeys')) do
+    local wait = okwait(queue, g, k)
+    collect(redis.call('LRANGE', wait, 0, -1))
+    redis.call('DEL', wait)
+  end
+  redis.call('DEL', ns .. ':queue', ns .. ':inflight', ns .. ':delayed', ns .. ':leases',
+    ns .. ':deliveries', ns .. ':enqueued', ns .. ':okeys', ns .. ':parked')
+end
+purge_ns('')
+local groups = redis.call('HKEYS', queue .. ':groups')
+for _, g in ipairs(groups) do
+  purge_ns(g)
+end
 local removed = 0
 for i = 1, #bodies, 1000 do
   removed = removed + redis.call('DEL', unpack(bodies, i, math.min(i + 999, #bodies)))
 end
 redis.call('DEL', KEYS[1], queue .. ':inflight', queue .. ':delayed', queue .. ':leases',
   queue .. ':deliveries', queue .. ':history', queue .. ':historybodies',
-  queue .. ':enqueued', queue .. ':deadinfo')
+  queue .. ':historymeta', queue .. ':enqueued', queue .. ':deadinfo', queue .. ':refs',
+  queue .. ':meta', queue .. ':okey')
 redis.call('SREM', KEYS[2], queue)
 redis.call('PUBLISH', ARGV[2], 'p' .. queue)
+for _, g in ipairs(groups) do
+  redis.call('PUBLISH', ARGV[2], 'p' .. ns_of(queue, g))
+end
 return removed

@@ -1,35 +1,42 @@
 -- redrive.lua: move dead letters of <q> (oldest first) back to the end of <q>, with a
--- fresh key and delivery count.
--- KEYS[1] = <q>:dead:queue  KEYS[2] = <q>:queue (the script also touches the other keys)
+-- fresh key and delivery count; those of group g back to that group only.
+-- KEYS[1] = <dead-letter queue>:queue  KEYS[2] = <ns>:queue (the script also touches the other keys)
 -- ARGV[1] = queue name  ARGV[2] = how many (0 = all)  ARGV[3] = notify channel
+-- ARGV[4] = consumer group or ""
 -- Returns how many were moved.
-local queue = ARGV[1]
-local dq = queue .. ':dead'
+local queue, group = ARGV[1], ARGV[4] or ''
+local dq = dlq_of(queue, group)
+local ns = ns_of(queue, group)
 local limit = tonumber(ARGV[2])
 local now = now_ms()
 local moved = 0
-while limit == 0 or moved < limit do
+while (limit == 0 or moved < limit) do
   local old = redis.call('RPOP', KEYS[1])
   if not old then
     break
   end
   local body = redis.call('GET', old)
+  local meta = redis.call('HGET', dq .. ':meta', old)
   redis.call('DEL', old)
   redis.call('HDEL', dq .. ':deliveries', old)
   redis.call('HDEL', dq .. ':enqueued', old)
   redis.call('HDEL', dq .. ':deadinfo', old)
+  redis.call('HDEL', dq .. ':meta', old)
   if body then
     local key = queue .. ':' .. redis.call('INCR', queue .. ':UUID')
     redis.call('SET', key, body)
-    redis.call('HSET', queue .. ':enqueued', key, now)
+    if meta then
+      redis.call('HSET', queue .. ':meta', key, meta)
+    end
+    redis.call('HSET', ns .. ':enqueued', key, now)
     redis.call('LPUSH', KEYS[2], key)
     moved = moved + 1
   end
 end
 if moved > 0 then
   redis.call('SADD', 'QUEUESET', queue)
-  if redis.call('EXISTS', queue .. ':listeners') == 1 then
-    redis.call('PUBLISH', ARGV[3], 'w' .. queue)
+  if redis.call('EXISTS', ns .. ':listeners') == 1 then
+    redis.call('PUBLISH', ARGV[3], 'w' .. ns)
   end
 end
 return moved

@@ -1,14 +1,23 @@
 -- requeue.lua: put popped messages back at the head, oldest first (their consumer left
 -- before they could be handed over).
--- KEYS[1] = <q>:queue
--- ARGV[1] = queue name  ARGV[2..] = key, body, key, body ... in the order they were popped
+-- KEYS[1] = <ns>:queue
+-- ARGV[1] = queue name  ARGV[2] = consumer group or ""
+-- ARGV[3..] = key, body, metadata, key, body, metadata ... in the order they were popped
+-- A body still held by another group gets its holder back; one that is gone is stored again.
 -- Returns how many were put back.
 local queue = ARGV[1]
 local n = 0
-for i = #ARGV - 1, 2, -2 do
+for i = #ARGV - 2, 3, -3 do
   local key = ARGV[i]
   if owns(queue, key) then
-    redis.call('SET', key, ARGV[i + 1])
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('HINCRBY', queue .. ':refs', key, 1)
+    else
+      redis.call('SET', key, ARGV[i + 1])
+      if ARGV[i + 2] ~= '' then
+        redis.call('HSET', queue .. ':meta', key, ARGV[i + 2])
+      end
+    end
     redis.call('RPUSH', KEYS[1], key)
     n = n + 1
   end

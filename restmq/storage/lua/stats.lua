@@ -2,8 +2,9 @@
 -- KEYS[1] = QUEUESET
 -- ARGV[1] = queue name, or "" for all queues  ARGV[2] = default max_receives
 -- Due delayed messages and expired leases are moved first, so the counts are current.
--- Returns a flat list, 8 fields per queue: name, length, status, policy, inflight,
--- delayed, dead, age of the oldest waiting message in ms (-1 unknown).
+-- Returns a flat list, 9 fields per queue: name, length, status, policy, inflight,
+-- delayed, dead, age of the oldest waiting message in ms (-1 unknown), and its consumer
+-- groups as a JSON array of [name, backlog, inflight, delayed, dead, age ms] ("[]" none).
 local names
 if ARGV[1] ~= '' then
   names = {ARGV[1]}
@@ -13,7 +14,7 @@ end
 local now = now_ms()
 local out = {}
 for _, q in ipairs(names) do
-  promote(q, now, tonumber(ARGV[2]))
+  promote(q, '', now, tonumber(ARGV[2]))
   local oldest = redis.call('LINDEX', q .. ':queue', -1)
   local age = -1
   if oldest then
@@ -23,12 +24,20 @@ for _, q in ipairs(names) do
     end
   end
   out[#out + 1] = q
-  out[#out + 1] = redis.call('LLEN', q .. ':queue')
+  out[#out + 1] = redis.call('LLEN', q .. ':queue') + (tonumber(redis.call('GET', q .. ':parked')) or 0)
   out[#out + 1] = redis.call('GET', 'queuestat::' .. q) or '1'
   out[#out + 1] = redis.call('GET', q .. ':queuepolicy') or '1'
   out[#out + 1] = redis.call('ZCARD', q .. ':inflight')
   out[#out + 1] = redis.call('ZCARD', q .. ':delayed')
   out[#out + 1] = redis.call('LLEN', q .. ':dead:queue')
   out[#out + 1] = age
+  local groups = {}
+  for _, g in ipairs(redis.call('HKEYS', q .. ':groups')) do
+    promote(q, g, now, tonumber(ARGV[2]))
+    local counts = group_counts(q, g, now)
+    table.insert(counts, 1, g)
+    groups[#groups + 1] = counts
+  end
+  out[#out + 1] = #groups > 0 and cjson.encode(groups) or '[]'
 end
 return out

@@ -1,0 +1,58 @@
+"""Two workers on one port (``restmq --workers 2``): whichever answers a scrape,
+/metrics sums both (prometheus_client's multiprocess mode), so no counter ever
+goes backwards from one scrape to the next."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.processes import wait_dead
+from tests.test_run import post, start_workers
+
+
+def scrape(port: int):
+    """({(name, labels): value} of the counters and histograms, {pid labels seen})."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+    counters, pids = {}, set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if "pid" in sample.labels:
+                pids.add(int(sample.labels["pid"]))
+            if family.type in ("counter", "histogram"):
+                counters[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return counters, pids
+
+
+def test_two_workers_counters_never_go_backwards_across_20_scrapes(tmp_path):
+    run, port, workers, redis = start_workers(tmp_path, workers=2)
+    try:
+        previous: dict = {}
+        seen_pids: set = set()
+        for i in range(20):
+            # a new connection each time: the kernel spreads them over both workers
+            assert post(port, "counted", "m%d" % i) == b"counted:%d\r\n" % (i + 1)
+            counters, pids = scrape(port)
+            seen_pids |= pids
+            for key, value in previous.items():
+                assert counters.get(key, 0.0) >= value, "%s went from %s to %s at scrape %d" % (
+                    key, value, counters.get(key), i + 1)
+            # the sum of both workers, whichever answered
+            assert counters[("restmq_messages_published_total", (("queue", "counted"),))] == i + 1
+            previous = counters
+        assert set(workers) <= seen_pids, (workers, seen_pids)  # process metrics of each worker
+        run.proc.send_signal(signal.SIGTERM)
+        run.proc.wait(timeout=60)
+    finally:
+        run.kill()
+    for pid in workers + [redis]:
+        wait_dead(pid)
+    # the run's metrics directory (in the temporary folder) is removed with it
+    temporary = tempfile.gettempdir()
+    left = [name for name in os.listdir(temporary) if name.startswith("restmq-metrics-")
+            and any(os.path.exists(os.path.join(temporary, name, "counter_%d.db" % pid)) for pid in workers)]
+    assert left == []
