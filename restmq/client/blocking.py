@@ -233,6 +233,8 @@ class Queue(_QueueCalls):
     :param retries: how often a call is sent again after a connection error or a
         503 when that is safe (idempotent calls; ``put`` only with an
         ``idempotency_key``), waiting ``backoff`` seconds, then twice that...
+    :param group: the consumer group to consume for (None: the queue's default
+        consumers); every consuming method also takes ``group=``.
     :raises ClientError: from every method, when the broker answers an error.
     :raises ConnectionFailed: (a ``ConnectionError``) when it cannot be reached.
     """
@@ -240,8 +242,10 @@ class Queue(_QueueCalls):
     def __init__(self, name: str, url: str = DEFAULT_URL, serializer: Any = None,
                  auth: Optional[Tuple[str, str]] = None, token: Optional[str] = None,
                  timeout: float = 10.0, connect_timeout: Optional[float] = None, retries: int = 3,
-                 backoff: float = 0.1, _transport: Optional[_Transport] = None) -> None:
-        super().__init__(name, url, serializer, auth, token, timeout, connect_timeout, retries, backoff)
+                 backoff: float = 0.1, group: Optional[str] = None,
+                 _transport: Optional[_Transport] = None) -> None:
+        super().__init__(name, url, serializer, auth, token, timeout, connect_timeout, retries, backoff,
+                         group)
         self._transport = _transport or _Transport(self.endpoint)
 
     def _execute(self, call: _Call, cancel: Optional[threading.Event] = None) -> Any:
@@ -260,7 +264,8 @@ class Queue(_QueueCalls):
     # producing
 
     def put(self, *messages: Any, ttl: Optional[int] = None, delay: Optional[float] = None,
-            idempotency_key: Optional[str] = None) -> Any:
+            idempotency_key: Optional[str] = None, attributes: Optional[Dict[str, str]] = None,
+            ordering_key: Optional[str] = None) -> Any:
         """Add messages. One message answers its key; several go as batches of up to
         1000 (each one atomic, in order) and answer the list of keys.
 
@@ -268,9 +273,12 @@ class Queue(_QueueCalls):
         :param idempotency_key: the broker stores a publish with this key once (within
             its ``idempotency_window``) and answers a repeat with the first keys, so
             the put is retried after a connection error or a 503.
+        :param attributes: ``{name: value}`` strings every message carries to its consumers.
+        :param ordering_key: reserving consumers get the messages of one key in
+            order, one at a time (SQS FIFO's MessageGroupId).
         :raises ClientError: the broker refused (e.g. 429 queue_full, 413 message_too_large).
         """
-        calls = self._put_calls(messages, ttl, delay, idempotency_key)
+        calls = self._put_calls(messages, ttl, delay, idempotency_key, attributes, ordering_key)
         if len(messages) == 1:
             return self._execute(calls[0])
         keys: List[str] = []
@@ -281,32 +289,31 @@ class Queue(_QueueCalls):
     # consuming
 
     def _pop(self, block: bool, timeout: Optional[float], lease: Optional[float],
-             count: Optional[int] = None, cancel: Optional[threading.Event] = None) -> List[Message]:
+             count: Optional[int] = None, group: Optional[str] = None) -> List[Message]:
         deadline = self._pop_plan(block, timeout, time.monotonic())
         while True:
             wait = self._next_wait(deadline, time.monotonic())
-            messages = self._execute(self._pop_call(wait, lease, count), cancel)
+            messages = self._execute(self._pop_call(wait, lease, count, group))
             if messages or (deadline is not None and time.monotonic() >= deadline):
                 return messages
-            if cancel is not None and cancel.is_set():
-                return messages
 
-    def get(self, block: bool = False, timeout: Optional[float] = None) -> Any:
+    def get(self, block: bool = False, timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
         """Take the oldest message's value; None when the queue is empty.
 
         :param block: wait for a message (long-poll), at most ``timeout`` seconds
             (None: as long as it takes).
         """
-        messages = self._pop(block, timeout, None)
+        messages = self._pop(block, timeout, None, None, group)
         return messages[0].value if messages else None
 
-    def get_message(self, block: bool = False, timeout: Optional[float] = None) -> Optional[Message]:
-        """Like get(), with the message's key."""
-        messages = self._pop(block, timeout, None)
+    def get_message(self, block: bool = False, timeout: Optional[float] = None,
+                    group: Optional[str] = None) -> Optional[Message]:
+        """Like get(), with the message's key and attributes."""
+        messages = self._pop(block, timeout, None, None, group)
         return messages[0] if messages else None
 
     def reserve(self, lease: Optional[float] = None, count: Optional[int] = None, block: bool = False,
-                timeout: Optional[float] = None) -> Any:
+                timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
         """Lease the oldest message for ``lease`` seconds (None: the queue's
         ``lease_seconds``); ack() it with its ``receipt`` or it is delivered again.
 
@@ -314,27 +321,27 @@ class Queue(_QueueCalls):
             without it, one Message or None.
         :param block: wait (long-poll) up to ``timeout`` seconds (None: forever).
         """
-        messages = self._pop(block, timeout, lease if lease is not None else 0, count)
+        messages = self._pop(block, timeout, lease if lease is not None else 0, count, group)
         return self._one_or_list(messages, count)
 
-    def ack(self, *receipts: Receipt) -> int:
+    def ack(self, *receipts: Receipt, group: Optional[str] = None) -> int:
         """Acknowledge reserved messages (Message objects or receipts); answers how many.
 
         :raises ClientError: 409 ``lease_lost`` when a lease ran out and the message
             went to another consumer (the other receipts are still acked).
         """
-        return self._execute(self._settle_call("ack", receipts))
+        return self._execute(self._settle_call("ack", receipts, group))
 
-    def nack(self, *receipts: Receipt, delay: Optional[float] = None) -> int:
+    def nack(self, *receipts: Receipt, delay: Optional[float] = None, group: Optional[str] = None) -> int:
         """Give reserved messages back: at once, or after ``delay`` seconds."""
-        return self._execute(self._settle_call("nack", receipts, delay=delay))
+        return self._execute(self._settle_call("nack", receipts, group, delay=delay))
 
-    def extend(self, *receipts: Receipt, seconds: Optional[float] = None) -> int:
+    def extend(self, *receipts: Receipt, seconds: Optional[float] = None, group: Optional[str] = None) -> int:
         """Make the leases end ``seconds`` from now (None: the queue's lease_seconds)."""
-        return self._execute(self._settle_call("extend", receipts, seconds=seconds))
+        return self._execute(self._settle_call("extend", receipts, group, seconds=seconds))
 
     def consume(self, ack: bool = False, *, timeout: Optional[float] = None, lease: Optional[float] = None,
-                prefetch: int = 1, messages: bool = False) -> "Consumption":
+                prefetch: int = 1, messages: bool = False, group: Optional[str] = None) -> "Consumption":
         """Iterate over the queue's messages, competing with its other consumers:
         each message goes to one of them, whatever the queue's policy (the loop
         pops with long-polls). A broken connection or a broker restart is ridden
@@ -348,14 +355,16 @@ class Queue(_QueueCalls):
         :param lease: seconds of each lease (None: the queue's ``lease_seconds``).
         :param prefetch: with ``ack``, reserve up to this many at a time.
         :param messages: yield :class:`Message` objects instead of values.
+        :param group: consume for this consumer group (its members compete).
         """
-        return Consumption(self, ack, timeout, lease, prefetch, messages)
+        return Consumption(self, ack, timeout, lease, prefetch, messages, self._group(group))
 
     def consume_messages(self, ack: bool = False, **options: Any) -> "Consumption":
         """consume(messages=True)."""
         return self.consume(ack, messages=True, **options)
 
-    def subscribe(self, last_id: Optional[str] = None, *, messages: bool = False) -> Iterator[Any]:
+    def subscribe(self, last_id: Optional[str] = None, *, messages: bool = False,
+                  group: Optional[str] = None) -> Iterator[Any]:
         """The broadcast stream (Server-Sent Events on /sse/<queue>): what the queue's
         policy gives this subscriber (every message when it broadcasts). The stream
         reconnects by itself with ``Last-Event-ID``, so a broker restart skips
@@ -363,12 +372,14 @@ class Queue(_QueueCalls):
 
         :param last_id: resume after this key.
         :param messages: yield :class:`Message` objects instead of values.
+        :param group: the stream of a consumer group (its members share the messages).
         """
+        group = self._group(group)
         backoff = Backoff(0.1, RECONNECT_CAP)
         attempt = 0
         retry_ms: Optional[int] = None
         while True:
-            call, headers = self._stream_call(last_id)
+            call, headers = self._stream_call(last_id, group)
             parser = _SSEParser()
             connection = None
             try:
@@ -386,7 +397,7 @@ class Queue(_QueueCalls):
                             break
                         for event, event_id, data in parser.feed(chunk):
                             if event == "message":
-                                message = self._message(orjson.loads(data))
+                                message = self._message(orjson.loads(data), group)
                                 last_id = event_id or message.key
                                 yield message if messages else message.value
                             elif event == "gap":
@@ -405,7 +416,7 @@ class Queue(_QueueCalls):
     def work(self, handler: Callable[[Message], Any], *, lease: Optional[float] = None,
              concurrency: int = 1, idle_timeout: Optional[float] = None, limit: Optional[int] = None,
              retry_delay: float = 1.0, backoff: float = 2.0, max_retry_delay: float = 300.0,
-             prefetch: int = 1) -> int:
+             prefetch: int = 1, group: Optional[str] = None) -> int:
         """Run ``handler(message)`` for each message of the queue, at least once each.
 
         Reserves, calls the handler, acks when it returns, and when it raises logs
@@ -419,6 +430,7 @@ class Queue(_QueueCalls):
         :param idle_timeout: stop after this many seconds with nothing to do.
         :param limit: stop after this many messages.
         :param prefetch: messages reserved per request (each waits its turn leased).
+        :param group: work for this consumer group.
         :returns: how many messages were handled (acked or given back).
 
         SIGTERM or Ctrl-C (in the main thread) lets the current messages finish,
@@ -427,7 +439,7 @@ class Queue(_QueueCalls):
         """
         plan = _plan(lease, concurrency, idle_timeout, limit, retry_delay, backoff, max_retry_delay,
                      prefetch)
-        return _Worker(self, handler, plan).run()
+        return _Worker(self, handler, plan, self._group(group)).run()
 
     def worker(self, handler: Optional[Callable[[Message], Any]] = None, **options: Any) -> Any:
         """HotQueue's decorator: ``@queue.worker`` or ``@queue.worker(limit=10, ...)``;
@@ -443,10 +455,10 @@ class Queue(_QueueCalls):
 
         return decorate if handler is None else decorate(handler)
 
-    def _lease_seconds(self) -> float:
+    def _lease_seconds(self, group: Optional[str] = None) -> float:
         """The queue's lease, read once by a loop that must know when leases end."""
         try:
-            return float(self.settings()["lease_seconds"])
+            return float(self.settings(group)["lease_seconds"])
         except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
             log.warning("Could not read the settings of %s (%s); assuming leases of %.0f s",
                         self.name, exc, DEFAULT_LEASE)
@@ -454,32 +466,63 @@ class Queue(_QueueCalls):
 
     # dead letters and settings
 
-    def dead(self, count: int = 10) -> List[DeadLetter]:
+    def dead(self, count: int = 10, group: Optional[str] = None) -> List[DeadLetter]:
         """The oldest ``count`` dead letters, with why they died and how often they
-        had been delivered (they stay in ``<queue>:dead``)."""
-        return self._execute(self._dead_call(count))
+        had been delivered (they stay in ``<queue>:dead``, ``<queue>:dead@<group>``)."""
+        return self._execute(self._dead_call(count, group))
 
-    def redrive(self, count: Optional[int] = None) -> int:
+    def redrive(self, count: Optional[int] = None, group: Optional[str] = None) -> int:
         """Move dead letters (all, or ``count``) back to the end of the queue with a
         fresh delivery count; answers how many moved."""
-        return self._execute(self._redrive_call(count))
+        return self._execute(self._redrive_call(count, group))
 
-    def settings(self) -> Dict[str, Any]:
-        """The queue's effective settings: maxlen, overflow, max_receives,
-        lease_seconds, history_size, ttl."""
-        return self._execute(self._settings_call())
+    def settings(self, group: Optional[str] = None) -> Dict[str, Any]:
+        """The queue's (or a group's) effective settings: maxlen, overflow,
+        max_receives, lease_seconds, history_size, ttl."""
+        return self._execute(self._settings_call(None, group))
 
-    def configure(self, **settings: Any) -> Dict[str, Any]:
+    def configure(self, group: Optional[str] = None, **settings: Any) -> Dict[str, Any]:
         """Change settings (``max_receives=3, lease_seconds=60, maxlen=10000,
         overflow="reject", ttl=3600, history_size=100``; None removes one);
         answers the effective settings."""
-        return self._execute(self._settings_call(settings))
+        return self._execute(self._settings_call(settings, group))
+
+    # consumer groups and request/reply
+
+    def create_group(self, name: str) -> bool:
+        """Create a consumer group: from now on it gets every message of the queue,
+        shared by its members. Answers True when it is new."""
+        return self._execute(self._group_call("POST", name))
+
+    def delete_group(self, name: str) -> int:
+        """Remove a group with its backlog; answers how many messages it held.
+
+        :raises ClientError: 404 ``group_not_found``.
+        """
+        return self._execute(self._group_call("DELETE", name))
+
+    def groups(self) -> List[Dict[str, Any]]:
+        """The queue's groups with their counts (name, len, inflight, delayed, dead...)."""
+        return self._execute(self._group_call("GET"))
+
+    def call(self, message: Any, timeout: float = 30.0, attributes: Optional[Dict[str, str]] = None,
+             ordering_key: Optional[str] = None) -> Message:
+        """Request/reply: publish ``message`` and wait for a worker's
+        :meth:`Message.reply` (``POST /rpc/<queue>``). Answers the reply as a
+        Message (its ``value`` and ``attributes``; ``key`` is the request's).
+
+        :raises ClientError: 504 ``timeout`` when no reply came within ``timeout``.
+        """
+        return self._execute(self._call_call(message, timeout, attributes, ordering_key))
+
+    def _reply(self, request_id: str, body: Any, attributes: Optional[Dict[str, str]]) -> bool:
+        return self._execute(self._reply_call(request_id, body, attributes))
 
     # views and control
 
-    def last(self, count: int = 10) -> List[Message]:
+    def last(self, count: int = 10, group: Optional[str] = None) -> List[Message]:
         """The newest ``count`` waiting messages, newest first (left in the queue)."""
-        return self._execute(self._last_call(count))
+        return self._execute(self._last_call(count, group))
 
     def stats(self) -> Dict[str, Any]:
         """Length, in flight, delayed, dead, oldest age, status, policy, subscribers."""
@@ -529,9 +572,10 @@ class _LeaseKeeper:
     lease ago or more, so handlers that return quickly cost it nothing.
     """
 
-    def __init__(self, queue: Queue, lease: float) -> None:
+    def __init__(self, queue: Queue, lease: float, group: Optional[str] = None) -> None:
         self.queue = queue
         self.lease = lease
+        self.group = group
         self.every = WorkPlan.extend_every(lease)
         self._due: Dict[str, float] = {}
         self._stop = threading.Event()
@@ -563,7 +607,7 @@ class _LeaseKeeper:
                 if receipt in self._due:
                     self._due[receipt] = now + self.every
             try:
-                self.queue.extend(*due, seconds=self.lease)
+                self.queue.extend(*due, seconds=self.lease, group=self.group or "")
             except ClientError as exc:
                 log.warning("Could not extend %d lease(s) of %s: %s", len(due), self.queue.name, exc)
                 if exc.code == "lease_lost":
@@ -583,10 +627,11 @@ class Consumption:
     """
 
     def __init__(self, queue: Queue, ack: bool, timeout: Optional[float], lease: Optional[float],
-                 prefetch: int, messages: bool) -> None:
+                 prefetch: int, messages: bool, group: Optional[str] = None) -> None:
         if not 1 <= prefetch <= 1000:
             raise ValueError("prefetch must be 1 to 1000")
         self.queue = queue
+        self.group = group
         self.ack = ack
         self.timeout = timeout
         self.lease = lease
@@ -617,8 +662,8 @@ class Consumption:
     def _keeper_for(self) -> _LeaseKeeper:
         if self._keeper is None:
             if self._lease_length is None:
-                self._lease_length = self.queue._lease_seconds()
-            self._keeper = _LeaseKeeper(self.queue, self._lease_length)
+                self._lease_length = self.queue._lease_seconds(self.group)
+            self._keeper = _LeaseKeeper(self.queue, self._lease_length, self.group)
         return self._keeper
 
     def _next_message(self) -> Optional[Message]:
@@ -641,7 +686,7 @@ class Consumption:
                 lease = (self.lease if self.lease is not None else 0) if self.ack else None
                 count = self.prefetch if self.prefetch > 1 else None
                 sent = time.monotonic()
-                taken = queue._execute(queue._pop_call(wait, lease, count))
+                taken = queue._execute(queue._pop_call(wait, lease, count, self.group or ""))
                 attempt = 0
             except (ClientError, ConnectionFailed) as exc:
                 if not _unavailable(exc):
@@ -654,7 +699,7 @@ class Consumption:
                 # the later ones wait here leased: skip any whose lease ran out meanwhile
                 length = self._lease_length
                 if length is None:
-                    length = self._lease_length = queue._lease_seconds()
+                    length = self._lease_length = queue._lease_seconds(self.group)
                 self._pending = [(m, sent + length - 0.5) for m in taken[1:]]
             if taken:
                 return taken[0]
@@ -707,10 +752,12 @@ class Consumption:
 class _Worker:
     """One run of :meth:`Queue.work`."""
 
-    def __init__(self, queue: Queue, handler: Callable[[Message], Any], plan: WorkPlan) -> None:
+    def __init__(self, queue: Queue, handler: Callable[[Message], Any], plan: WorkPlan,
+                 group: Optional[str] = None) -> None:
         self.queue = queue
         self.handler = handler
         self.plan = plan
+        self.group = group
         self.stopping = threading.Event()
         self.processed = 0
         self._claimed = 0
@@ -726,7 +773,7 @@ class _Worker:
     def run(self) -> int:
         queue = self.queue
         try:
-            settings = queue.settings()
+            settings = queue.settings(self.group or "")
             self._max_receives = int(settings["max_receives"])
             if self._lease is None:
                 self._lease = float(settings["lease_seconds"])
@@ -737,7 +784,7 @@ class _Worker:
                         queue.name, exc, DEFAULT_LEASE)
         if self._lease is None:
             self._lease = DEFAULT_LEASE
-        self._keeper = _LeaseKeeper(queue, self._lease)
+        self._keeper = _LeaseKeeper(queue, self._lease, self.group)
         restore = self._install_signals()
         try:
             if self.plan.concurrency == 1:
@@ -844,8 +891,8 @@ class _Worker:
             try:
                 sent = time.monotonic()
                 batch: List[Message] = queue._execute(
-                    queue._pop_call(self._wait_budget(), lease, count if plan.prefetch > 1 else None),
-                    self.stopping)
+                    queue._pop_call(self._wait_budget(), lease, count if plan.prefetch > 1 else None,
+                                    self.group or ""), self.stopping)
                 attempt = 0
             except (ClientError, ConnectionFailed, _Cancelled) as exc:
                 self._unclaim(count)
@@ -933,24 +980,56 @@ class _Worker:
 
 
 class Broker:
-    """What spans queues: their names, everyone's stats, readiness (blocking).
+    """What spans queues (blocking): their names, everyone's stats, readiness, and
+    taking from several queues at once (``/take``, ``/sse/?queues=``).
 
     ``broker.queue(name)`` answers a :class:`Queue` sharing this broker's connections.
     """
 
     def __init__(self, url: str = DEFAULT_URL, auth: Optional[Tuple[str, str]] = None,
                  token: Optional[str] = None, timeout: float = 10.0,
-                 connect_timeout: Optional[float] = None, retries: int = 3, backoff: float = 0.1) -> None:
+                 connect_timeout: Optional[float] = None, retries: int = 3, backoff: float = 0.1,
+                 serializer: Any = None) -> None:
         self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
+        self.serializer = serializer
         self._credentials = (auth, token)
         self._options = (timeout, connect_timeout, retries, backoff)
         self._transport = _Transport(self.endpoint)
+        self._queues: Dict[Tuple[str, Optional[str]], Queue] = {}
 
-    def queue(self, name: str, serializer: Any = None) -> Queue:
+    def queue(self, name: str, serializer: Any = None, group: Optional[str] = None) -> Queue:
+        """A :class:`Queue` on this broker's connections (the serializer defaults to the broker's)."""
         auth, token = self._credentials
         timeout, connect_timeout, retries, backoff = self._options
-        return Queue(name, self.endpoint.url, serializer, auth, token, timeout, connect_timeout, retries,
-                     backoff, _transport=self._transport)
+        return Queue(name, self.endpoint.url, serializer if serializer is not None else self.serializer,
+                     auth, token, timeout, connect_timeout, retries, backoff, group,
+                     _transport=self._transport)
+
+    def _queue_of(self, name: str, group: Optional[str]) -> Queue:
+        queue = self._queues.get((name, group))
+        if queue is None:
+            queue = self._queues[(name, group)] = self.queue(name, group=group)
+        return queue
+
+    def take(self, queues: List[str], count: Optional[int] = None, block: bool = False,
+             timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
+        """Pop the oldest message of the first non-empty queue, in the order given
+        (rq's and resque's priority queues): a Message with ``queue`` set, or None;
+        with ``count``, a list filled from the queues in that order."""
+        messages = _Take(self, queues, group)._pop(block, timeout, None, count)
+        return _QueueCalls._one_or_list(messages, count)
+
+    def reserve(self, queues: List[str], lease: Optional[float] = None, count: Optional[int] = None,
+                block: bool = False, timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
+        """Like :meth:`take`, leasing: ``message.ack()`` settles it in its own queue."""
+        messages = _Take(self, queues, group)._pop(block, timeout, lease if lease is not None else 0, count)
+        return _QueueCalls._one_or_list(messages, count)
+
+    def subscribe(self, queues: List[str], last_id: Optional[str] = None,
+                  group: Optional[str] = None) -> Iterator[Message]:
+        """One stream of several queues (``/sse/?queues=a,b``): Messages with ``queue``
+        set; it reconnects resuming every queue where it was."""
+        return _Take(self, queues, group).subscribe(last_id, messages=True)
 
     def queues(self) -> List[str]:
         return self._transport.execute(_QUEUES)
@@ -971,3 +1050,31 @@ class Broker:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+class _Take(Queue):
+    """The calls of ``/take?queues=`` and ``/sse/?queues=``: each message answers
+    from its own queue, and is settled there."""
+
+    def __init__(self, broker: Broker, queues: List[str], group: Optional[str]) -> None:
+        names: List[str] = [queues] if isinstance(queues, str) else list(queues)  # type: ignore[list-item]
+        if not names or not all(isinstance(name, str) and name for name in names):
+            raise ValueError("queues is a list of queue names")
+        auth, token = broker._credentials
+        timeout, connect_timeout, retries, backoff = broker._options
+        super().__init__(",".join(names), broker.endpoint.url, broker.serializer, auth, token, timeout,
+                         connect_timeout, retries, backoff, group, _transport=broker._transport)
+        self._names = names
+        self._broker = broker
+
+    def _pop_path(self) -> str:
+        return "/take"
+
+    def _stream_path(self) -> str:
+        return "/sse/"
+
+    def _pop_query(self) -> List[Tuple[str, str]]:
+        return [("queues", ",".join(self._names))]
+
+    def _owner_for(self, payload: Dict[str, Any]) -> Any:
+        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)

@@ -53,20 +53,61 @@ class RequestTimeout(ConnectionFailed, TimeoutError):
     """The broker did not answer within the client's timeout."""
 
 
-@attr.s(frozen=True, auto_attribs=True)
+@attr.s(frozen=True)
 class Message:
     """A message taken from a queue.
 
     ``receipt`` is set when it was reserved (leased): ack, nack or extend it with
     that. ``deliveries`` counts how many times it was handed out (1 the first
-    time). ``queue`` names the queue it came from.
+    time). ``queue`` names the queue it came from and ``group`` the consumer
+    group it was taken for (None: the queue's default consumers); ``attributes``
+    and ``ordering_key`` are what its producer gave it.
+
+    A message knows the client that took it: ``message.ack()``, ``nack(delay)``,
+    ``extend(seconds)`` settle it, and ``reply(body)`` answers a request sent
+    with :meth:`Queue.call` (with the Twisted client they return Deferreds).
     """
 
-    key: str
-    value: Any
-    receipt: Optional[str] = None
-    deliveries: int = 0
-    queue: Optional[str] = None
+    key: str = attr.ib()
+    value: Any = attr.ib()
+    receipt: Optional[str] = attr.ib(default=None)
+    deliveries: int = attr.ib(default=0)
+    queue: Optional[str] = attr.ib(default=None)
+    attributes: Dict[str, str] = attr.ib(factory=dict, hash=False)
+    ordering_key: Optional[str] = attr.ib(default=None)
+    group: Optional[str] = attr.ib(default=None)
+    _owner: Any = attr.ib(default=None, eq=False, repr=False, hash=False)
+
+    @property
+    def reply_to(self) -> Optional[str]:
+        """The request id of a message sent with :meth:`Queue.call` (None otherwise)."""
+        return self.attributes.get("reply_to")
+
+    def _client(self) -> Any:
+        if self._owner is None:
+            raise ValueError("this message was not taken by a client (build it with Queue methods)")
+        return self._owner
+
+    def ack(self) -> Any:
+        """Acknowledge this reserved message (see :meth:`Queue.ack`)."""
+        return self._client().ack(self)
+
+    def nack(self, delay: Optional[float] = None) -> Any:
+        """Give this reserved message back, at once or after ``delay`` seconds."""
+        return self._client().nack(self, delay=delay)
+
+    def extend(self, seconds: Optional[float] = None) -> Any:
+        """Make this message's lease end ``seconds`` from now."""
+        return self._client().extend(self, seconds=seconds)
+
+    def reply(self, body: Any, attributes: Optional[Dict[str, str]] = None) -> Any:
+        """Answer the :meth:`Queue.call` that sent this message (POST /reply/<reply_to>).
+
+        :raises ClientError: 404 when the caller stopped waiting (timed out) or was answered.
+        """
+        if not self.reply_to:
+            raise ValueError("%s is not a request: it has no reply_to attribute" % self.key)
+        return self._client()._reply(self.reply_to, body, attributes)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -81,6 +122,7 @@ class DeadLetter:
     deliveries: int
     source: Optional[str]
     died_at: Optional[float]
+    attributes: Dict[str, str] = attr.Factory(dict)
 
 
 Receipt = Union[str, Message]
@@ -136,6 +178,19 @@ def _field(payload: Any, *names: str) -> Any:
                 return payload[name]
     raise ClientError(200, "bad_answer", "the broker's answer has no %s: %r"
                       % (" or ".join(names), str(payload)[:100]))
+
+
+def _keys(payload: Any, single: bool) -> Any:
+    keys = _field(payload, "keys")
+    return keys[0] if single else keys
+
+
+def _check_attributes(attributes: Optional[Dict[str, str]]) -> None:
+    if attributes is None:
+        return
+    if not isinstance(attributes, dict) or not all(isinstance(name, str) and isinstance(value, str)
+                                                   for name, value in attributes.items()):
+        raise TypeError("attributes are a dict of str to str")
 
 
 def _form(**fields: Any) -> bytes:
@@ -295,10 +350,12 @@ class _QueueCalls:
     def __init__(self, name: str, url: str = DEFAULT_URL, serializer: Any = None,
                  auth: Optional[Tuple[str, str]] = None, token: Optional[str] = None,
                  timeout: float = 10.0, connect_timeout: Optional[float] = None, retries: int = 3,
-                 backoff: float = 0.1) -> None:
+                 backoff: float = 0.1, group: Optional[str] = None) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a queue needs a name")
         self.name = name
+        #: the consumer group this client consumes for by default (None: the queue's default consumers)
+        self.group = group or None
         self.serializer = serializer
         self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
         self._path = urllib.parse.quote(name, safe="")
@@ -320,25 +377,57 @@ class _QueueCalls:
     def _loads(self, text: str) -> Any:
         return self.serializer.loads(text) if self.serializer is not None else text
 
-    def _message(self, payload: Dict[str, Any]) -> Message:
+    def _message(self, payload: Dict[str, Any], group: Optional[str] = None) -> Message:
         deliveries = payload.get("deliveries", payload.get("count", 0))
+        attributes = payload.get("attributes")
         return Message(payload["key"], self._loads(payload["value"]), payload.get("receipt"),
-                       int(deliveries or 0), self.name)
+                       int(deliveries or 0), payload.get("queue") or self.name,
+                       dict(attributes) if isinstance(attributes, dict) else {},
+                       payload.get("ordering_key"), group or None, self._owner_for(payload))
 
-    def _messages(self, payload: Any) -> List[Message]:
+    def _owner_for(self, payload: Dict[str, Any]) -> Any:
+        """The client that settles a message of this answer."""
+        return self
+
+    def _messages(self, payload: Any, group: Optional[str] = None) -> List[Message]:
         """A pop's answer: one message, ``{"messages": [...]}``, or nothing (204)."""
         if payload is None:
             return []
         if isinstance(payload, dict) and "messages" in payload:
-            return [self._message(item) for item in payload["messages"]]
-        return [self._message(payload)]
+            return [self._message(item, group) for item in payload["messages"]]
+        return [self._message(payload, group)]
+
+    def _group(self, group: Optional[str]) -> Optional[str]:
+        return group if group is not None else self.group
+
+    @staticmethod
+    def _group_query(group: Optional[str]) -> List[Tuple[str, str]]:
+        return [("group", group)] if group else []
+
+    def _settle_group(self, receipts: Sequence[Any], group: Optional[str]) -> Optional[str]:
+        """The group of a settle call: given, else that of the messages, else the queue's."""
+        if group is not None:
+            return group or None
+        items = list(receipts)
+        if len(items) == 1 and isinstance(items[0], (list, tuple)):
+            items = list(items[0])
+        groups = {item.group for item in items if isinstance(item, Message)}
+        if len(groups) > 1:
+            raise ValueError("these messages come from different groups: settle each group apart")
+        if groups:
+            return groups.pop()
+        return self.group
 
     # calls
 
     def _put_calls(self, messages: Sequence[Any], ttl: Optional[int], delay: Optional[float],
-                   idempotency_key: Optional[str] = None) -> List[_Call]:
+                   idempotency_key: Optional[str] = None, attributes: Optional[Dict[str, str]] = None,
+                   ordering_key: Optional[str] = None) -> List[_Call]:
         if not messages:
             raise ValueError("put() needs at least one message")
+        _check_attributes(attributes)
+        if ordering_key is not None and (not isinstance(ordering_key, str) or not ordering_key):
+            raise ValueError("ordering_key must be a non-empty string")
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise ValueError("idempotency_key must be a non-empty string")
         query = [(name, _number(value)) for name, value in (("ttl", ttl), ("delay", delay))
@@ -354,6 +443,22 @@ class _QueueCalls:
 
         # a publish sent twice is stored twice, unless the broker can recognise it
         idempotent = idempotency_key is not None
+        if attributes or ordering_key is not None:
+            # the JSON object form carries what a form field cannot
+            extra: Dict[str, Any] = {}
+            if attributes:
+                extra["attributes"] = attributes
+            if ordering_key is not None:
+                extra["ordering_key"] = ordering_key
+            single = len(texts) == 1
+
+            def keys(status: int, body: bytes) -> Any:
+                return _keys(_json(status, body), single)
+
+            return [_Call("POST", "/q/" + self._path, keys, query,
+                          orjson.dumps([dict(extra, value=text) for text in texts[start:start + BATCH_SIZE]]),
+                          "application/json", idempotent=idempotent, headers=headers(index))
+                    for index, start in enumerate(range(0, len(texts), BATCH_SIZE))]
         if len(texts) == 1:
             return [_Call("POST", "/q/" + self._path, lambda status, body: _field(_json(status, body), "key"),
                           query, _form(value=texts[0]), "application/x-www-form-urlencoded",
@@ -363,9 +468,11 @@ class _QueueCalls:
                       idempotent=idempotent, headers=headers(index))
                 for index, start in enumerate(range(0, len(texts), BATCH_SIZE))]
 
-    def _pop_call(self, wait: float, lease: Optional[float], count: Optional[int] = None) -> _Call:
+    def _pop_call(self, wait: float, lease: Optional[float], count: Optional[int] = None,
+                  group: Optional[str] = None) -> _Call:
         """A pop (``lease`` None) or a reserve (0: the queue's lease): answers a list of messages."""
-        query = []
+        group = self._group(group)
+        query = self._group_query(group)
         if wait > 0:
             query.append(("wait", _number(wait)))
         if lease is not None:
@@ -374,18 +481,30 @@ class _QueueCalls:
             if not 1 <= count <= BATCH_SIZE:
                 raise ValueError("count must be 1 to %d" % BATCH_SIZE)
             query.append(("count", str(count)))
+
+        def parse(status: int, body: bytes) -> List[Message]:
+            return self._messages(_json(status, body), group)
+
         # a pop answered but lost on the way must not be sent again: the message
         # would be gone; a lost reserve only delays its message until the lease ends
-        return _Call("GET", "/q/" + self._path, lambda status, body: self._messages(_json(status, body)),
-                     query, wait=wait, idempotent=lease is not None)
+        return _Call("GET", self._pop_path(), parse, self._pop_query() + query, wait=wait,
+                     idempotent=lease is not None)
 
-    def _settle_call(self, action: str, receipts: Sequence[Receipt], **fields: Any) -> _Call:
+    def _pop_path(self) -> str:
+        return "/q/" + self._path
+
+    def _pop_query(self) -> List[Tuple[str, str]]:
+        return []
+
+    def _settle_call(self, action: str, receipts: Sequence[Receipt], group: Optional[str] = None,
+                     **fields: Any) -> _Call:
         """ack, nack or extend: answers how many leases were settled."""
         texts = _receipt_texts(action, receipts)
+        group = self._settle_group(receipts, group)
         answer = action + "ed"
         values = {name: _number(value) for name, value in fields.items() if value is not None}
         return _Call("POST", "/q/%s/%s" % (self._path, action),
-                     lambda status, body: _field(_json(status, body), answer),
+                     lambda status, body: _field(_json(status, body), answer), self._group_query(group),
                      body=_form(receipt=texts, **values), content_type="application/x-www-form-urlencoded")
 
     def _field_call(self, prefix: str, field: str, answer: str, value: Optional[str] = None) -> _Call:
@@ -405,14 +524,16 @@ class _QueueCalls:
     def _purge_call(self) -> _Call:
         return _Call("DELETE", "/q/" + self._path, lambda status, body: _field(_json(status, body), "purged"))
 
-    def _last_call(self, count: int) -> _Call:
+    def _last_call(self, count: int, group: Optional[str] = None) -> _Call:
+        group = self._group(group)
+
         def parse(status: int, body: bytes) -> List[Message]:
-            return [Message(job["key"], self._loads(job["value"]), queue=self.name)
-                    for job in _field(_json(status, body), "jobs")]
+            return [self._message(job, group) for job in _field(_json(status, body), "jobs")]
 
-        return _Call("GET", "/j/" + self._path, parse, [("count", str(count))])
+        return _Call("GET", "/j/" + self._path, parse, [("count", str(count))] + self._group_query(group))
 
-    def _dead_call(self, count: int) -> _Call:
+    def _dead_call(self, count: int, group: Optional[str] = None) -> _Call:
+        group = self._group(group)
         if not 1 <= count <= 1000:
             raise ValueError("count must be 1 to 1000")
 
@@ -421,36 +542,98 @@ class _QueueCalls:
             for item in _field(_json(status, body), "messages"):
                 info = item.get("dead") or {}
                 at = info.get("at")
+                attributes = item.get("attributes")
                 letters.append(DeadLetter(item["key"], self._loads(item["value"]), info.get("reason"),
                                           int(info.get("deliveries") or 0), info.get("from"),
-                                          at / 1000.0 if isinstance(at, (int, float)) else None))
+                                          at / 1000.0 if isinstance(at, (int, float)) else None,
+                                          dict(attributes) if isinstance(attributes, dict) else {}))
             return letters
 
-        return _Call("GET", "/q/%s/dead" % self._path, parse, [("count", str(count))])
+        return _Call("GET", "/q/%s/dead" % self._path, parse,
+                     [("count", str(count))] + self._group_query(group))
 
-    def _redrive_call(self, count: Optional[int]) -> _Call:
+    def _redrive_call(self, count: Optional[int], group: Optional[str] = None) -> _Call:
         if count is not None and count < 1:
             raise ValueError("count must be at least 1 (None: all of them)")
         # not idempotent: a second redrive would move the next dead letters
         return _Call("POST", "/q/%s/redrive" % self._path,
                      lambda status, body: _field(_json(status, body), "moved"),
-                     body=_form(count=count), content_type="application/x-www-form-urlencoded",
-                     idempotent=False)
+                     self._group_query(self._group(group)), body=_form(count=count),
+                     content_type="application/x-www-form-urlencoded", idempotent=False)
 
-    def _settings_call(self, changes: Optional[Dict[str, Any]] = None) -> _Call:
+    def _settings_call(self, changes: Optional[Dict[str, Any]] = None,
+                       group: Optional[str] = None) -> _Call:
         parse: Callable[[int, bytes], Any] = lambda status, body: _field(_json(status, body), "settings")  # noqa
+        query = self._group_query(self._group(group))
         if changes is None:
-            return _Call("GET", "/settings/" + self._path, parse)
+            return _Call("GET", "/settings/" + self._path, parse, query)
         if not changes:
             raise ValueError("configure() needs at least one setting, e.g. max_receives=5")
         body = orjson.dumps({name: _setting_value(value) for name, value in changes.items()})
-        return _Call("POST", "/settings/" + self._path, parse, body=body, content_type="application/json")
+        return _Call("POST", "/settings/" + self._path, parse, query, body=body,
+                     content_type="application/json")
 
-    def _stream_call(self, last_id: Optional[str]) -> Tuple[_Call, Dict[str, str]]:
+    # consumer groups and request/reply
+
+    def _group_call(self, method: str, group: Optional[str] = None) -> _Call:
+        if group is None:
+            def groups(status: int, body: bytes) -> Any:
+                return _field(_json(status, body), "groups")
+
+            return _Call("GET", "/q/%s/groups" % self._path, groups)
+        if not isinstance(group, str) or not group:
+            raise ValueError("a group needs a name")
+        path = "/q/%s/groups/%s" % (self._path, urllib.parse.quote(group, safe=""))
+        answer = {"POST": "created", "DELETE": "removed", "GET": None}[method]
+
+        def parse(status: int, body: bytes) -> Any:
+            payload = _json(status, body)
+            return payload if answer is None else _field(payload, answer)
+
+        # creating twice is harmless; a repeated delete would answer 404
+        return _Call(method, path, parse, idempotent=method != "DELETE")
+
+    def _call_call(self, message: Any, timeout: float, attributes: Optional[Dict[str, str]],
+                   ordering_key: Optional[str]) -> _Call:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive seconds")
+        _check_attributes(attributes)
+        item: Dict[str, Any] = {"value": self._dumps(message)}
+        if attributes:
+            item["attributes"] = attributes
+        if ordering_key is not None:
+            item["ordering_key"] = ordering_key
+
+        def parse(status: int, body: bytes) -> Message:
+            payload = _json(status, body)
+            attributes = payload.get("attributes")
+            return Message(_field(payload, "key"), self._loads(_field(payload, "value")), None, 0,
+                           payload.get("queue") or self.name,
+                           dict(attributes) if isinstance(attributes, dict) else {})
+
+        # a request sent twice would be handled twice
+        return _Call("POST", "/rpc/" + self._path, parse, [("timeout", _number(timeout))],
+                     orjson.dumps(item), "application/json", wait=timeout, idempotent=False)
+
+    def _reply_call(self, request_id: str, body: Any, attributes: Optional[Dict[str, str]]) -> _Call:
+        _check_attributes(attributes)
+        item: Dict[str, Any] = {"value": self._dumps(body)}
+        if attributes:
+            item["attributes"] = attributes
+        return _Call("POST", "/reply/" + urllib.parse.quote(request_id, safe=""),
+                     lambda status, body: bool(_field(_json(status, body), "delivered")),
+                     body=orjson.dumps(item), content_type="application/json", idempotent=False)
+
+    def _stream_call(self, last_id: Optional[str],
+                     group: Optional[str] = None) -> Tuple[_Call, Dict[str, str]]:
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = last_id
-        return _Call("GET", "/sse/" + self._path, _json), headers
+        return _Call("GET", self._stream_path(), _json,
+                     self._pop_query() + self._group_query(self._group(group))), headers
+
+    def _stream_path(self) -> str:
+        return "/sse/" + self._path
 
     def _pop_plan(self, block: bool, timeout: Optional[float], now: float) -> Optional[float]:
         """The deadline of a blocking pop (None: forever); ``now`` when not blocking."""

@@ -189,8 +189,9 @@ class TxQueue(_QueueCalls):
                  auth: Optional[Tuple[str, str]] = None, token: Optional[str] = None,
                  timeout: float = 10.0, pool: Any = None, reactor: Any = None,
                  connect_timeout: Optional[float] = None, retries: int = 3, backoff: float = 0.1,
-                 _transport: Optional[_TxTransport] = None) -> None:
-        super().__init__(name, url, serializer, auth, token, timeout, connect_timeout, retries, backoff)
+                 group: Optional[str] = None, _transport: Optional[_TxTransport] = None) -> None:
+        super().__init__(name, url, serializer, auth, token, timeout, connect_timeout, retries, backoff,
+                         group)
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -210,9 +211,10 @@ class TxQueue(_QueueCalls):
     # producing
 
     def put(self, *messages: Any, ttl: Optional[int] = None, delay: Optional[float] = None,
-            idempotency_key: Optional[str] = None) -> defer.Deferred:
+            idempotency_key: Optional[str] = None, attributes: Optional[Dict[str, str]] = None,
+            ordering_key: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Queue.put`; fires with the key or the list of keys."""
-        calls = self._put_calls(messages, ttl, delay, idempotency_key)
+        calls = self._put_calls(messages, ttl, delay, idempotency_key, attributes, ordering_key)
 
         async def run() -> Any:
             if len(messages) == 1:
@@ -227,51 +229,55 @@ class TxQueue(_QueueCalls):
     # consuming
 
     async def _pop(self, block: bool, timeout: Optional[float], lease: Optional[float],
-                   count: Optional[int] = None) -> List[Message]:
+                   count: Optional[int] = None, group: Optional[str] = None) -> List[Message]:
         deadline = self._pop_plan(block, timeout, self.reactor.seconds())
         while True:
             wait = self._next_wait(deadline, self.reactor.seconds())
-            messages = await self._run(self._pop_call(wait, lease, count))
+            messages = await self._run(self._pop_call(wait, lease, count, group))
             if messages or (deadline is not None and self.reactor.seconds() >= deadline):
                 return messages
 
-    def get(self, block: bool = False, timeout: Optional[float] = None) -> defer.Deferred:
+    def get(self, block: bool = False, timeout: Optional[float] = None,
+            group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Queue.get`; fires with the value or None."""
         async def run() -> Any:
-            messages = await self._pop(block, timeout, None)
+            messages = await self._pop(block, timeout, None, None, group)
             return messages[0].value if messages else None
 
         return defer.ensureDeferred(run())
 
-    def get_message(self, block: bool = False, timeout: Optional[float] = None) -> defer.Deferred:
+    def get_message(self, block: bool = False, timeout: Optional[float] = None,
+                    group: Optional[str] = None) -> defer.Deferred:
         """Like get(), firing with a Message (or None)."""
         async def run() -> Optional[Message]:
-            messages = await self._pop(block, timeout, None)
+            messages = await self._pop(block, timeout, None, None, group)
             return messages[0] if messages else None
 
         return defer.ensureDeferred(run())
 
     def reserve(self, lease: Optional[float] = None, count: Optional[int] = None, block: bool = False,
-                timeout: Optional[float] = None) -> defer.Deferred:
+                timeout: Optional[float] = None, group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Queue.reserve`; fires with a Message (or None), or with a list given ``count``."""
         async def run() -> Any:
-            messages = await self._pop(block, timeout, lease if lease is not None else 0, count)
+            messages = await self._pop(block, timeout, lease if lease is not None else 0, count, group)
             return self._one_or_list(messages, count)
 
         return defer.ensureDeferred(run())
 
-    def ack(self, *receipts: Receipt) -> defer.Deferred:
-        return self._execute(self._settle_call("ack", receipts))
+    def ack(self, *receipts: Receipt, group: Optional[str] = None) -> defer.Deferred:
+        return self._execute(self._settle_call("ack", receipts, group))
 
-    def nack(self, *receipts: Receipt, delay: Optional[float] = None) -> defer.Deferred:
-        return self._execute(self._settle_call("nack", receipts, delay=delay))
+    def nack(self, *receipts: Receipt, delay: Optional[float] = None,
+             group: Optional[str] = None) -> defer.Deferred:
+        return self._execute(self._settle_call("nack", receipts, group, delay=delay))
 
-    def extend(self, *receipts: Receipt, seconds: Optional[float] = None) -> defer.Deferred:
-        return self._execute(self._settle_call("extend", receipts, seconds=seconds))
+    def extend(self, *receipts: Receipt, seconds: Optional[float] = None,
+               group: Optional[str] = None) -> defer.Deferred:
+        return self._execute(self._settle_call("extend", receipts, group, seconds=seconds))
 
     def consume(self, callback: Optional[Callable[[Any], Any]] = None, ack: bool = False, *,
                 timeout: Optional[float] = None, lease: Optional[float] = None, prefetch: int = 1,
-                messages: bool = False) -> Any:
+                messages: bool = False, group: Optional[str] = None) -> Any:
         """See :meth:`Queue.consume`: the messages of the queue, competing with its
         other consumers, riding out broker restarts.
 
@@ -283,7 +289,7 @@ class TxQueue(_QueueCalls):
         stop. Without ``callback``: a :class:`TxConsumption`, for ``async for``
         (and ``async with`` to ack the last message on a clean exit).
         """
-        consumption = TxConsumption(self, ack, timeout, lease, prefetch, messages)
+        consumption = TxConsumption(self, ack, timeout, lease, prefetch, messages, self._group(group))
         if callback is None:
             return consumption
         return consumption.run(callback)
@@ -293,18 +299,19 @@ class TxQueue(_QueueCalls):
         return self.consume(callback, ack, messages=True, **options)
 
     def subscribe(self, callback: Callable[[Any], Any], last_id: Optional[str] = None,
-                  messages: bool = False) -> defer.Deferred:
+                  messages: bool = False, group: Optional[str] = None) -> defer.Deferred:
         """The broadcast stream (see :meth:`Queue.subscribe`): ``callback(value)``
         (``callback(Message)`` with ``messages``) for each message; reconnects with
         ``Last-Event-ID``. Cancel the Deferred to hang up."""
         import treq
+        group = self._group(group)
         state: Dict[str, Any] = {"last_id": last_id, "retry": None}
         current: List[Any] = []
 
         def deliver(parser: _SSEParser, chunk: bytes) -> None:
             for event, event_id, data in parser.feed(chunk):
                 if event == "message":
-                    message = self._message(orjson.loads(data))
+                    message = self._message(orjson.loads(data), group)
                     state["last_id"] = event_id or message.key
                     callback(message if messages else message.value)
                 elif event == "gap":
@@ -314,7 +321,7 @@ class TxQueue(_QueueCalls):
             backoff = Backoff(0.1, RECONNECT_CAP)
             attempt = 0
             while True:
-                call, headers = self._stream_call(state["last_id"])
+                call, headers = self._stream_call(state["last_id"], group)
                 parser = _SSEParser()
                 try:
                     response = await self._transport.open_stream(call, headers)
@@ -356,7 +363,7 @@ class TxQueue(_QueueCalls):
     def work(self, handler: Callable[[Message], Any], *, lease: Optional[float] = None,
              concurrency: int = 1, idle_timeout: Optional[float] = None, limit: Optional[int] = None,
              retry_delay: float = 1.0, backoff: float = 2.0, max_retry_delay: float = 300.0,
-             prefetch: int = 1) -> defer.Deferred:
+             prefetch: int = 1, group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Queue.work`; fires with how many messages were handled.
 
         ``concurrency`` handlers run at once in the reactor (the handler returns a
@@ -366,7 +373,7 @@ class TxQueue(_QueueCalls):
         (it fails with CancelledError at once).
         """
         plan = _plan(lease, concurrency, idle_timeout, limit, retry_delay, backoff, max_retry_delay, prefetch)
-        return _TxWorker(self, handler, plan).start()
+        return _TxWorker(self, handler, plan, self._group(group)).start()
 
     def worker(self, handler: Optional[Callable[[Message], Any]] = None, **options: Any) -> Any:
         """``@queue.worker`` / ``@queue.worker(limit=10)``: calling the decorated
@@ -381,9 +388,9 @@ class TxQueue(_QueueCalls):
 
         return decorate if handler is None else decorate(handler)
 
-    async def _lease_seconds(self) -> float:
+    async def _lease_seconds(self, group: Optional[str] = None) -> float:
         try:
-            return float((await self._run(self._settings_call()))["lease_seconds"])
+            return float((await self._run(self._settings_call(None, group)))["lease_seconds"])
         except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
             log.warn("Could not read the settings of {queue} ({error}); assuming leases of {lease} s",
                      queue=self.name, error=exc, lease=DEFAULT_LEASE)
@@ -391,24 +398,44 @@ class TxQueue(_QueueCalls):
 
     # dead letters and settings
 
-    def dead(self, count: int = 10) -> defer.Deferred:
+    def dead(self, count: int = 10, group: Optional[str] = None) -> defer.Deferred:
         """Fires with the oldest dead letters (:class:`DeadLetter`)."""
-        return self._execute(self._dead_call(count))
+        return self._execute(self._dead_call(count, group))
 
-    def redrive(self, count: Optional[int] = None) -> defer.Deferred:
+    def redrive(self, count: Optional[int] = None, group: Optional[str] = None) -> defer.Deferred:
         """Fires with how many dead letters went back to the queue."""
-        return self._execute(self._redrive_call(count))
+        return self._execute(self._redrive_call(count, group))
 
-    def settings(self) -> defer.Deferred:
-        return self._execute(self._settings_call())
+    def settings(self, group: Optional[str] = None) -> defer.Deferred:
+        return self._execute(self._settings_call(None, group))
 
-    def configure(self, **settings: Any) -> defer.Deferred:
-        return self._execute(self._settings_call(settings))
+    def configure(self, group: Optional[str] = None, **settings: Any) -> defer.Deferred:
+        return self._execute(self._settings_call(settings, group))
+
+    # consumer groups and request/reply
+
+    def create_group(self, name: str) -> defer.Deferred:
+        """See :meth:`Queue.create_group`; fires with True when the group is new."""
+        return self._execute(self._group_call("POST", name))
+
+    def delete_group(self, name: str) -> defer.Deferred:
+        return self._execute(self._group_call("DELETE", name))
+
+    def groups(self) -> defer.Deferred:
+        return self._execute(self._group_call("GET"))
+
+    def call(self, message: Any, timeout: float = 30.0, attributes: Optional[Dict[str, str]] = None,
+             ordering_key: Optional[str] = None) -> defer.Deferred:
+        """See :meth:`Queue.call`; fires with the reply (a Message)."""
+        return self._execute(self._call_call(message, timeout, attributes, ordering_key))
+
+    def _reply(self, request_id: str, body: Any, attributes: Optional[Dict[str, str]]) -> defer.Deferred:
+        return self._execute(self._reply_call(request_id, body, attributes))
 
     # views and control
 
-    def last(self, count: int = 10) -> defer.Deferred:
-        return self._execute(self._last_call(count))
+    def last(self, count: int = 10, group: Optional[str] = None) -> defer.Deferred:
+        return self._execute(self._last_call(count, group))
 
     def stats(self) -> defer.Deferred:
         return self._execute(self._stats_call())
@@ -437,9 +464,10 @@ class TxQueue(_QueueCalls):
 class _TxLeaseKeeper:
     """Extends the lease of each message being handled every third of the lease."""
 
-    def __init__(self, queue: TxQueue, lease: float) -> None:
+    def __init__(self, queue: TxQueue, lease: float, group: Optional[str] = None) -> None:
         self.queue = queue
         self.lease = lease
+        self.group = group
         self.every = WorkPlan.extend_every(lease)
         self._timers: Dict[str, Any] = {}
 
@@ -454,7 +482,7 @@ class _TxLeaseKeeper:
         if receipt not in self._timers:
             return
         self._schedule(receipt)
-        extended = self.queue.extend(receipt, seconds=self.lease)
+        extended = self.queue.extend(receipt, seconds=self.lease, group=self.group or "")
 
         def failed(failure: Any) -> None:
             exc = failure.value
@@ -484,10 +512,11 @@ class TxConsumption:
     it back on an exception. :meth:`close` gives back what is still held."""
 
     def __init__(self, queue: TxQueue, ack: bool, timeout: Optional[float], lease: Optional[float],
-                 prefetch: int, messages: bool) -> None:
+                 prefetch: int, messages: bool, group: Optional[str] = None) -> None:
         if not 1 <= prefetch <= 1000:
             raise ValueError("prefetch must be 1 to 1000")
         self.queue = queue
+        self.group = group
         self.ack = ack
         self.timeout = timeout
         self.lease = lease
@@ -531,8 +560,8 @@ class TxConsumption:
             self._current = message
             if self._keeper is None:
                 if self._lease_length is None:
-                    self._lease_length = await self.queue._lease_seconds()
-                self._keeper = _TxLeaseKeeper(self.queue, self._lease_length)
+                    self._lease_length = await self.queue._lease_seconds(self.group or "")
+                self._keeper = _TxLeaseKeeper(self.queue, self._lease_length, self.group)
             self._keeper.watch(message)
         return message
 
@@ -556,7 +585,7 @@ class TxConsumption:
             count = self.prefetch if self.prefetch > 1 else None
             sent = reactor.seconds()
             try:
-                self._polling = queue._transport.run(queue._pop_call(wait, lease, count))
+                self._polling = queue._transport.run(queue._pop_call(wait, lease, count, self.group or ""))
                 taken = await self._polling
                 attempt = 0
             except (ClientError, ConnectionFailed) as exc:
@@ -570,7 +599,7 @@ class TxConsumption:
                 self._polling = None
             if len(taken) > 1:
                 if self._lease_length is None:
-                    self._lease_length = await queue._lease_seconds()
+                    self._lease_length = await queue._lease_seconds(self.group or "")
                 self._pending = [(m, sent + self._lease_length - 0.5) for m in taken[1:]]
             if taken:
                 return taken[0]
@@ -637,10 +666,12 @@ class TxConsumption:
 class _TxWorker:
     """One run of :meth:`TxQueue.work`."""
 
-    def __init__(self, queue: TxQueue, handler: Callable[[Message], Any], plan: WorkPlan) -> None:
+    def __init__(self, queue: TxQueue, handler: Callable[[Message], Any], plan: WorkPlan,
+                 group: Optional[str] = None) -> None:
         self.queue = queue
         self.handler = handler
         self.plan = plan
+        self.group = group
         self.reactor = queue.reactor
         self.processed = 0
         self.stopping = False
@@ -673,7 +704,7 @@ class _TxWorker:
     async def _run(self) -> int:
         queue = self.queue
         try:
-            settings = await queue._run(queue._settings_call())
+            settings = await queue._run(queue._settings_call(None, self.group or ""))
             self._max_receives = int(settings["max_receives"])
             if self._lease is None:
                 self._lease = float(settings["lease_seconds"])
@@ -684,7 +715,7 @@ class _TxWorker:
                      queue=queue.name, error=exc, lease=DEFAULT_LEASE)
         if self._lease is None:
             self._lease = DEFAULT_LEASE
-        self._keeper = _TxLeaseKeeper(queue, self._lease)
+        self._keeper = _TxLeaseKeeper(queue, self._lease, self.group)
         trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         try:
             loops = [defer.ensureDeferred(self._loop()) for _ in range(self.plan.concurrency)]
@@ -755,7 +786,8 @@ class _TxWorker:
                 return
             sent = self.reactor.seconds()
             poll = queue._transport.run(queue._pop_call(self._wait_budget(), lease,
-                                                        count if plan.prefetch > 1 else None))
+                                                        count if plan.prefetch > 1 else None,
+                                                        self.group or ""))
             self._polls.add(poll)
             try:
                 batch: List[Message] = await poll
@@ -872,27 +904,61 @@ class _StreamBody:
 
 
 class TxBroker:
-    """:class:`Broker` for Twisted (Deferreds)."""
+    """:class:`Broker` for Twisted (Deferreds); ``broker.queue(name)`` shares its connections."""
 
     def __init__(self, url: str = DEFAULT_URL, auth: Optional[Tuple[str, str]] = None,
                  token: Optional[str] = None, timeout: float = 10.0, pool: Any = None,
                  reactor: Any = None, connect_timeout: Optional[float] = None, retries: int = 3,
-                 backoff: float = 0.1) -> None:
+                 backoff: float = 0.1, serializer: Any = None) -> None:
         self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        self.serializer = serializer
         self._credentials = (auth, token)
         self._options = (timeout, connect_timeout, retries, backoff)
         self._transport = _TxTransport(self.endpoint, pool, reactor)
         self.pool = self._transport.pool
+        self._queues: Dict[Tuple[str, Optional[str]], TxQueue] = {}
 
-    def queue(self, name: str, serializer: Any = None) -> TxQueue:
+    def queue(self, name: str, serializer: Any = None, group: Optional[str] = None) -> TxQueue:
         """A :class:`TxQueue` sharing this broker's connections."""
         auth, token = self._credentials
         timeout, connect_timeout, retries, backoff = self._options
-        return TxQueue(name, self.endpoint.url, serializer, auth, token, timeout, None, self.reactor,
-                       connect_timeout, retries, backoff, _transport=self._transport)
+        return TxQueue(name, self.endpoint.url, serializer if serializer is not None else self.serializer,
+                       auth, token, timeout, None, self.reactor, connect_timeout, retries, backoff, group,
+                       _transport=self._transport)
+
+    def _queue_of(self, name: str, group: Optional[str]) -> TxQueue:
+        queue = self._queues.get((name, group))
+        if queue is None:
+            queue = self._queues[(name, group)] = self.queue(name, group=group)
+        return queue
+
+    def take(self, queues: List[str], count: Optional[int] = None, block: bool = False,
+             timeout: Optional[float] = None, group: Optional[str] = None) -> defer.Deferred:
+        """See :meth:`Broker.take`."""
+        async def run() -> Any:
+            messages = await _TxTake(self, queues, group)._pop(block, timeout, None, count)
+            return _QueueCalls._one_or_list(messages, count)
+
+        return defer.ensureDeferred(run())
+
+    def reserve(self, queues: List[str], lease: Optional[float] = None, count: Optional[int] = None,
+                block: bool = False, timeout: Optional[float] = None,
+                group: Optional[str] = None) -> defer.Deferred:
+        """See :meth:`Broker.reserve`."""
+        async def run() -> Any:
+            lease_seconds = lease if lease is not None else 0
+            messages = await _TxTake(self, queues, group)._pop(block, timeout, lease_seconds, count)
+            return _QueueCalls._one_or_list(messages, count)
+
+        return defer.ensureDeferred(run())
+
+    def subscribe(self, queues: List[str], callback: Callable[[Message], Any],
+                  last_id: Optional[str] = None, group: Optional[str] = None) -> defer.Deferred:
+        """See :meth:`Broker.subscribe`: ``callback(Message)``; cancel to hang up."""
+        return _TxTake(self, queues, group).subscribe(callback, last_id, messages=True)
 
     def queues(self) -> defer.Deferred:
         return self._transport.run(_QUEUES)
@@ -905,3 +971,31 @@ class TxBroker:
 
     def close(self) -> defer.Deferred:
         return self._transport.close()
+
+
+class _TxTake(TxQueue):
+    """``/take?queues=`` and ``/sse/?queues=`` for Twisted (see blocking._Take)."""
+
+    def __init__(self, broker: TxBroker, queues: List[str], group: Optional[str]) -> None:
+        names: List[str] = [queues] if isinstance(queues, str) else list(queues)  # type: ignore[list-item]
+        if not names or not all(isinstance(name, str) and name for name in names):
+            raise ValueError("queues is a list of queue names")
+        auth, token = broker._credentials
+        timeout, connect_timeout, retries, backoff = broker._options
+        super().__init__(",".join(names), broker.endpoint.url, broker.serializer, auth, token, timeout, None,
+                         broker.reactor, connect_timeout, retries, backoff, group,
+                         _transport=broker._transport)
+        self._names = names
+        self._broker = broker
+
+    def _pop_path(self) -> str:
+        return "/take"
+
+    def _stream_path(self) -> str:
+        return "/sse/"
+
+    def _pop_query(self) -> List[Tuple[str, str]]:
+        return [("queues", ",".join(self._names))]
+
+    def _owner_for(self, payload: Dict[str, Any]) -> Any:
+        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)
