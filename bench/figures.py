@@ -46,12 +46,13 @@ class Plan:
     # SSE client processes sharing the subscribers: one leaves the other core
     # to the server on a 2-core machine
     client_processes: int = 1
+    client_messages: int = 3000   # messages per run of each client loop (figure w)
     mode: str = "full"
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(runs=1, wrk_seconds=1.0, warm_seconds=0.5, latency_seconds=2.0, laps=1,
-                   lap_seconds=1.5, idle_connections=1000, mode="quick")
+                   lap_seconds=1.5, idle_connections=1000, client_messages=500, mode="quick")
 
     def describe(self) -> str:
         return ("%s: wrk %d x %.0f s per target (median), %d connections; streaming floods "
@@ -642,6 +643,34 @@ class Bench:
                 self._row("m", restmq=rate["group"], baseline=rate["plain"], note=_wrk_note(pops["group"]))]
         return rows
 
+    # issue 14: the Python client's worker loop
+
+    def phase_client(self) -> List[Row]:
+        """work() and consume(ack=True) with a no-op body beside a bare reserve()/ack()
+        loop, all in this process on one connection, the loops interleaved per round."""
+        from bench.client import LOOPS, fill
+        proc, port = self._broker(profile="client")
+        url = "http://127.0.0.1:%d" % port
+        count = self.plan.client_messages
+        fill(url, "cw", 200)
+        for measure in LOOPS.values():  # warm: connections, scripts, the worker's threads
+            measure(url, "cw", 50)
+        rates: Dict[str, List[float]] = {name: [] for name in LOOPS}
+        meter = CpuMeter({"server": lambda: [proc.pid], "redis": lambda: [self.redis.proc.pid],
+                          "clients": lambda: [os.getpid()]})
+        for _ in range(self.plan.runs):
+            for name, measure in LOOPS.items():
+                fill(url, "cw", count)
+                rates[name].append(measure(url, "cw", count))
+        cpu = meter.percent()
+        rate = {name: _median(values) for name, values in rates.items()}
+        self.log("  client loops: " + ", ".join("%s %.0f msg/s" % item for item in rate.items()))
+        cpu_text = _cpu_note(cpu, None).replace("clients", "client")
+        note = "%d messages a run, median of %d; %s" % (count, self.plan.runs, cpu_text)
+        return [self._row("w1", restmq=rate["work"], baseline=rate["bare"], note=note),
+                self._row("w2", restmq=rate["consume"], baseline=rate["bare"], note=note),
+                self._row("w3", restmq=rate["work10"], baseline=rate["bare"], note=note)]
+
     def _row(self, key: str, **fields: Any) -> Row:
         figure, unit = FIGURES[key]
         return Row(key, figure, unit, **fields)
@@ -668,6 +697,10 @@ FIGURES: Dict[str, tuple] = {
     "l1": ("l. POST /q to a queue with 1 consumer group; vs the same with none", "req/s"),
     "l4": ("l. POST /q to a queue with 4 consumer groups; vs the same with none", "req/s"),
     "m": ("m. GET /q?group= pop from a consumer group; vs GET /q pop of a plain queue", "req/s"),
+    "w1": ("w. Python client work(), no-op handler, one process; vs a bare reserve()/ack() loop",
+           "messages/s"),
+    "w2": ("w. Python client consume(ack=True), one process; vs the same bare loop", "messages/s"),
+    "w3": ("w. Python client work(prefetch=10), one process; vs the same bare loop", "messages/s"),
 }
 
 # phase -> (method, the rows it produces), in the order they run
@@ -681,4 +714,5 @@ PHASES: Dict[str, tuple] = {
     "roundrobin": ("phase_roundrobin", ["c"]),
     "idle": ("phase_idle", ["d", "k"]),
     "groups": ("phase_groups", ["l1", "l4", "m"]),
+    "client": ("phase_client", ["w1", "w2", "w3"]),
 }

@@ -125,6 +125,9 @@ class _Transport:
         try:
             if connection.sock is None:
                 connection.connect()
+                # http.client sends the head and the body in two writes: without this
+                # Nagle holds the body back until the head is acknowledged
+                connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock: Any = connection.sock
             sock.settimeout(endpoint.read_timeout(call))
             connection.request(call.method, endpoint.target(call), call.body,
