@@ -123,12 +123,14 @@ class _Transport:
         endpoint = self.endpoint
         connection = self._acquire()
         try:
-            if connection.sock is None:
+            fresh = connection.sock is None
+            if fresh:
                 connection.connect()
+            sock: Any = connection.sock
+            if fresh:
                 # http.client sends the head and the body in two writes: without this
                 # Nagle holds the body back until the head is acknowledged
-                connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock: Any = connection.sock
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(endpoint.read_timeout(call))
             connection.request(call.method, endpoint.target(call), call.body,
                                endpoint.request_headers(call, headers))
