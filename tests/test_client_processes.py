@@ -33,6 +33,20 @@ def handle(message):
 print("handled", queue.work(handle), flush=True)
 """
 
+TX_WORKER = r"""
+import sys
+from twisted.internet import reactor, task
+from restmq.client import TxQueue
+queue = TxQueue(sys.argv[1], url=sys.argv[2])
+
+def handle(message):
+    print("start", message.value, flush=True)
+    return task.deferLater(reactor, float(sys.argv[3]), print, "done", message.value, flush=True)
+
+queue.work(handle).addCallback(lambda count: print("handled", count, flush=True))
+reactor.run()
+"""
+
 CONSUMER = r"""
 import sys, time
 from restmq.client import Queue
@@ -134,6 +148,22 @@ async def test_a_stopped_worker_finishes_its_current_job_then_exits(app, signum)
         assert worker.starting_with("handled") == ["1"]
         left = await stats(app.url, name)
         assert (left["len"], left["inflight"]) == (2, 0)  # "first" acked; the others untouched
+    finally:
+        worker.kill()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_twisted_worker_finishes_its_current_job_before_the_reactor_stops(app):
+    await deferToThread(Queue("txstopping", url=app.url).put, "first", "second")
+    worker = Lines(TX_WORKER, "txstopping", app.url, "1.0")
+    try:
+        await wait_until(lambda: worker.starting_with("start") == ["first"], timeout=30)
+        worker.proc.send_signal(signal.SIGTERM)  # the reactor shuts down: the job finishes first
+        assert await worker.finish() == 0, worker.errors()
+        assert worker.starting_with("done") == ["first"]
+        assert worker.starting_with("handled") == ["1"]
+        left = await stats(app.url, "txstopping")
+        assert (left["len"], left["inflight"]) == (1, 0)
     finally:
         worker.kill()
 
