@@ -10,7 +10,7 @@ from typing import Any, List
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 from twisted.web import resource, server
 
@@ -32,6 +32,8 @@ class Peer(resource.Resource):
         self.drop = False
 
     def render(self, request: Any) -> Any:
+        if request.path.startswith(b"/sse/"):
+            return self.stream(request)
         self.requests.append({"method": request.method.decode(), "path": request.path.decode(),
                               "key": request.getHeader("Idempotency-Key"),
                               "port": request.getClientAddress().port})
@@ -49,6 +51,15 @@ class Peer(resource.Resource):
         if request.method == b"POST":
             return b'{"queue": "q", "key": "q:1"}'
         return b'{"name": "q", "len": 0}'
+
+    def stream(self, request: Any) -> Any:
+        """The first stream stays silent (a dead peer); the next ones carry a message."""
+        self.streams = getattr(self, "streams", 0) + 1
+        request.setHeader("Content-Type", "text/event-stream")
+        request.write(b"retry: 10\n\n")
+        if self.streams > 1:
+            request.write(b'id: q:1\ndata: {"key": "q:1", "value": "after the silence"}\n\n')
+        return server.NOT_DONE_YET
 
     @property
     def ports(self) -> List[int]:
@@ -174,6 +185,15 @@ async def test_threads_share_one_client_safely(app):
     queue.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_silent_stream_is_taken_for_dead_and_opened_again(peer, monkeypatch):
+    import restmq.client.blocking
+    monkeypatch.setattr(restmq.client.blocking, "STREAM_IDLE", 0.5)
+    queue = Queue("q", url=peer.url)
+    first = await in_thread(lambda: next(iter(queue.subscribe())))
+    assert first == "after the silence" and peer.streams == 2
+
+
 # the Twisted client follows the same rules
 
 @pytest_twisted.ensureDeferred
@@ -193,6 +213,21 @@ async def test_txqueue_retries_503_for_idempotent_calls_and_keeps_one_connection
     peer.fail = 1
     assert await queue.put("x", idempotency_key="k") == "q:1"
     assert [r["key"] for r in peer.requests] == ["k", "k"]
+    await queue.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_txqueue_reopens_a_silent_stream(peer, monkeypatch):
+    import restmq.client.tx
+    monkeypatch.setattr(restmq.client.tx, "STREAM_IDLE", 0.5)
+    queue = TxQueue("q", url=peer.url)
+    received: List[str] = []
+    following = queue.subscribe(received.append)
+    await wait_until(lambda: received == ["after the silence"])
+    assert peer.streams == 2
+    following.cancel()
+    with pytest.raises(defer.CancelledError):
+        await following
     await queue.close()
 
 

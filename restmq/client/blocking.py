@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import orjson
 
-from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, Backoff, ClientError,
+from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, STREAM_IDLE, Backoff, ClientError,
                                 ConnectionFailed, DeadLetter, Message, Receipt, RequestTimeout, WorkPlan,
                                 _Call, _Endpoint, _error, _plan, _QueueCalls, _SSEParser, _QUEUES, _READY,
                                 _STATS, retry_after_answer)
@@ -204,7 +204,8 @@ class _Transport:
         connection = self._new()
         try:
             connection.connect()
-            connection.sock.settimeout(None)  # heartbeats keep it alive; idle is normal
+            # the broker's heartbeats keep a live stream talking; silence means it is gone
+            connection.sock.settimeout(STREAM_IDLE)
             connection.request(call.method, endpoint.target(call), call.body,
                                endpoint.request_headers(call, headers))
             return connection, connection.getresponse()

@@ -18,7 +18,7 @@ import attr
 import orjson
 
 __all__ = ["ClientError", "ConnectionFailed", "RequestTimeout", "Message", "DeadLetter", "Receipt",
-           "DEFAULT_URL", "LONG_POLL_STEP", "BATCH_SIZE", "Backoff", "WorkPlan"]
+           "DEFAULT_URL", "LONG_POLL_STEP", "BATCH_SIZE", "STREAM_IDLE", "Backoff", "WorkPlan"]
 
 DEFAULT_URL = "http://127.0.0.1:8888"
 #: a long-poll asks for at most this many seconds at a time (the server's max_wait is 60 by default)
@@ -27,6 +27,9 @@ LONG_POLL_STEP = 30.0
 BATCH_SIZE = 1000
 #: the lease a worker assumes when the queue's settings cannot be read
 DEFAULT_LEASE = 30.0
+#: a stream silent this long (the broker sends a heartbeat every 15 s by default) is
+#: taken for dead and opened again
+STREAM_IDLE = 60.0
 
 
 class ClientError(Exception):

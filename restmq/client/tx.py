@@ -17,7 +17,7 @@ from twisted.internet import defer, error as internet_error, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, Backoff, ClientError,
+from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, STREAM_IDLE, Backoff, ClientError,
                                 ConnectionFailed, Message, Receipt, RequestTimeout, WorkPlan, _Call,
                                 _Endpoint, _error, _plan, _QueueCalls, _SSEParser, _QUEUES, _READY, _STATS,
                                 retry_after_answer)
@@ -333,7 +333,7 @@ class TxQueue(_QueueCalls):
                                  error=refusal)
                     else:
                         attempt = 0
-                        body = _StreamBody(lambda chunk: deliver(parser, chunk))
+                        body = _StreamBody(lambda chunk: deliver(parser, chunk), self.reactor)
                         current[:] = [body]
                         response.deliverBody(body)
                         try:
@@ -874,27 +874,51 @@ class _StreamBody:
     """Hands each chunk of a streamed response body to ``deliver``; ``finished``
     fires when the stream ends, and cancelling it hangs up."""
 
-    def __init__(self, deliver: Callable[[bytes], None]) -> None:
+    def __init__(self, deliver: Callable[[bytes], None], reactor: Any = None) -> None:
         self.deliver = deliver
         self.transport: Any = None
         self.finished: Any = defer.Deferred(self._cancelled)
+        self._reactor = reactor
+        self._silence: Any = None
 
     def _cancelled(self, _: Any) -> None:
         self.hang_up()
 
     def hang_up(self) -> None:
+        if self._silence is not None and self._silence.active():
+            self._silence.cancel()
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def _listen(self) -> None:
+        # the broker's heartbeats keep a live stream talking; silence means it is gone
+        if self._reactor is None:
+            return
+        if self._silence is not None and self._silence.active():
+            self._silence.reset(STREAM_IDLE)
+        else:
+            self._silence = self._reactor.callLater(STREAM_IDLE, self._silent)
+
+    def _silent(self) -> None:
+        if not self.finished.called:
+            silent = internet_error.ConnectionLost("the stream was silent for %.0f s" % STREAM_IDLE)
+            self.finished.errback(silent)
         if self.transport is not None:
             self.transport.stopProducing()
 
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
+        self._listen()
 
     def dataReceived(self, data: bytes) -> None:
+        self._listen()
         self.deliver(data)
 
     def connectionLost(self, reason: Any) -> None:
         from twisted.web.client import ResponseDone
         from twisted.web.http import PotentialDataLoss
+        if self._silence is not None and self._silence.active():
+            self._silence.cancel()
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
