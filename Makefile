@@ -9,7 +9,7 @@ ARGS ?=
 WORKERS ?= 1
 PORT ?= 8888
 
-.PHONY: run test install install-test browser bench bench-tools lint clean
+.PHONY: run test install install-test browser proxy bench bench-tools lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test browser
+install-test: $(VENV)/.installed-test browser proxy
 
 # Debian's chromium for the browser tests (the playwright package drives it).
 browser:
@@ -39,6 +39,17 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "make test: could not install chromium (needs root and apt)"; exit 1; }; }
+
+# Debian's nginx and openssl: the dashboard is tested behind etc/nginx/restmq.conf over TLS.
+proxy:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the nginx test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || { echo "make test: could not install$$missing (needs root and apt)"; exit 1; }; \
+	fi
 
 run: install
 	$(BIN)/restmq --workers $(WORKERS) -- --port $(PORT) $(ARGS)

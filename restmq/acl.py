@@ -16,7 +16,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import attr
 
-from restmq.errors import ConfigError, Forbidden, Unauthorized
+from restmq.errors import AddressDenied, ConfigError, Unauthorized
 
 __all__ = ["CATEGORIES", "Rule", "Credentials", "Acl", "load_acl"]
 
@@ -90,19 +90,26 @@ def check(rule: Rule, address: str, credentials: Credentials) -> None:
     an allow list and no deny list, it is refused. An address in ``hosts_deny``
     is refused. Then credentials are checked when the rule has any.
 
-    :raises Forbidden: the address is not allowed.
+    :raises AddressDenied: the address is not allowed (a Forbidden).
     :raises Unauthorized: credentials are required and missing or wrong.
+    """
+    check_address(rule, address)
+    _check_credentials(rule, credentials)
+
+
+def check_address(rule: Rule, address: str) -> None:
+    """The address half of :func:`check` (``hosts_allow``, ``hosts_deny``).
+
+    :raises Forbidden: the address is not allowed.
     """
     ip = _address(address)
     if rule.allow is not None:
         if _in(ip, rule.allow):
-            _check_credentials(rule, credentials)
             return
         if rule.deny is None and not rule.deny_all:
-            raise Forbidden("address %s is not allowed" % address)
+            raise AddressDenied("address %s is not allowed" % address)
     if rule.deny_all or _in(ip, rule.deny or ()):
-        raise Forbidden("address %s is not allowed" % address)
-    _check_credentials(rule, credentials)
+        raise AddressDenied("address %s is not allowed" % address)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -120,6 +127,12 @@ class Acl:
         rule = self.rules.get(category)
         if rule is not None:
             check(rule, address, credentials)
+
+    def check_address(self, category: str, address: str) -> None:
+        """Only the address rules of ``category``. :raises Forbidden: see :func:`check_address`."""
+        rule = self.rules.get(category)
+        if rule is not None:
+            check_address(rule, address)
 
 
 def _prefix_to_network(word: str) -> str:

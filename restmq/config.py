@@ -18,8 +18,8 @@ from restmq.errors import ConfigError
 
 __all__ = [
     "Config", "ServerConfig", "RedisConfig", "RedisTarget", "DispatchConfig",
-    "DeliveryConfig", "load_config", "parse_redis_url", "OPTION_TABLE", "default_data_dir",
-    "checkout_root",
+    "DeliveryConfig", "CollectdConfig", "COLLECTD_FORMATS", "load_config", "parse_redis_url",
+    "OPTION_TABLE", "default_data_dir", "checkout_root",
 ]
 
 MiB = 1024 * 1024
@@ -105,6 +105,19 @@ class DeliveryConfig:
     max_attributes: int = 32
     max_attribute_bytes: int = 8192
     max_rpc_timeout: float = 300.0
+    # seconds a REST pop leaves the body at its key "<q>:<n>" (the original left it)
+    popped_ttl: float = 30.0
+
+
+#: how /collectd/data and /collectd/event store what they get
+COLLECTD_FORMATS = ("original", "parsed")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class CollectdConfig:
+    # "original": one message per request, in the original RestMQ's shape;
+    # "parsed": one JSON message per value list or notification
+    format: str = "original"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -113,6 +126,7 @@ class Config:
     redis: RedisConfig = RedisConfig()
     dispatch: DispatchConfig = DispatchConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    collectd: CollectdConfig = CollectdConfig()
     acl_file: str = ""
     source: str = "<defaults>"
 
@@ -183,6 +197,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be 0 or a positive number of seconds")
+    return value
+
+
+def _collectd_format(text: str) -> str:
+    value = text.strip()
+    if value not in COLLECTD_FORMATS:
+        raise ValueError("must be %s" % " or ".join(COLLECTD_FORMATS))
+    return value
+
+
 def _boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "yes", "true", "on"):
@@ -245,6 +273,8 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("delivery", "max_attributes"): (_positive_int, "delivery.max_attributes"),
     ("delivery", "max_attribute_bytes"): (_positive_int, "delivery.max_attribute_bytes"),
     ("delivery", "max_rpc_timeout"): (_seconds, "delivery.max_rpc_timeout"),
+    ("delivery", "popped_ttl"): (_non_negative_seconds, "delivery.popped_ttl"),
+    ("collectd", "format"): (_collectd_format, "collectd.format"),
     ("acl", "file"): (_text, "acl.file"),
 }
 
@@ -330,7 +360,7 @@ def load_config(path: Optional[str] = None,
         raw[item] = (value, "command line")
 
     sections: Dict[str, Dict[str, Any]] = {
-        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "acl": {}}
+        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "collectd": {}, "acl": {}}
     for (section, key), (text, origin) in raw.items():
         convert, field = OPTION_TABLE[(section, key)]
         try:
@@ -375,6 +405,7 @@ def load_config(path: Optional[str] = None,
         redis=RedisConfig(target=target, **redis_values),
         dispatch=DispatchConfig(**sections["dispatch"]),
         delivery=DeliveryConfig(**sections["delivery"]),
+        collectd=CollectdConfig(**sections["collectd"]),
         acl_file=acl_file,
         source=path or "<defaults>",
     )

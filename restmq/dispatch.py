@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from restmq.config import DispatchConfig
 from restmq.errors import RestMQError
 from restmq.keys import namespace, split_namespace
-from restmq.model import Batch, Message, MessageMeta, Policy
+from restmq.model import Batch, ConsumerInfo, Message, MessageMeta, Policy
 
 __all__ = ["Consumer", "AckedConsumer", "Dispatcher", "Waiter", "deal", "deal_by_credit"]
 
@@ -100,9 +100,13 @@ def deal_by_credit(consumers: Sequence[Any], credits: List[int], cursor: int, co
 class Waiter:
     """A long-poll request waiting for a wake-up of its queue."""
 
-    def __init__(self, dispatcher: "Dispatcher", queue: str) -> None:
+    transport = "longpoll"
+
+    def __init__(self, dispatcher: "Dispatcher", queue: str, remote: str = "") -> None:
         self.dispatcher = dispatcher
         self.queue = queue
+        self.remote = remote
+        self.since = dispatcher.clock.seconds()
         self._woken = False
         self._pending: Optional[defer.Deferred] = None
         self._timer: Any = None
@@ -279,13 +283,16 @@ class Dispatcher:
         state.ready_waiters.append(waiter)
         return waiter
 
-    def waiter(self, queue: str) -> Waiter:
-        """Register a long-poll request on ``queue``; close() it when done."""
+    def waiter(self, queue: str, remote: str = "") -> Waiter:
+        """Register a long-poll request on ``queue``; close() it when done.
+
+        :param remote: the client's address, for :meth:`consumers`.
+        """
         state = self._queues.get(queue)
         if state is None:
             state = self._queues[queue] = _QueueState()
             self._watch(queue, state)
-        waiter = Waiter(self, queue)
+        waiter = Waiter(self, queue, remote)
         state.waiters.append(waiter)
         return waiter
 
@@ -348,6 +355,26 @@ class Dispatcher:
             if state.waiters:
                 counts["longpoll"] = len(state.waiters)
         return counts
+
+    def consumers(self, queue: str) -> List[ConsumerInfo]:
+        """This process's consumers of ``queue`` and of its consumer groups (streams
+        and long-polls), longest connected first."""
+        now = self.clock.seconds()
+        out = []
+        for name, state in list(self._queues.items()):
+            owner, group = split_namespace(name)
+            if owner != queue:
+                continue
+            for consumer in list(state.consumers) + list(state.waiters):
+                acked = _is_acked(consumer)
+                prefetch = getattr(consumer, "prefetch", None) if acked else None
+                out.append(ConsumerInfo(
+                    transport=consumer.transport, remote=getattr(consumer, "remote", "") or "",
+                    since=getattr(consumer, "since", 0.0) or 0.0, group=group, acked=acked,
+                    prefetch=prefetch,
+                    # credit() forgets the leases that ran out: what is left is really unacked
+                    unacked=(prefetch - consumer.credit(now)) if acked and prefetch is not None else None))
+        return sorted(out, key=lambda info: info.since)
 
     def all_subscriber_counts(self) -> Dict[str, Dict[str, int]]:
         return {queue: self.subscriber_counts(queue) for queue in self._queues}

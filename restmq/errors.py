@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "RestMQError", "BadRequest", "InvalidQueueName", "QueueNotFound",
-    "MessageNotFound", "MessageTooLarge", "Unauthorized", "Forbidden",
+    "MessageNotFound", "MessageTooLarge", "Unauthorized", "Forbidden", "AddressDenied",
     "BackendUnavailable", "ConfigError", "QueueFull", "LeaseLost", "GroupNotFound",
     "ReplyTimeout",
 ]
@@ -57,13 +57,17 @@ class LeaseLost(RestMQError):
 class Unauthorized(RestMQError):
     """Credentials are missing or wrong."""
 
-    def __init__(self, message: str = "", realm: str = "RestMQ") -> None:
+    def __init__(self, message: str = "", realm: str = "RestMQ Restricted Access") -> None:
         super().__init__(message)
         self.realm = realm
 
 
 class Forbidden(RestMQError):
     """The address or user is not allowed."""
+
+
+class AddressDenied(Forbidden):
+    """The ACL refuses the client's address (the original answered 401 to it)."""
 
 
 class BackendUnavailable(RestMQError):

@@ -13,7 +13,7 @@ that follow it share the same queues::
 New structures sit beside them. Their suffixes contain no ':' so they can never
 collide with the keys of another queue (whose names may contain ':')::
 
-    <q>:deliveries        HASH    message key -> times it was handed out (peek, reserve)
+    <q>:deliveries        HASH    message key -> times it was handed out (reserve)
     <q>:listeners         STRING  present while some RestMQ process streams <q> (PX ttl)
     <q>:bsubs             STRING  present while some process has broadcast subscribers of <q>
                                   ready (publishes may then go straight to the channel)
@@ -30,6 +30,8 @@ collide with the keys of another queue (whose names may contain ':')::
     <q>:idempotencyexp    ZSET    Idempotency-Key -> expiry (ms)
     <q>:deadinfo          HASH    (on a dead-letter queue) message key -> reason
     <q>:enqueued          HASH    message key -> when it was stored (ms), for oldest-message age
+    <q>:delivered         STRING  messages handed out of <q> so far (pops, reserves, streams), for
+                                  the dashboard's rates; <q>:UUID counts what was published
     restmq:counters       HASH    "<event>:<q>" -> count (dead_lettered, expired, queue_full),
                                   for /metrics, shared by every broker on this Redis
 
@@ -55,7 +57,7 @@ an attribute or an ordering key has none of these keys and behaves as above)::
 Each group g of <q> has the consuming structures of a queue under the prefix
 ``<ns>`` = "<q>#<g>" (the default consumers' prefix is <q> itself, so their keys
 are the ones listed above): <ns>:queue, :inflight, :leases, :delayed,
-:deliveries, :enqueued, :settings, :listeners, :poppers. '#' is not allowed in
+:deliveries, :enqueued, :delivered, :settings, :listeners, :poppers. '#' is not allowed in
 queue or group names and ':' not in group names, so "<q>#<g>:<suffix>" is never
 a key of any queue. The list of a group holds the message keys "<q>:<n>" of
 <q>: bodies are stored once. A group's dead letters go to the ordinary queue
@@ -66,8 +68,34 @@ Request/reply::
     restmq:rpc:<id>       STRING  a caller waits (PX = its timeout); "" until the reply
                                   arrives, then the reply's encoded body and attributes
 
-Queue names beginning with "queuestat:" are refused: "queuestat::<q>" could
-otherwise be the key of such a queue.
+Queue names. As in the original, a name is any text: spaces, slashes,
+non-ASCII letters, ':' and punctuation are all fine. The rules that keep the
+layout safe:
+
+- 1 to 200 characters (the dead-letter queue "<q>:dead" of a 200-character
+  name may be 205, a group's "<q>:dead@<g>" 270), valid UTF-8, no control
+  characters (U+0000-U+001F, U+007F-U+009F: they would break SSE frames and
+  log lines);
+- no '#': "<q>#<g>" is the namespace of group g of q (see above);
+- not beginning with "queuestat:": "queuestat::<q>" is the status key of <q>,
+  and a queue "queuestat:" would own "queuestat::UUID", the status key of a
+  queue named "UUID".
+
+Why no other name can collide: every key of a queue is "<q>:" + a suffix, and
+no suffix RestMQ uses contains ':' except the message keys' "<n>" (digits) and
+"<n>:refcount"; for "<a>:<s>" to equal "<b>:<t>" with a != b, one suffix would
+have to contain the other's extra ":..." part, which none does. So "a:queue",
+"a:UUID" or "a:5" are ordinary queues whose keys ("a:queue:queue", "a:5:1",
+...) never meet the keys of the queue "a" ("a:queue", "a:5"). A name ending in
+":dead" is the dead-letter queue of the name before it, by design. The words
+"refcount", "lock" (the original's "<key>:lock") and "counters" ("restmq:counters"
+is global) are never used as suffixes, and a request id (32 hex digits) is none of
+the suffixes, so "restmq:rpc:<id>" is no key of a queue named "restmq:rpc".
+
+Original keys kept as the original wrote them::
+
+    <q>:<n>:refcount      STRING  how many times the JSON protocol's "get" looked at
+                                  message <q>:<n> (INCR, shared with the original's brokers)
 
 Pub/sub channels::
 
@@ -82,10 +110,10 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "QUEUESET", "NOTIFY_CHANNEL", "MAX_QUEUE_NAME_BYTES", "is_valid_queue_name",
-    "uuid", "message", "queue_list", "policy", "status", "deliveries",
+    "QUEUESET", "NOTIFY_CHANNEL", "MAX_QUEUE_NAME_CHARS", "is_valid_queue_name",
+    "uuid", "message", "refcount", "queue_list", "policy", "status", "deliveries",
     "listeners", "history", "history_bodies", "inflight", "leases", "delayed",
-    "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued",
+    "settings", "idempotency", "idempotency_expiry", "dead_info", "enqueued", "delivered",
     "broadcast_channel", "dead_letter_queue", "queue_of_key", "COUNTERS", "COUNTED_EVENTS",
     "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
     "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
@@ -98,7 +126,7 @@ BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
 #: (written by lib.lua's count_event)
 COUNTERS = "restmq:counters"
 COUNTED_EVENTS = ("dead_lettered", "expired", "queue_full")
-MAX_QUEUE_NAME_BYTES = 200
+MAX_QUEUE_NAME_CHARS = 200
 DEAD_LETTER_SUFFIX = ":dead"
 
 GROUP_SEPARATOR = "#"
@@ -106,26 +134,34 @@ MAX_GROUP_NAME_BYTES = 64
 GROUP_DEAD_LETTER_SEPARATOR = "@"
 RPC_PREFIX = "restmq:rpc:"
 
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_\-.:@]{1,%d}\Z" % (
-    MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX) + 1 + MAX_GROUP_NAME_BYTES))
+# control characters (C0, DEL, C1) would break SSE frames, logs and headers; '#' is
+# the group separator
+_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f#]")
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_\-.@]{1,%d}\Z" % MAX_GROUP_NAME_BYTES)
-_GROUP_DEAD_LETTERS = re.compile(r"(.+):dead@[A-Za-z0-9_\-.@]{1,%d}\Z" % MAX_GROUP_NAME_BYTES)
+_GROUP_DEAD_LETTERS = re.compile(r"(.+):dead@[A-Za-z0-9_\-.@]{1,%d}\Z" % MAX_GROUP_NAME_BYTES, re.S)
 _RESERVED_PREFIX = "queuestat:"
 
 
 def is_valid_queue_name(name: str) -> bool:
-    """Letters, digits and ``_ - . : @``, 1 to 200 bytes, not ``queuestat:...``.
+    """1 to 200 characters of UTF-8 text, no control characters, no '#', not
+    ``queuestat:...``.
 
-    The dead-letter queue of a 200-byte name ("<q>:dead") is valid too.
+    The dead-letter queues of a 200-character name ("<q>:dead", "<q>:dead@<g>")
+    are valid too. A name holding lone surrogates (undecodable percent-escapes)
+    is not UTF-8: refused.
     """
-    if not _QUEUE_NAME.match(name) or name.startswith(_RESERVED_PREFIX):
+    if not name or name.startswith(_RESERVED_PREFIX) or _REFUSED.search(name):
         return False
-    if len(name) <= MAX_QUEUE_NAME_BYTES:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    if len(name) <= MAX_QUEUE_NAME_CHARS:
         return True
     if name.endswith(DEAD_LETTER_SUFFIX):
-        return len(name) <= MAX_QUEUE_NAME_BYTES + len(DEAD_LETTER_SUFFIX)
+        return len(name) <= MAX_QUEUE_NAME_CHARS + len(DEAD_LETTER_SUFFIX)
     group_dead = _GROUP_DEAD_LETTERS.match(name)
-    return group_dead is not None and len(group_dead.group(1)) <= MAX_QUEUE_NAME_BYTES
+    return group_dead is not None and len(group_dead.group(1)) <= MAX_QUEUE_NAME_CHARS
 
 
 def is_valid_group_name(name: str) -> bool:
@@ -172,6 +208,11 @@ def uuid(queue: str) -> str:
 
 def message(queue: str, msg_id: int) -> str:
     return "%s:%d" % (queue, msg_id)
+
+
+def refcount(key: str) -> str:
+    """The original's look counter of one message key (JSON protocol ``get``)."""
+    return key + ":refcount"
 
 
 def queue_of_key(key: str) -> str:
@@ -238,6 +279,10 @@ def idempotency_expiry(queue: str) -> str:
 
 def enqueued(queue: str) -> str:
     return queue + ":enqueued"
+
+
+def delivered(queue: str) -> str:
+    return queue + ":delivered"
 
 
 def dead_info(queue: str) -> str:

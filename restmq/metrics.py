@@ -74,8 +74,6 @@ class Metrics:
         self.multiprocess_dir = (os.environ.get(MULTIPROCESS_ENV) or None
                                  if multiprocess_dir is None else multiprocess_dir)
         self._labelled: Set[str] = set()
-        # per queue label, for the dashboard's rates: [published, delivered]
-        self._totals: Dict[str, List[float]] = {}
         self._published = Counter(
             "restmq_messages_published", "Messages stored by producers through this process.",
             ["queue"], registry=self.registry)
@@ -151,7 +149,6 @@ class Metrics:
         if count:
             label = self.queue_label(queue)
             self._child(self._published, label).inc(count)
-            self._totals.setdefault(label, [0.0, 0.0])[0] += count
 
     def delivered(self, queue: str, transport: str, count: int, group: str = "") -> None:
         """``count`` messages of ``queue`` (of its consumer ``group``) went to
@@ -159,7 +156,6 @@ class Metrics:
         if count:
             label = self.queue_label(queue)
             self._child(self._delivered, label, transport).inc(count)
-            self._totals.setdefault(label, [0.0, 0.0])[1] += count
             if group:
                 self._child(self._group_delivered, label, group).inc(count)
 
@@ -195,11 +191,6 @@ class Metrics:
             self._child(self._durations, route).observe(seconds)
 
     # reading
-
-    def totals(self) -> Dict[str, Dict[str, float]]:
-        """Published and delivered counts of this process by queue label, for the dashboard."""
-        return {label: {"published": values[0], "delivered": values[1]}
-                for label, values in self._totals.items()}
 
     def render(self, queues: Optional[Iterable[Any]],
                subscribers: Mapping[str, Mapping[str, int]],

@@ -9,7 +9,8 @@ import attr
 import orjson
 
 __all__ = ["Policy", "QueueState", "Message", "MessageMeta", "Batch", "QueueInfo", "GroupInfo",
-           "SETTINGS", "parse_setting", "MAX_TTL_SECONDS"]
+           "SETTINGS", "parse_setting", "MAX_TTL_SECONDS", "WaitingMessage", "ConsumerInfo",
+           "RedisMemory"]
 
 #: the longest ``ttl`` a message may be given (Redis refuses absurd expiry times)
 MAX_TTL_SECONDS = 10 * 365 * 86400
@@ -25,6 +26,12 @@ class Policy(enum.Enum):
     def from_redis(cls, raw: object) -> "Policy":
         """Decode <q>:queuepolicy; missing or unknown means broadcast, as in the original."""
         return cls.ROUNDROBIN if str(raw) == "2" else cls.BROADCAST
+
+    @classmethod
+    def from_setting(cls, raw: object) -> "Optional[Policy]":
+        """The policy stored in <q>:queuepolicy, or None when none (or junk) is."""
+        text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        return {"1": cls.BROADCAST, "2": cls.ROUNDROBIN}.get(text)
 
     @classmethod
     def from_name(cls, name: str) -> "Policy":
@@ -206,7 +213,12 @@ class QueueInfo:
     delayed: int = 0
     dead: int = 0
     oldest_age: Optional[float] = None
+    #: a policy is stored for the queue (the original's /stats showed "" otherwise)
+    policy_is_set: bool = True
     groups: "tuple[GroupInfo, ...]" = ()
+    #: messages stored so far (the queue's id counter) and handed out so far
+    published: int = 0
+    delivered: int = 0
 
     def as_dict(self) -> dict:
         out = {
@@ -218,6 +230,8 @@ class QueueInfo:
             "delayed": self.delayed,
             "dead": self.dead,
             "oldest_age": self.oldest_age,
+            "published": self.published,
+            "delivered": self.delivered,
         }
         if self.groups:
             out["groups"] = {group.name: group.as_dict() for group in self.groups}
@@ -238,6 +252,72 @@ class GroupInfo:
     def as_dict(self) -> dict:
         return {"name": self.name, "len": self.length, "inflight": self.inflight,
                 "delayed": self.delayed, "dead": self.dead, "oldest_age": self.oldest_age}
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class WaitingMessage:
+    """A message still waiting in its queue, as the dashboard browses it.
+
+    ``value`` is at most the first bytes asked for (``truncated`` says so);
+    ``size`` is the whole body's length in bytes. ``gone`` marks a list element
+    whose body expired (or that is not a message of this queue): a pop skips it.
+    """
+
+    key: str
+    value: str
+    size: int
+    truncated: bool
+    deliveries: int
+    enqueued_ms: Optional[int]
+    expires_in: Optional[float]
+    gone: bool
+    dead: Optional[Dict[str, Any]] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {
+            "key": self.key, "value": self.value, "size": self.size, "truncated": self.truncated,
+            "deliveries": self.deliveries, "enqueued": self.enqueued_ms,
+            "expires_in": self.expires_in, "gone": self.gone}
+        if self.dead is not None:
+            out["dead"] = self.dead
+        return out
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class ConsumerInfo:
+    """One consumer of a queue on this process, as the dashboard lists it.
+
+    ``group`` is its consumer group ("" for the queue's own consumers);
+    ``unacked`` and ``prefetch`` are set for acked streams only (``?ack=1``).
+    """
+
+    transport: str
+    remote: str
+    since: float
+    group: str = ""
+    acked: bool = False
+    prefetch: Optional[int] = None
+    unacked: Optional[int] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"transport": self.transport, "remote": self.remote, "since": self.since,
+                "group": self.group, "acked": self.acked, "prefetch": self.prefetch,
+                "unacked": self.unacked}
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class RedisMemory:
+    """What Redis says of its memory (INFO memory), in bytes; ``max`` 0 = no limit."""
+
+    used: int
+    peak: int
+    rss: int
+    max: int
+    policy: str
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"used": self.used, "peak": self.peak, "rss": self.rss, "max": self.max,
+                "policy": self.policy}
 
 
 # the largest integer that Lua (doubles) and JSON readers keep exactly

@@ -87,14 +87,25 @@ class RunningApp:
     http_pool: Any
     metrics: Metrics
 
+    # These speak this broker's JSON API (``Accept: application/json``, as
+    # restmq.client does) unless the caller sends an Accept of its own; the
+    # original's answers (no Accept) are tested in tests/test_original.py.
+
     def get(self, path: str, **kwargs: Any) -> defer.Deferred:
-        return treq.get(self.url + path, pool=self.http_pool, **kwargs)
+        return treq.get(self.url + path, pool=self.http_pool, **_json_api(kwargs))
 
     def post(self, path: str, **kwargs: Any) -> defer.Deferred:
-        return treq.post(self.url + path, pool=self.http_pool, **kwargs)
+        return treq.post(self.url + path, pool=self.http_pool, **_json_api(kwargs))
 
     def delete(self, path: str, **kwargs: Any) -> defer.Deferred:
-        return treq.delete(self.url + path, pool=self.http_pool, **kwargs)
+        return treq.delete(self.url + path, pool=self.http_pool, **_json_api(kwargs))
+
+
+def _json_api(kwargs: dict) -> dict:
+    headers = dict(kwargs.get("headers") or {})
+    if not any(name.lower() in ("accept", b"accept") for name in headers):
+        headers["Accept"] = "application/json"
+    return dict(kwargs, headers=headers)
 
 
 def test_config(**sections: Any) -> Config:

@@ -125,8 +125,14 @@ async def test_acl_matrix_over_http(redis, redis_server, tmp_path):
         # producer: address allowed, password required
         denied = await running.post("/q/m", data={"value": "v"})
         assert denied.code == 401
-        assert denied.headers.getRawHeaders("WWW-Authenticate") == ['Basic realm="RestMQ"']
+        assert denied.headers.getRawHeaders("WWW-Authenticate") == ['Basic realm="RestMQ Restricted Access"']
         assert (await running.post("/q/m", data={"value": "v"}, headers=basic("prod", "wrong"))).code == 401
+        # a request that brought a token is told so (RFC 6750): no password prompt in a browser
+        for headers, path in (({"Authorization": "Bearer wrong"}, "/q/m"), ({}, "/q/m?token=wrong")):
+            denied = await running.post(path, data={"value": "v"}, headers=headers)
+            assert denied.code == 401
+            assert denied.headers.getRawHeaders("WWW-Authenticate") == [
+                'Bearer realm="RestMQ Restricted Access", error="invalid_token"']
         assert (await running.post("/q/m", data={"value": "v"}, headers=basic("prod", "p4ss"))).code == 200
         assert (await running.post("/p/m", data={"policy": "roundrobin"})).code == 401
         assert (await running.delete("/q/m")).code == 401

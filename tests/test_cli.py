@@ -96,7 +96,7 @@ async def test_stats_policy_pause_resume_purge(app):
 
 @pytest_twisted.ensureDeferred
 async def test_errors_are_one_line_and_status_3(app):
-    refused = await run(app, "get", "bad name")
+    refused = await run(app, "get", "queuestat:x")
     assert refused.returncode == 3
     assert refused.stderr.decode().startswith("restmq-cli: 400 bad_request: invalid queue name")
     usage = await run(app, "policy", "q", "random")

@@ -123,7 +123,7 @@ async def test_policy_pause_resume_stats_purge(app):
 @pytest_twisted.ensureDeferred
 async def test_errors_carry_status_and_code(app):
     with pytest.raises(ClientError) as raised:
-        await in_thread(Queue("bad name", url=app.url).put, "x")
+        await in_thread(Queue("queuestat:x", url=app.url).put, "x")
     assert raised.value.status == 400 and raised.value.code == "bad_request"
     with pytest.raises(ClientError) as raised:
         await in_thread(Queue("p", url=app.url).set_policy, "random")
@@ -218,4 +218,4 @@ async def test_txqueue_reserve_control_and_views(app):
     assert await queue.purge() == 2  # the leased one too
     assert await broker.queues() == []
     with pytest.raises(ClientError):
-        await TxQueue("bad name", url=app.url, pool=app.http_pool).get()
+        await TxQueue("queuestat:x", url=app.url, pool=app.http_pool).get()

@@ -18,7 +18,7 @@ import pytest_twisted
 from restmq.acl import load_acl
 from restmq.ingest.collectd import parse_data, parse_events
 from restmq.errors import BadRequest
-from tests.helpers import start_app, stop_app
+from tests.helpers import start_app, stop_app, test_config
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "collectd")
 HOST = "leeloo.lan.home.verplant.org"
@@ -27,6 +27,16 @@ HOST = "leeloo.lan.home.verplant.org"
 def fixture(name: str) -> bytes:
     with open(os.path.join(DATA, name), "rb") as handle:
         return handle.read()
+
+
+@pytest_twisted.async_yield_fixture()
+async def app(redis, redis_server):
+    """A broker storing collectd's bodies in the parsed form (``[collectd] format =
+    parsed``); the original's form is tested in tests/test_original.py."""
+    running = await start_app(redis_server.target, test_config(
+        dispatch={"sweep_interval": 1.0}, collectd={"format": "parsed"}))
+    yield running
+    await stop_app(running)
 
 
 async def post(app, path: str, body: bytes, content_type: str):

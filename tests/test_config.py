@@ -86,8 +86,10 @@ def test_password_is_not_in_describe():
 
 @pytest.mark.parametrize("name,valid", [
     ("jobs", True), ("syslogd:127.0.0.1", True), ("a-b_c.d@e", True), ("x" * 200, True),
-    ("x" * 200 + ":dead", True), ("x" * 201, False), ("", False), ("a b", False), ("a/b", False),
-    ("queuestat:x", False), ("ünï", False), ("a\n", False),
+    ("x" * 200 + ":dead", True), ("x" * 201, False), ("", False), ("a b", True), ("a/b", True),
+    ("queuestat:x", False), ("ünï", True), ("a\n", False), ("a\x00", False), ("\x85", False),
+    ("\udcff", False), ("ü" * 200, True), ("ü" * 201, False), ("a#b", False),
+    ("q:dead@workers", True),
 ])
 def test_queue_names(name, valid):
     assert keys.is_valid_queue_name(name) is valid

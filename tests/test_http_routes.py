@@ -12,16 +12,20 @@ async def body_json(response):
     return json.loads(await response.text())
 
 
+# what the original's clients send: no Accept: application/json (they get its answers)
+ORIGINAL = {"Accept": "*/*"}
+
+
 @pytest_twisted.ensureDeferred
 async def test_post_answers_the_message_key(app):
-    response = await app.post("/q/jobs", data={"value": "hello"})
+    response = await app.post("/q/jobs", data={"value": "hello"}, headers=ORIGINAL)
     assert response.code == 200
     assert await response.text() == "jobs:1\r\n"
 
 
 @pytest_twisted.ensureDeferred
 async def test_post_accepts_msg_too(app):
-    response = await app.post("/q/jobs", data={"msg": "hello"})
+    response = await app.post("/q/jobs", data={"msg": "hello"}, headers=ORIGINAL)
     assert await response.text() == "jobs:1\r\n"
     popped = await body_json(await app.get("/q/jobs"))
     assert popped["value"] == "hello"
@@ -98,7 +102,7 @@ async def test_list_queues(app):
 
 @pytest_twisted.ensureDeferred
 async def test_index_post_and_get(app):
-    response = await app.post("/", data={"queue": "idx", "value": "first api"})
+    response = await app.post("/", data={"queue": "idx", "value": "first api"}, headers=ORIGINAL)
     assert await response.text() == "idx:1\r\n"
     popped = await body_json(await app.get("/?queue=idx"))
     assert popped == {"key": "idx:1", "value": "first api", "count": 0}

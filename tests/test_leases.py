@@ -328,8 +328,9 @@ async def test_http_bad_delay_is_400(app, delay):
 
 @pytest_twisted.ensureDeferred
 async def test_http_idempotency_key(app):
-    first = await app.post("/q/idem", data={"value": "a"}, headers={"Idempotency-Key": "order-7"})
-    second = await app.post("/q/idem", data={"value": "a"}, headers={"Idempotency-Key": "order-7"})
+    headers = {"Idempotency-Key": "order-7", "Accept": "*/*"}
+    first = await app.post("/q/idem", data={"value": "a"}, headers=headers)
+    second = await app.post("/q/idem", data={"value": "a"}, headers=headers)
     assert await first.text() == await second.text() == "idem:1\r\n"
     assert second.headers.getRawHeaders("Idempotent-Replayed") == ["true"]
     assert json.loads(await (await app.get("/stats/idem")).text())["len"] == 1

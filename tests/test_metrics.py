@@ -104,7 +104,9 @@ def test_scrape_without_redis_keeps_the_process_metrics():
 
 
 def test_route_labels_are_the_route_patterns():
-    assert route_label(r"/q/([^/]+)/?") == "/q/{queue}"
+    assert route_label(r"/q/(.+?)/?") == "/q/{queue}"
+    assert route_label(r"/q/(.+?)/dead/?") == "/q/{queue}/dead"
+    assert route_label(r"/collectd/(.*)") == "/collectd/{name}"
     assert route_label(r"/q/?") == "/q"
     assert route_label(r"/") == "/"
     assert route_label(r"/openapi\.json") == "/openapi.json"

@@ -186,9 +186,20 @@ async def test_stats_report_lengths(store):
 
 @pytest_twisted.ensureDeferred
 async def test_invalid_queue_name_is_refused(store):
-    for name in ["", "a b", "a/b", "x" * 201, "queuestat:x", "é"]:
+    for name in ["", "a\x00b", "a\nb", "tab\there", "x" * 201, "é" * 201, "queuestat:x", "\udcff"]:
         with pytest.raises(InvalidQueueName):
             await store.add(name, ["v"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_any_other_name_is_a_queue_of_its_own(store):
+    # what the original accepted: spaces, slashes, non-ASCII, the key suffixes themselves
+    names = ["a b", "a/b", "é", "日本", "a:queue", "a:UUID", "a:5", "a", "queuestat", "%41",
+             "x" * 200, "é" * 200]
+    for name in names:
+        await store.add(name, [name])
+    for name in names:
+        assert [m.value for m in await store.take(name)] == [name]
 
 
 @pytest_twisted.ensureDeferred

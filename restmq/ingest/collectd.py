@@ -18,7 +18,7 @@ import orjson
 
 from restmq.errors import BadRequest
 
-__all__ = ["DATA_QUEUE", "EVENT_QUEUE", "parse_data", "parse_events"]
+__all__ = ["DATA_QUEUE", "EVENT_QUEUE", "parse_data", "parse_events", "original_data", "original_events"]
 
 DATA_QUEUE = "collectd_data"
 EVENT_QUEUE = "collectd_event"
@@ -376,3 +376,97 @@ def _exec_notification(text: str, now: float) -> Dict[str, Any]:
     out.update({name: fields.get(name, "") for name in _IDENTITY})
     out["meta"] = meta or None
     return out
+
+
+# the original RestMQ's shapes (what its collectd_data / collectd_event consumers parse)
+
+def original_data(body: bytes, content_type: str, now: float) -> str:
+    """One message for a whole request, as the original stored it: a JSON body
+    as posted (write_http's own value lists), PUTVAL lines as a JSON array of
+    ``{"host", "plugin_instance", "type_instance", "interval", "value"}`` of
+    strings, one per ``time:values`` group (``plugin_instance`` is
+    ``plugin[-instance]`` as written, ``type_instance`` ``type[-instance]``,
+    ``value`` the ``time:v1[:v2...]`` text). Lines other than PUTVAL are left
+    out, as the original did.
+
+    :raises BadRequest: malformed JSON, a bad PUTVAL line, or no PUTVAL line.
+    """
+    text = _text(body)
+    declared = content_type.split(";", 1)[0].strip().lower()
+    if declared == "application/json" or (declared != "text/plain" and _is_json(text)):
+        for index, item in enumerate(_json(text)):
+            _json_value_list(item, index)  # refuse what the parsed form would refuse
+        return text
+    out: List[Dict[str, Any]] = []
+    for number, words in _command_lines(text):
+        if words[0].upper() != "PUTVAL":
+            continue
+        _putval(words, number, now)  # refuse what the parsed form would refuse
+        host, plugin, type_ = words[1].split("/")
+        interval = next((word.partition("=")[2] for word in words[2:]
+                         if word.startswith("interval=")), None)
+        for word in words[2:]:
+            key, sep, _ = word.partition("=")
+            if not (sep and ":" not in key):
+                out.append({"host": host, "plugin_instance": plugin, "type_instance": type_,
+                            "interval": interval, "value": word})
+    if not out:
+        raise BadRequest("no PUTVAL line")
+    return orjson.dumps(out).decode("utf-8")
+
+
+# collectd-exec(5) header names, and how the original named them in its list
+_ORIGINAL_HEADERS = {name.lower(): name.lower() for name in (
+    "Severity", "Time", "Host", "Plugin", "PluginInstance", "Type", "TypeInstance",
+    "DataSource", "CurrentValue", "WarningMin", "WarningMax", "FailureMin", "FailureMax")}
+
+
+def original_events(body: bytes, now: float) -> List[str]:
+    """The original's shape of a notification: a JSON array of one-key objects,
+    ``[{"severity": "WARNING"}, {"time": "..."}, {"host": "..."}, ...,
+    {"event_text": "..."}]`` (header names lower-cased, values as text).
+
+    A NotificationExec text (the only input the original took) is one message;
+    each notification of a JSON or PUTNOTIF body (which it did not know) is one
+    message of the same shape.
+
+    :raises BadRequest: what parse_events refuses.
+    """
+    text = _text(body)
+    stripped = text.lstrip()
+    if not _is_json(stripped) and stripped.split(None, 1)[0].upper() != "PUTNOTIF":
+        return [_original_exec(stripped)]
+    out = []
+    for item in parse_events(body, now):
+        fields: List[Dict[str, str]] = [{"severity": str(item["severity"]).upper()},
+                                        {"time": _number_text(item["time"])}]
+        for name in _IDENTITY:
+            if item.get(name):
+                fields.append({name.replace("_", ""): item[name]})
+        fields.append({"event_text": item["message"]})
+        out.append(orjson.dumps(fields).decode("utf-8"))
+    return out
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _original_exec(text: str) -> str:
+    """Header lines, an empty line, the message (the original took the last line)."""
+    normalized = text.replace("\r\n", "\n")
+    header, sep, message = normalized.partition("\n\n")
+    if sep:
+        lines, event = header.split("\n"), message.strip("\n")
+    else:
+        lines = normalized.rstrip("\n").split("\n")
+        event = lines.pop()
+    fields: List[Dict[str, str]] = []
+    for line in lines:
+        match = _EXEC_HEADER.match(line)
+        if match is not None and match.group(1).lower() in _ORIGINAL_HEADERS:
+            fields.append({_ORIGINAL_HEADERS[match.group(1).lower()]: match.group(2)})
+    fields.append({"event_text": event})
+    return orjson.dumps(fields).decode("utf-8")

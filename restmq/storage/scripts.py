@@ -16,7 +16,8 @@ __all__ = ["Script", "load_scripts", "SCRIPT_NAMES"]
 
 SCRIPT_NAMES = ("add", "take", "dispatch", "peek", "delete", "purge", "status",
                 "stats", "jobs", "history", "requeue", "ack", "nack", "extend", "redrive", "settings",
-                "take_first", "group_create", "group_delete", "group_check", "reply", "collect")
+                "take_first", "group_create", "group_delete", "group_check", "reply", "collect",
+                "browse")
 
 
 class Script:

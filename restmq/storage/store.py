@@ -12,7 +12,8 @@ import txredisapi
 from restmq import keys
 from restmq.errors import (BackendUnavailable, BadRequest, GroupNotFound, InvalidQueueName,
                            MessageNotFound, QueueFull, RestMQError)
-from restmq.model import GroupInfo, Message, MessageMeta, Policy, QueueInfo, QueueState
+from restmq.model import (GroupInfo, Message, MessageMeta, Policy, QueueInfo, QueueState, RedisMemory,
+                          WaitingMessage)
 from restmq.storage.pool import RedisPool
 from restmq.storage.scripts import Script, load_scripts
 
@@ -58,6 +59,14 @@ def _messages(flat: Sequence[Any], start: int) -> List[Message]:
     return out
 
 
+def _count(value: Any) -> int:
+    """A counter read from Redis; missing or malformed counts as 0."""
+    try:
+        return max(0, int(_text(value) or 0))
+    except ValueError:
+        return 0
+
+
 def _json(value: Any) -> Any:
     import orjson
     try:
@@ -84,6 +93,28 @@ def _pairs(flat: Any) -> Dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+def _prefix(value: Any) -> str:
+    """A body's first bytes as text: a character cut at the end is left out."""
+    if not isinstance(value, bytes):
+        return _text(value)
+    for cut in range(4):
+        try:
+            return value[:len(value) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return value.decode("utf-8", "replace")
+
+
+def _info_fields(text: Any) -> Dict[str, str]:
+    """An INFO reply ("name:value" lines) as a dict."""
+    fields = {}
+    for line in _text(text).splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not name.startswith("#"):
+            fields[name.strip()] = value.strip()
+    return fields
+
+
 def dead_letter_queue(queue: str, group: str = "") -> str:
     """The name of the ordinary queue that gets the dead letters of ``queue`` (of its group)."""
     return keys.dead_letter_queue(queue, group)
@@ -98,10 +129,11 @@ def check_group(group: str) -> str:
 
 
 def check_queue(queue: str) -> str:
-    """:raises InvalidQueueName: unless the name is in the safe set (keys.py)."""
+    """:raises InvalidQueueName: unless the name follows the rule of keys.py."""
     if not keys.is_valid_queue_name(queue):
         raise InvalidQueueName(
-            "invalid queue name %r: use 1-200 letters, digits and _ - . : @" % queue[:250])
+            "invalid queue name %r: 1-200 characters of UTF-8, no control characters, no #, "
+            "not beginning with 'queuestat:'" % queue[:250])
     return queue
 
 
@@ -226,11 +258,13 @@ class QueueStore:
     # consuming
 
     async def take(self, queue: str, count: int = 1, hold_if_stopped: bool = False,
-                   listen_ms: int = 0, group: str = "") -> List[Message]:
+                   listen_ms: int = 0, group: str = "", keep_ms: int = 0) -> List[Message]:
         """Pop up to ``count`` messages, oldest first; expired ones are skipped.
 
         :param listen_ms: a long-poll will wait: mark the queue as listened to.
         :param group: take for this consumer group ("" = the default consumers).
+        :param keep_ms: leave each popped body at its key "<q>:<n>" for this long
+            (the original left it there; clients read it after the pop).
         :returns: [] when the queue is empty (or stopped and ``hold_if_stopped``).
         :raises GroupNotFound: the queue has no such group.
         """
@@ -238,7 +272,7 @@ class QueueStore:
         check_group(group)
         reply = await self._run("take", [keys.queue_list(keys.namespace(queue, group))], [
             queue, count, 0, "", "1" if hold_if_stopped else "0", self.default_max_receives,
-            listen_ms, "0", group])
+            listen_ms, "0", group, keep_ms])
         return _messages(reply, 1)
 
     async def reserve(self, queue: str, count: int, lease_ms: int,
@@ -377,7 +411,9 @@ class QueueStore:
                               int(reply[2]), int(reply[3]))
 
     async def peek(self, queue: str) -> Optional[Message]:
-        """The oldest message, left in place; its delivery count goes up by one."""
+        """The oldest message, left in place. Its ``deliveries`` is how many times it
+        was looked at, counted in the original's "<key>:refcount" (shared with its
+        brokers)."""
         check_queue(queue)
         reply = await self._run("peek", [keys.queue_list(queue), keys.deliveries(queue)], [queue])
         if not reply:
@@ -445,16 +481,57 @@ class QueueStore:
             check_queue(queue)
         reply = await self._run("stats", [keys.QUEUESET], [queue or "", self.default_max_receives])
         infos = []
-        for i in range(0, len(reply), 9):
+        for i in range(0, len(reply), 11):
             age = int(reply[i + 7])
+            stored = Policy.from_setting(_text(reply[i + 3]))
             infos.append(QueueInfo(
                 name=_text(reply[i]), length=int(reply[i + 1]),
                 state=QueueState.from_redis(_text(reply[i + 2])),
-                policy=Policy.from_redis(_text(reply[i + 3])),
+                policy=stored or Policy.BROADCAST, policy_is_set=stored is not None,
                 inflight=int(reply[i + 4]), delayed=int(reply[i + 5]), dead=int(reply[i + 6]),
                 oldest_age=None if age < 0 else age / 1000.0,
-                groups=tuple(_groups(reply[i + 8]))))
+                groups=tuple(_groups(reply[i + 8])),
+                published=_count(reply[i + 9]), delivered=_count(reply[i + 10])))
         return sorted(infos, key=lambda info: info.name)
+
+    async def browse(self, queue: str, offset: int = 0, count: int = 20,
+                     preview_bytes: int = 4096) -> Tuple[int, List[WaitingMessage]]:
+        """The next ``count`` messages to be delivered from ``offset`` on, oldest first,
+        left in place and uncounted (one round trip).
+
+        :param preview_bytes: each body is cut to this many bytes.
+        :returns: (length of the queue, messages); dead letters carry their note.
+        """
+        check_queue(queue)
+        reply = await self._run("browse", [keys.queue_list(queue)],
+                                [queue, offset, count, preview_bytes])
+        messages = []
+        for i in range(1, len(reply), 7):
+            value = _prefix(reply[i + 1])
+            size = int(reply[i + 2] or 0)
+            ttl = int(reply[i + 5])
+            enqueued = reply[i + 4]
+            messages.append(WaitingMessage(
+                key=_text(reply[i]), value=value, size=size,
+                truncated=len(value.encode("utf-8")) < size, deliveries=int(reply[i + 3] or 0),
+                enqueued_ms=int(enqueued) if enqueued is not None else None,
+                expires_in=ttl / 1000.0 if ttl >= 0 else None, gone=ttl == -2,
+                dead=_json(reply[i + 6]) if reply[i + 6] is not None else None))
+        return int(reply[0]), messages
+
+    async def memory(self) -> RedisMemory:
+        """Redis's memory use (INFO memory), one round trip."""
+        fields = _info_fields(await self._command("INFO", "memory"))
+
+        def number(name: str) -> int:
+            try:
+                return int(fields.get(name, "0"))
+            except ValueError:
+                return 0
+
+        return RedisMemory(used=number("used_memory"), peak=number("used_memory_peak"),
+                           rss=number("used_memory_rss"), max=number("maxmemory"),
+                           policy=fields.get("maxmemory_policy", ""))
 
     async def counters(self) -> Dict[str, Dict[str, int]]:
         """Event counts of every broker on this Redis: {event: {queue: count}} for the

@@ -11,13 +11,17 @@ from urllib.parse import unquote_plus
 import cyclone.web
 from twisted.logger import Logger
 
-from restmq.web import collectd, control, leases, ops, patterns, protocol, queues
+from restmq.web import collectd, console, control, leases, ops, pages, patterns, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
 from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
 
 __all__ = ["make_app", "RestMQApplication"]
 
-_Q = r"([^/]+)"
+# A queue name in a path: any text, slashes included ("/q/a/b" is the queue "a/b").
+# A route with a suffix ("/q/<q>/ack", "/q/<q>/groups/<g>", ...) is listed before the
+# plain route of its prefix and wins: a queue whose name ends with such a suffix is
+# written with its slash percent-encoded ("/q/x%2Fack"), which the router does not split on.
+_Q = r"(.+?)"
 _G = r"([^/]+?)"
 _ID = r"([0-9a-f]{1,64})"
 
@@ -37,7 +41,9 @@ class RestMQApplication(cyclone.web.Application):
         for spec in self.handlers[0][1]:
             match = spec.regex.match(path)
             if match:
-                args = [unquote_plus(group) if group and ("%" in group or "+" in group) else group
+                # an escape that is not UTF-8 stays a lone surrogate: the name check refuses it
+                args = [unquote_plus(group, errors="surrogateescape")
+                        if group and ("%" in group or "+" in group) else group
                         for group in match.groups()]
                 handler = spec.handler_class(self, request, **spec.kwargs)
                 handler._execute([t(request) for t in self.transforms], *args)
@@ -54,7 +60,7 @@ def route_label(pattern: str) -> str:
     if pattern == r".*":
         return "(unmatched)"
     label = pattern.replace(_Q, "{queue}").replace(_G, "{group}").replace(_ID, "{reply_to}")
-    label = label.replace("\\", "")
+    label = label.replace("(.*)", "{name}").replace("\\", "")
     return label[:-2] if label.endswith("/?") and len(label) > 2 else label
 
 
@@ -131,7 +137,6 @@ def routes(context: Context) -> list:
     return [
         (r"/", queues.IndexHandler, deps),
         (r"/q/?", queues.QueueListHandler, deps),
-        (r"/q/%s/?" % _Q, queues.QueueHandler, deps),
         (r"/q/%s/(ack|nack|extend)/?" % _Q, leases.SettleHandler, deps),
         (r"/q/%s/groups/?" % _Q, patterns.GroupsHandler, deps),
         (r"/q/%s/groups/%s/?" % (_Q, _G), patterns.GroupHandler, deps),
@@ -140,6 +145,10 @@ def routes(context: Context) -> list:
         (r"/reply/%s/?" % _ID, patterns.ReplyHandler, deps),
         (r"/q/%s/redrive/?" % _Q, leases.RedriveHandler, deps),
         (r"/q/%s/dead/?" % _Q, leases.DeadLettersHandler, deps),
+        (r"/q/%s/messages/?" % _Q, console.MessagesHandler, deps),
+        (r"/q/%s/consumers/?" % _Q, console.ConsumersHandler, deps),
+        # every /q/<q>/<suffix> route goes above this line: this one takes any rest of the path
+        (r"/q/%s/?" % _Q, queues.QueueHandler, deps),
         (r"/settings/%s/?" % _Q, leases.SettingsHandler, deps),
         (r"/queue/?", protocol.ProtocolHandler, deps),
         (r"/c/%s/?" % _Q, streams.CometHandler, deps),
@@ -149,12 +158,17 @@ def routes(context: Context) -> list:
         (r"/sse/?", streams.CometHandler, deps),
         (r"/ws/?", streams.WebSocketHandler, deps),
         (r"/p/%s/?" % _Q, control.PolicyHandler, deps),
+        (r"/control/?", control.ControlListHandler, deps),
         (r"/control/%s/?" % _Q, control.ControlHandler, deps),
         (r"/stats/?", control.StatsHandler, deps),
         (r"/stats/%s/?" % _Q, control.StatsHandler, deps),
         (r"/j/%s/?" % _Q, control.JobsHandler, deps),
         (r"/collectd/data/?", collectd.DataHandler, deps),
         (r"/collectd/event/?", collectd.EventHandler, deps),
+        (r"/collectd/(.*)", collectd.UnknownHandler, deps),
+        # the original's own pages lived here
+        (r"/static/?(index\.html)?", pages.MovedHandler, dict(deps, location="../dashboard/")),
+        (r"/static/help\.html", pages.MovedHandler, dict(deps, location="../queue")),
         *ops.routes(context),
         (r".*", NotFoundHandler, deps),
     ]

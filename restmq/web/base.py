@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from restmq import __version__
 from restmq.acl import Acl, Credentials
 from restmq.config import Config
-from restmq.errors import BadRequest, Forbidden, MessageTooLarge, RestMQError, Unauthorized
+from restmq.errors import AddressDenied, BadRequest, Forbidden, MessageTooLarge, RestMQError, Unauthorized
 from restmq.web.errors import status_for
 
 __all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK"]
@@ -228,10 +228,30 @@ class BaseHandler(cyclone.web.RequestHandler):
         return self.request.headers.get("Content-Type", "").startswith("application/json")
 
     def jsonp_callback(self) -> Optional[str]:
+        """The JSONP callback name, if any. ``?`` is what jQuery leaves in a URL it
+        does not treat as JSONP (the original's dashboard posted so): accepted, and
+        answered as text, never as script."""
         callback = self.argument("callback")
-        if callback is not None and not JSONP_CALLBACK.match(callback):
+        if callback is not None and callback != "?" and not JSONP_CALLBACK.match(callback):
             raise BadRequest("unsafe JSONP callback name")
         return callback
+
+    # content negotiation: the original's answers unless the client asks for JSON
+
+    def wants_json(self) -> bool:
+        """Does the client ask for this broker's JSON answers (``Accept:
+        application/json`` and nothing else, as restmq.client and the dashboard
+        send)? Everyone else, old clients and jQuery's ``*/*`` lists included, gets
+        the original's answers."""
+        accept = self.request.headers.get("Accept", "")
+        if "application/json" not in accept:
+            return False
+        return all(part.split(";", 1)[0].strip().lower() == "application/json"
+                   for part in accept.split(",") if part.strip())
+
+    def wants_html(self) -> bool:
+        """A browser navigating here (its Accept names text/html)."""
+        return "text/html" in self.request.headers.get("Accept", "")
 
     # output
 
@@ -241,22 +261,54 @@ class BaseHandler(cyclone.web.RequestHandler):
         body = orjson.dumps(payload)
         callback = self.jsonp_callback()
         if callback:
-            self.set_header("Content-Type", "application/javascript")
-            body = b"%s(%s);" % (callback.encode(), body)
+            body = self._jsonp(callback, body, b";")
         self.finish(body)
+
+    def respond_original(self, payload: Any, content_type: str = "text/plain; charset=utf-8",
+                         terminator: bytes = b"\r\n", status: int = 200) -> None:
+        """Answer as the original did: ``payload`` (JSON, or a str written as is)
+        then ``terminator``, as ``content_type``. The original wrote most answers as
+        strings (served as text/html); they are text/plain here, with nosniff, so a
+        message body can never run as a page of the broker's origin."""
+        self.set_status(status)
+        body = payload.encode("utf-8") if isinstance(payload, str) else orjson.dumps(payload)
+        callback = self.jsonp_callback()
+        if callback:
+            self.finish(self._jsonp(callback, orjson.dumps(payload), b";" + terminator))
+            return
+        self.set_header("Content-Type", content_type)
+        if content_type.startswith("text/"):
+            self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(body + terminator)
+
+    def _jsonp(self, callback: str, body: bytes, end: bytes) -> bytes:
+        if callback == "?":
+            # not a function name: a page's script must not run it
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.set_header("X-Content-Type-Options", "nosniff")
+        else:
+            self.set_header("Content-Type", "application/javascript")
+        return b"%s(%s)%s" % (callback.encode(), body, end)
 
     def respond_text(self, text: str, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
         self.finish(text.encode("utf-8"))
+
+    def respond_html(self, page: str, status: int = 200) -> None:
+        """A page for browsers: no script, nothing loaded from elsewhere."""
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Security-Policy",
+                        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(page.encode("utf-8"))
 
     def no_content(self) -> None:
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()
-
-    def wants_json(self) -> bool:
-        return "application/json" in self.request.headers.get("Accept", "")
 
     # errors
 
@@ -273,6 +325,9 @@ class BaseHandler(cyclone.web.RequestHandler):
             self._send_json_error(status, code, exc.log_message or self._reason_for(status))
             return
         status, code = status_for(exc)
+        if isinstance(exc, AddressDenied) and not self.wants_json():
+            # the original answered 401 to an address its ACL refuses
+            status = 401
         if status == 500:
             failure = error if isinstance(error, Failure) else Failure(exc)
             self.log.failure("Unhandled error in {method} {uri}", failure,
@@ -281,8 +336,17 @@ class BaseHandler(cyclone.web.RequestHandler):
         else:
             message = exc.message if isinstance(exc, RestMQError) else str(exc)
         if isinstance(exc, Unauthorized):
-            self.set_header("WWW-Authenticate", 'Basic realm="%s"' % exc.realm)
+            self.set_header("WWW-Authenticate", self._challenge(exc.realm))
         self._send_json_error(status, code, message)
+
+    def _challenge(self, realm: str) -> str:
+        """Basic, unless the request presented a token: then RFC 6750's Bearer
+        challenge, which browsers do not answer with a password prompt (the
+        dashboard, holding a token, shows the refusal instead)."""
+        header = self.request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer " or "token" in getattr(self.request, "raw_arguments", {}):
+            return 'Bearer realm="%s", error="invalid_token"' % realm
+        return 'Basic realm="%s"' % realm
 
     def allowed_methods(self) -> List[str]:
         """The methods this handler implements (Cyclone's defaults answer 405)."""

@@ -26,6 +26,8 @@ from twisted.python.failure import Failure
 __all__ = ["HttpLimits", "HTTPConnection", "ChunkedTransferEncoding", "parse_form", "fast_write"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# every byte from 0x21 to 0x7e: what quote_from_bytes leaves alone in a request target
+_PRINTABLE_ASCII = bytes(range(0x21, 0x7f))
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 411: "Length Required",
             413: "Payload Too Large", 431: "Request Header Fields Too Large",
             505: "HTTP Version Not Supported"}
@@ -322,7 +324,8 @@ class HTTPConnection(protocol.Protocol):
         try:
             target_text = target.decode("ascii")
         except UnicodeDecodeError:
-            raise _Rejected(400, "bad_request", "request target must be ASCII (percent-encode it)") from None
+            # the original took raw UTF-8 in a path (curl sends it so): escape those bytes
+            target_text = urllib.parse.quote_from_bytes(target, safe=_PRINTABLE_ASCII)
         if len(lines) - 1 > _MAX_HEADERS:
             raise _Rejected(431, "headers_too_large", "more than %d header fields" % _MAX_HEADERS)
         headers = httputil.HTTPHeaders()

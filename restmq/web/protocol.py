@@ -1,4 +1,10 @@
-"""/queue: the JSON command protocol of the original (add, get, take, del)."""
+"""/queue: the JSON command protocol of the original (add, get, take, del).
+
+Clients that ask for JSON (``Accept: application/json``) get this broker's
+answers: 204 for an empty queue, 400 with an error object for a bad command.
+Everyone else gets the original's: 200 with ``{"error": "empty queue"}``,
+``{"error": "null resultset"}`` for an unknown command, and so on.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,18 @@ import orjson
 
 from restmq.errors import BadRequest
 from restmq.model import MAX_TTL_SECONDS
+from restmq.web import pages
 from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["ProtocolHandler"]
+
+
+class _Refused(BadRequest):
+    """A command the original answered with 200 and ``{"error": <text>}``."""
+
+    def __init__(self, message: str, original: str) -> None:
+        super().__init__(message)
+        self.original = original
 
 
 class ProtocolHandler(BaseHandler):
@@ -20,6 +35,10 @@ class ProtocolHandler(BaseHandler):
     acl_categories = {"POST": "rest:producer", "GET": "rest:consumer"}
 
     def get(self) -> None:
+        if self.wants_html() and not self.wants_json():
+            # the original's help form
+            self.respond_html(pages.protocol_form())
+            return
         self.respond({"commands": sorted(self.COMMANDS),
                       "example": {"cmd": "add", "queue": "jobs", "value": "hello"}})
 
@@ -27,13 +46,26 @@ class ProtocolHandler(BaseHandler):
     async def post(self) -> None:
         command = self._command()
         name = command.get("cmd")
+        if name is None or name == "":
+            # the original refused a command without "cmd" as malformed
+            raise BadRequest("malformed JSON: the command needs a 'cmd'")
         handler = self.COMMANDS.get(name) if isinstance(name, str) else None
-        if handler is None:
-            raise BadRequest("unknown cmd %r (use %s)" % (name, ", ".join(sorted(self.COMMANDS))))
-        queue = command.get("queue")
-        if not isinstance(queue, str):
-            raise BadRequest("missing string field 'queue'")
-        await handler(self, queue, command)
+        try:
+            if handler is None:
+                raise _Refused("unknown cmd %r (use %s)" % (name, ", ".join(sorted(self.COMMANDS))),
+                               "null resultset")
+            queue = command.get("queue")
+            if not isinstance(queue, str):
+                raise _Refused("missing string field 'queue'", "'queue'")
+            await handler(self, queue, command)
+        except _Refused as refused:
+            if self.wants_json():
+                raise
+            if handler is None:
+                # written as a string by the original: text, not JSON
+                self.respond_original({"error": refused.original}, terminator=b"")
+            else:
+                self.respond_original({"error": refused.original}, "application/json", b"")
 
     def _command(self) -> Dict[str, Any]:
         text = self.argument("body")
@@ -52,10 +84,23 @@ class ProtocolHandler(BaseHandler):
             raise BadRequest("the command must be a JSON object")
         return parsed
 
+    def _answer(self, payload: Dict[str, Any]) -> None:
+        if self.wants_json():
+            self.respond(payload)
+        else:
+            # the original wrote these as dicts: JSON, no line end
+            self.respond_original(payload, "application/json", b"")
+
+    def _empty(self) -> None:
+        if self.wants_json():
+            self.no_content()
+        else:
+            self.respond_original({"error": "empty queue"}, "application/json", b"")
+
     async def _add(self, queue: str, command: Dict[str, Any]) -> None:
         value = command.get("value", command.get("msg"))
         if value is None:
-            raise BadRequest("missing field 'value'")
+            raise _Refused("missing field 'value'", "'value'")
         if not isinstance(value, str):
             value = orjson.dumps(value).decode("utf-8")
         ttl = command.get("ttl")
@@ -63,29 +108,29 @@ class ProtocolHandler(BaseHandler):
                                 or not 1 <= ttl <= MAX_TTL_SECONDS):
             raise BadRequest("ttl must be an integer from 1 to %d" % MAX_TTL_SECONDS)
         result = await self.store.add(queue, [self.message_body(value)], ttl=ttl)
-        self.respond({"queue": queue, "value": value, "key": result.keys[0]})
+        self._answer({"queue": queue, "value": value, "key": result.keys[0]})
 
     async def _get(self, queue: str, command: Dict[str, Any]) -> None:
         message = await self.store.peek(queue)
         if message is None:
-            self.no_content()
+            self._empty()
             return
-        self.respond({"queue": queue, "key": message.key, "value": message.value,
+        self._answer({"queue": queue, "key": message.key, "value": message.value,
                       "count": message.deliveries})
 
     async def _take(self, queue: str, command: Dict[str, Any]) -> None:
         messages = await self.store.take(queue)
         if not messages:
-            self.no_content()
+            self._empty()
             return
-        self.respond({"queue": queue, "key": messages[0].key, "value": messages[0].value})
+        self._answer({"queue": queue, "key": messages[0].key, "value": messages[0].value})
 
     async def _del(self, queue: str, command: Dict[str, Any]) -> None:
         key = command.get("key")
         if not isinstance(key, str):
-            raise BadRequest("missing string field 'key'")
+            raise _Refused("missing string field 'key'", "'key'")
         deleted = await self.store.delete(queue, key)
-        self.respond({"queue": queue, "key": key, "deleted": deleted})
+        self._answer({"queue": queue, "key": key, "deleted": deleted})
 
     COMMANDS: Dict[str, Callable[["ProtocolHandler", str, Dict[str, Any]], Awaitable[None]]] = {
         "add": _add, "get": _get, "take": _take, "del": _del,

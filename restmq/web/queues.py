@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+import cyclone.web
 import orjson
 from twisted.internet.defer import CancelledError
 
 from restmq.errors import BadRequest
 from restmq.model import MAX_TTL_SECONDS, Message, MessageMeta
 from restmq.storage.store import check_group
+from restmq.web import pages
 from restmq.web.base import BaseHandler, async_handler
 
 __all__ = ["IndexHandler", "QueueListHandler", "QueueHandler"]
@@ -26,6 +28,9 @@ MAX_ATTRIBUTE_NAME = 256
 class _Producing(BaseHandler):
     """Shared by the routes that add messages."""
 
+    #: /q/<q> took ``msg or value`` (msg first), / took ``value`` (msg only when alone)
+    msg_first = False
+
     def bodies(self) -> List[str]:
         return self.messages()[0]
 
@@ -38,9 +43,11 @@ class _Producing(BaseHandler):
         for given in self.arguments("ordering_key"):
             self._check_ordering_key(given)
         plain = MessageMeta(ordering_key=default_key) if default_key is not None else None
-        value = self.argument("value")
-        if value is None:
-            value = self.argument("msg")
+        value, msg = self.argument("value"), self.argument("msg")
+        if self.msg_first and msg:
+            value = msg
+        elif value is None:
+            value = msg
         if value is not None:
             return [self.message_body(value)], [plain]
         body = self.request.body
@@ -139,11 +146,9 @@ class _Producing(BaseHandler):
             self.respond({"queue": queue, "keys": result.keys})
         elif self.wants_json():
             self.respond({"queue": queue, "key": result.keys[0]})
-        elif self.jsonp_callback():
-            self.respond(result.keys[0])
         else:
-            # the original answered the bare key, and its clients parse that
-            self.respond_text(result.keys[0] + "\r\n")
+            # the original answered the bare key ("jobs:1\r\n"), and its clients parse that
+            self.respond_original(result.keys[0])
         return result.keys
 
 
@@ -156,6 +161,9 @@ def message_payload(message: Message) -> dict:
 
 class _Consuming(_Producing):
     """Shared by the routes that pop."""
+
+    #: GET / answered 404 when nothing was there (the original's IndexHandler)
+    empty_is_404 = False
 
     def group(self) -> str:
         """The ``group`` field ("" when absent: the default consumers)."""
@@ -184,22 +192,32 @@ class _Consuming(_Producing):
             again = sum(1 for m in messages if m.receipt is not None and m.deliveries > 1)
             self.context.metrics.redelivered(queue, again)
         if not messages:
+            if self.empty_is_404 and not self.wants_json():
+                raise cyclone.web.HTTPError(404, "queue %r is empty" % queue[:250])
             self.no_content()
         else:
             self.answer(queue, messages, None if count is None else int(count))
 
     def answer(self, queue: str, messages: List[Message], count: Optional[int]) -> None:
         if count is None:
-            self.respond(message_payload(messages[0]))
+            self.respond_popped(message_payload(messages[0]))
         else:
-            self.respond({"queue": queue, "messages": [message_payload(m) for m in messages]})
+            self.respond_popped({"queue": queue, "messages": [message_payload(m) for m in messages]})
+
+    def respond_popped(self, payload: Any) -> None:
+        """JSON for JSON clients; the original's text/plain line for the others."""
+        if self.wants_json():
+            self.respond(payload)
+        else:
+            self.respond_original(payload)
 
     async def _pop(self, queue: str, count: int, lease_ms: Optional[int], listen_ms: int) -> List[Message]:
         hold = self.config.delivery.stop_holds_pops
         if lease_ms is not None:
             return await self.store.reserve(queue, count, lease_ms, hold, listen_ms,
                                             default_lease=self._default_lease, group=self._group)
-        return await self.store.take(queue, count, hold, listen_ms, group=self._group)
+        return await self.store.take(queue, count, hold, listen_ms, group=self._group,
+                                     keep_ms=int(self.config.delivery.popped_ttl * 1000))
 
     async def _long_poll(self, queue: str, count: int, lease_ms: Optional[int],
                          wait: float) -> Optional[List[Message]]:
@@ -211,7 +229,7 @@ class _Consuming(_Producing):
         dispatcher = self.context.dispatcher
         clock = self.context.clock
         deadline = clock.seconds() + wait
-        waiter = dispatcher.waiter(dispatcher.target(queue, self._group))
+        waiter = dispatcher.waiter(dispatcher.target(queue, self._group), self.request.remote_ip or "")
         gone: List[bool] = []
         pending: List[Any] = []
 
@@ -252,10 +270,14 @@ class IndexHandler(_Consuming):
     goes to the dashboard."""
 
     acl_categories = {"GET": "rest:consumer", "POST": "rest:producer"}
+    empty_is_404 = True
 
     @async_handler
     async def get(self) -> None:
         queue = self.argument("queue")
+        if queue == "" and not self.wants_json():
+            # the original looked the queue "" up and found it empty
+            raise cyclone.web.HTTPError(404, "queue '' is empty")
         if queue is None and not any(self.arguments(name) for name in _POP_FIELDS):
             # the original's page was here; relative, so a proxy's path prefix is kept
             self.set_status(302)
@@ -279,13 +301,18 @@ class QueueListHandler(BaseHandler):
 
     @async_handler
     async def get(self) -> None:
-        self.respond({"queues": await self.store.queues()})
+        names = await self.store.queues()
+        if self.wants_html() and not self.wants_json():
+            self.respond_html(pages.queue_list(names))
+            return
+        self.respond({"queues": names})
 
 
 class QueueHandler(_Consuming):
     """/q/<name>: GET pops, POST adds, DELETE purges and closes the queue's streams."""
 
     acl_categories = {"GET": "rest:consumer", "POST": "rest:producer", "DELETE": "rest:producer"}
+    msg_first = True
 
     @async_handler
     async def get(self, queue: str) -> None:
@@ -299,4 +326,8 @@ class QueueHandler(_Consuming):
     async def delete(self, queue: str) -> None:
         removed = await self.store.purge(queue)
         self.context.dispatcher.close_queue(queue)
-        self.respond({"queue": queue, "purged": removed})
+        if self.wants_json():
+            self.respond({"queue": queue, "purged": removed})
+        else:
+            # the original answered DEL's reply on the list: 1 if there was anything
+            self.respond_original({"queue": queue, "status": 1 if removed else 0})

@@ -14,11 +14,12 @@ import orjson
 from twisted.internet import defer
 from twisted.logger import Logger
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, Message as WsMessage, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Message as WsMessage, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
+from restmq.acl import Credentials
 from restmq.errors import BadRequest, Forbidden
 from restmq.model import Batch, Message
 from restmq.storage.store import check_group, check_queue
@@ -97,7 +98,7 @@ class StreamConsumer:
 
     __slots__ = ("transport", "_write", "_encode", "_cache_name", "_buffer_limit", "_dispatcher",
                  "_queues", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
-                 "acked", "prefetch", "_held")
+                 "acked", "prefetch", "_held", "remote", "since")
 
     def __init__(self, transport_name: str, write: Callable[[bytes], None],
                  encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
@@ -122,6 +123,9 @@ class StreamConsumer:
         self.acked = False
         self.prefetch = 0
         self._held: Optional[Dict[str, Tuple[str, float]]] = None
+        # who it is, for the dashboard's consumer list (set by _identify)
+        self.remote = ""
+        self.since = 0.0
 
     # dispatch.AckedConsumer
 
@@ -267,6 +271,12 @@ def _stream_targets(handler: BaseHandler, queue: Optional[str]) -> Tuple[List[st
     return [check_queue(queue)], group, False
 
 
+def _identify(handler: BaseHandler, consumer: StreamConsumer) -> None:
+    """The client's address and the time it connected (``GET /q/<q>/consumers``)."""
+    consumer.remote = handler.request.remote_ip or ""
+    consumer.since = handler.context.clock.seconds()
+
+
 def _ack_options(handler: BaseHandler, consumer: StreamConsumer) -> None:
     """``?ack=1`` makes a stream at-least-once: leased messages, ``prefetch`` unacked."""
     if handler.argument("ack") in ("1", "true", "yes"):
@@ -347,6 +357,7 @@ class CometHandler(BaseHandler):
         else:
             consumer = StreamConsumer(*args)
         _ack_options(self, consumer)
+        _identify(self, consumer)
         last_id = None
         if sse and not group:
             # only broadcast messages are kept for a resume; a group's are consumed
@@ -421,6 +432,18 @@ class WebSocketHandler(BaseHandler):
 
     acl_categories = {"GET": "websocket:consumer"}
 
+    def credentials(self) -> Credentials:
+        """Basic or a token as elsewhere; failing those, the original's cookie
+        ``auth=user:password`` (browsers cannot send headers on a WebSocket). It is
+        read only when the ACL is on, since credentials are checked only then."""
+        found = super().credentials()
+        if found.username is None and found.token is None:
+            cookie = self.get_cookie("auth")
+            if cookie and ":" in cookie:
+                username, _, password = cookie.partition(":")
+                return Credentials(username, password, None)
+        return found
+
     def _check_origin(self) -> None:
         if not self.origin_allowed():
             raise Forbidden("origin %s is not allowed" % self.request.headers.get("Origin"))
@@ -465,6 +488,8 @@ class _WebSocketSession:
         self.context = handler.context
         self.transport = handler.request.connection.transport
         self.ws = Connection(ConnectionType.SERVER)
+        self._parts: List[Any] = []
+        self._size = 0
         dispatcher = self.context.dispatcher
         targets = [dispatcher.target(name, group) for name in names]
         self.consumer = StreamConsumer(
@@ -472,6 +497,7 @@ class _WebSocketSession:
             self.context.config.dispatch.buffer_limit, dispatcher, targets, self._closed_by_broker,
             self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
+        _identify(handler, self.consumer)
         self.transport.registerProducer(self.consumer, True)
         for target in targets:
             dispatcher.subscribe(target, self.consumer)
@@ -501,12 +527,45 @@ class _WebSocketSession:
             self.transport.abortConnection()
 
     def messageReceived(self, event: WsMessage) -> None:
-        """Client text frames are commands: ``{"ack": receipt(s)}``,
-        ``{"nack": receipt(s), "delay": S}``, ``{"extend": receipt(s), "seconds": S}``.
-        Each is answered with a frame like ``{"acked": 1}`` or ``{"error": {...}}``."""
-        if not isinstance(event, TextMessage):
+        """On an acked stream (``?ack=1``) client text frames are commands:
+        ``{"ack": receipt(s)}``, ``{"nack": receipt(s), "delay": S}``,
+        ``{"extend": receipt(s), "seconds": S}``, each answered with a frame like
+        ``{"acked": 1}`` or ``{"error": {...}}``. Otherwise every message is sent
+        back as it came, as the original echoed. Messages are whole (fragments
+        joined) and at most ``max_message_bytes``."""
+        if self.consumer.closed:
             return
-        defer.ensureDeferred(self._command(event.data))
+        self._parts.append(event.data)
+        self._size += len(event.data)
+        if self._size > self.context.config.server.max_message_bytes:
+            self._parts, self._size = [], 0
+            self.consumer.closed = True
+            self._close(1009, "message too large")
+            return
+        if not event.message_finished:
+            return
+        parts, self._parts, self._size = self._parts, [], 0
+        if isinstance(event, TextMessage):
+            data: Any = "".join(parts)
+        else:
+            data = b"".join(parts)
+        if self.consumer.acked:
+            if isinstance(data, str):
+                defer.ensureDeferred(self._command(data))
+            return
+        self.consumer.write_raw(self.ws.send(TextMessage(data=data) if isinstance(data, str)
+                                             else BytesMessage(data=data)))
+        if self.consumer.overflowing():
+            # it sends but does not read: memory must stay bounded
+            self.log.warn("WebSocket client of {queue} does not read its echoes: cut off", queue=self.queue)
+            self.transport.abortConnection()
+
+    def _close(self, code: int, reason: str) -> None:
+        try:
+            self.transport.write(self.ws.send(CloseConnection(code=code, reason=reason)))
+        except LocalProtocolError:
+            pass  # a close is already under way
+        self.transport.loseConnection()
 
     async def _command(self, text: str) -> None:
         from restmq.errors import RestMQError

@@ -2,9 +2,9 @@
 -- consumer group; wake streaming consumers on every process.
 -- KEYS[1] = <q>:queue (the script also touches <q>:UUID, QUEUESET, queuestat::<q>,
 -- <q>:listeners, <q>:bsubs, <q>:poppers, <q>:settings, <q>:delayed, <q>:idempotency,
--- <q>:idempotencyexp, <q>:enqueued, the history, <q>:groups, <q>:refs, <q>:meta,
--- <q>:okey, the lists of the groups, restmq:rpc:<id>: fewer arguments make the hottest
--- call cheaper to send)
+-- <q>:idempotencyexp, <q>:enqueued, <q>:delivered, the history, <q>:groups, <q>:refs,
+-- <q>:meta, <q>:okey, the lists of the groups, restmq:rpc:<id>: fewer arguments make
+-- the hottest call cheaper to send)
 -- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = ttl seconds or ""
 -- ARGV[4] = delay ms or ""  ARGV[5] = idempotency key or ""  ARGV[6] = idempotency window ms
 -- ARGV[7] = default history size  ARGV[8] = "" (bodies only) or "m" (each body is followed
@@ -89,6 +89,7 @@ if #groups == 0 and ARGV[4] == '' and redis.call('EXISTS', queue .. ':bsubs') ==
   end
   if redis.call('PUBLISH', 'restmq:broadcast:' .. queue, cjson.encode(batch)) > 0 then
     record_history(queue, batch, tonumber(ARGV[7]))
+    count_delivered(queue, count)
     return done(keys)
   end
 end

@@ -16,7 +16,10 @@ if removed > 0 then
 elseif redis.call('HEXISTS', queue .. ':refs', key) == 0 then
   -- a body no structure holds (pushed by another broker, or left behind)
   removed = redis.call('DEL', key)
+  redis.call('DEL', key .. ':refcount')
   redis.call('HDEL', queue .. ':meta', key)
   redis.call('HDEL', queue .. ':okey', key)
 end
+-- a dead letter's note (on a dead-letter queue)
+redis.call('HDEL', queue .. ':deadinfo', key)
 return removed > 0 and 1 or 0

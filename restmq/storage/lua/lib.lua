@@ -17,6 +17,15 @@ local function owns(queue, key)
   return string.sub(key, 1, n + 1) == queue .. ':' and string.find(key, '^%d+$', n + 2) ~= nil
 end
 
+-- The original's look counters ("<key>:refcount", JSON protocol get) of some message keys.
+local function refcounts(keys)
+  local out = {}
+  for i, key in ipairs(keys) do
+    out[i] = key .. ':refcount'
+  end
+  return out
+end
+
 -- Deployment-wide event counts read by /metrics (keys.py COUNTERS): HASH field
 -- "<event>:<queue>" -> count, event one of dead_lettered, expired, queue_full.
 -- Counted per queue (a group's events count under its queue).
@@ -60,34 +69,56 @@ local function setting(q, g, name)
   return value or redis.call('HGET', q .. ':settings', name)
 end
 
+-- A body nobody holds any more: deleted with its look counter, or, with keep_ms > 0,
+-- left to expire (the original left popped bodies in place and clients read them).
+local function drop_body(key, keep_ms)
+  if keep_ms and keep_ms > 0 then
+    redis.call('PEXPIRE', key, keep_ms)
+    redis.call('DEL', key .. ':refcount')
+  else
+    redis.call('DEL', key, key .. ':refcount')
+  end
+end
+
 -- One holder (the default consumers or a group) is done with the body of key:
 -- it goes when the last holder is done. No <q>:refs field means one holder.
-local function release(q, key)
+local function release(q, key, keep_ms)
   local refs = q .. ':refs'
   if redis.call('HINCRBY', refs, key, -1) > 0 then
     return false
   end
   redis.call('HDEL', refs, key)
-  redis.call('DEL', key)
+  drop_body(key, keep_ms)
   redis.call('HDEL', q .. ':meta', key)
   redis.call('HDEL', q .. ':okey', key)
   return true
 end
 
 -- release() for many keys: in bulk when the queue never had groups or metadata.
-local function release_many(q, keys)
+local function release_many(q, keys, keep_ms)
   if #keys == 0 then
     return
   end
   if redis.call('EXISTS', q .. ':refs') == 1 then
     for _, key in ipairs(keys) do
-      release(q, key)
+      release(q, key, keep_ms)
     end
     return
   end
   for i = 1, #keys, 1000 do
     local part = {unpack(keys, i, math.min(i + 999, #keys))}
-    redis.call('DEL', unpack(part))
+    if keep_ms and keep_ms > 0 then
+      for _, key in ipairs(part) do
+        redis.call('PEXPIRE', key, keep_ms)
+      end
+      redis.call('DEL', unpack(refcounts(part)))
+    else
+      local gone = refcounts(part)
+      for _, key in ipairs(part) do
+        gone[#gone + 1] = key
+      end
+      redis.call('DEL', unpack(gone))
+    end
     if redis.call('EXISTS', q .. ':meta') == 1 then
       redis.call('HDEL', q .. ':meta', unpack(part))
     end
@@ -186,9 +217,18 @@ local function promote(q, g, now, default_max_receives)
   return #due + #expired
 end
 
+-- <ns>:delivered counts the messages handed out to the consumers of ns (the
+-- default consumers of a queue, or one of its groups): the dashboard's rates.
+local function count_delivered(ns, n)
+  if n > 0 then
+    redis.call('INCRBY', ns .. ':delivered', n)
+  end
+end
+
 -- The plain pop, in bulk: a few commands per batch rather than six per message.
+-- keep_ms > 0 leaves each body in place for that long (see drop_body).
 -- Returns key, body, deliveries, token (""), metadata ("" when none) per message.
-local function pop_plain(q, g, n)
+local function pop_plain(q, g, n, keep_ms)
   local ns = ns_of(q, g)
   local list = ns .. ':queue'
   local with_meta = redis.call('EXISTS', q .. ':meta') == 1
@@ -217,7 +257,7 @@ local function pop_plain(q, g, n)
           pass_ordering(q, g, key)
         end
       end
-      release_many(q, mine)
+      release_many(q, mine, keep_ms)
       redis.call('HDEL', ns .. ':deliveries', unpack(mine))
       redis.call('HDEL', ns .. ':enqueued', unpack(mine))
       for i, key in ipairs(mine) do
@@ -237,6 +277,7 @@ local function pop_plain(q, g, n)
       break
     end
   end
+  count_delivered(ns, got)
   count_event('expired', q, expired)
   return out
 end
@@ -246,12 +287,13 @@ local MAX_PARKED_PER_CALL = 1000
 
 -- Pop up to n live messages: expired (ttl) bodies and foreign elements are skipped.
 -- With lease_ms > 0 each message is leased (kept, counted, hidden until the deadline)
--- and its token is tokens_prefix .. i; otherwise it is deleted. A leased message
+-- and its token is tokens_prefix .. i; otherwise it is deleted (or, with keep_ms,
+-- left to expire: see drop_body). A leased message
 -- whose ordering key is held by another message waits in that key's list instead.
 -- Returns a flat list: key, body, deliveries, token ("" when not leased), metadata.
-local function pop(q, g, n, lease_ms, tokens_prefix, now)
+local function pop(q, g, n, lease_ms, tokens_prefix, now, keep_ms)
   if lease_ms == 0 then
-    return pop_plain(q, g, n)
+    return pop_plain(q, g, n, keep_ms or 0)
   end
   local ns = ns_of(q, g)
   local list = ns .. ':queue'
@@ -293,6 +335,7 @@ local function pop(q, g, n, lease_ms, tokens_prefix, now)
       end
     end
   end
+  count_delivered(ns, got)
   return out
 end
 

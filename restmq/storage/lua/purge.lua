@@ -36,6 +36,7 @@ local removed = 0
 for i = 1, #bodies, 1000 do
   removed = removed + redis.call('DEL', unpack(bodies, i, math.min(i + 999, #bodies)))
 end
+del_many(refcounts(bodies))
 redis.call('DEL', KEYS[1], queue .. ':inflight', queue .. ':delayed', queue .. ':leases',
   queue .. ':deliveries', queue .. ':history', queue .. ':historybodies',
   queue .. ':historymeta', queue .. ':enqueued', queue .. ':deadinfo', queue .. ':refs',

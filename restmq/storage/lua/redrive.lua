@@ -17,7 +17,7 @@ while (limit == 0 or moved < limit) do
   end
   local body = redis.call('GET', old)
   local meta = redis.call('HGET', dq .. ':meta', old)
-  redis.call('DEL', old)
+  redis.call('DEL', old, old .. ':refcount')
   redis.call('HDEL', dq .. ':deliveries', old)
   redis.call('HDEL', dq .. ':enqueued', old)
   redis.call('HDEL', dq .. ':deadinfo', old)

@@ -4,7 +4,7 @@
 -- ARGV[1] = queue name  ARGV[2] = consumer group or ""
 -- ARGV[3..] = key, body, metadata, key, body, metadata ... in the order they were popped
 -- A body still held by another group gets its holder back; one that is gone is stored again.
--- Returns how many were put back.
+-- Returns how many were put back (they no longer count as delivered: <ns>:delivered).
 local queue = ARGV[1]
 local n = 0
 for i = #ARGV - 2, 3, -3 do
@@ -21,5 +21,8 @@ for i = #ARGV - 2, 3, -3 do
     redis.call('RPUSH', KEYS[1], key)
     n = n + 1
   end
+end
+if n > 0 then
+  redis.call('DECRBY', ns_of(queue, ARGV[2]) .. ':delivered', n)
 end
 return n
