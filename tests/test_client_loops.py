@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from restmq.client import ClientError, DeadLetter, Message, Queue, TxQueue
+from restmq.client import Broker, ClientError, DeadLetter, Message, Queue, TxQueue
 from tests.helpers import sleep, wait_until
 
 
@@ -260,7 +260,7 @@ async def test_work_extends_the_lease_while_a_slow_handler_runs(app):
 @pytest_twisted.ensureDeferred
 async def test_work_refuses_a_bad_queue_at_once(app):
     with pytest.raises(ClientError) as raised:
-        await in_thread(Queue("bad name", url=app.url).work, lambda m: None, limit=1)
+        await in_thread(Queue("bad#name", url=app.url).work, lambda m: None, limit=1, idle_timeout=5)
     assert raised.value.status == 400
 
 
@@ -415,3 +415,20 @@ async def test_txqueue_reserve_count_and_subscribe(app):
         await following
     await wait_until(lambda: app.dispatcher.subscriber_counts("txmore") == {})
     await queue.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_names_with_spaces_slashes_and_plus_signs(app):
+    name = "reports/2026 q4+é"
+    queue = Queue(name, url=app.url)
+    assert await in_thread(queue.put, "a", "b") == ["%s:1" % name, "%s:2" % name]
+    leased = await in_thread(queue.reserve, 30, 2)
+    assert [m.queue for m in leased] == [name, name]
+    assert await in_thread(queue.ack, *leased) == 2
+    assert (await in_thread(queue.configure, max_receives=2))["max_receives"] == 2
+    assert await in_thread(queue.dead) == []
+    assert name in await in_thread(Broker(app.url).queues)
+    tx = TxQueue(name, url=app.url)
+    await tx.put("c")
+    assert (await tx.reserve(30)).value == "c"
+    await tx.close()
