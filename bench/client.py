@@ -41,10 +41,10 @@ def bare(url: str, name: str, count: int) -> float:
     return rate
 
 
-def work(url: str, name: str, count: int, prefetch: int = 1) -> float:
+def work(url: str, name: str, count: int, prefetch: int = 1, concurrency: int = 1) -> float:
     queue = Queue(name, url=url)
     began = time.monotonic()
-    done = queue.work(_noop, limit=count, prefetch=prefetch, idle_timeout=5)
+    done = queue.work(_noop, limit=count, prefetch=prefetch, concurrency=concurrency, idle_timeout=5)
     rate = done / (time.monotonic() - began)
     queue.close()
     return rate
@@ -69,5 +69,6 @@ LOOPS: Dict[str, Callable[[str, str, int], float]] = {
     "bare": bare,
     "work": work,
     "work10": lambda url, name, count: work(url, name, count, prefetch=10),
+    "work4": lambda url, name, count: work(url, name, count, concurrency=4),
     "consume": consume,
 }

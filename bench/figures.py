@@ -669,7 +669,8 @@ class Bench:
         note = "%d messages a run, median of %d; %s" % (count, self.plan.runs, cpu_text)
         return [self._row("w1", restmq=rate["work"], baseline=rate["bare"], note=note),
                 self._row("w2", restmq=rate["consume"], baseline=rate["bare"], note=note),
-                self._row("w3", restmq=rate["work10"], baseline=rate["bare"], note=note)]
+                self._row("w3", restmq=rate["work10"], baseline=rate["bare"], note=note),
+                self._row("w4", restmq=rate["work4"], baseline=rate["bare"], note=note)]
 
     def _row(self, key: str, **fields: Any) -> Row:
         figure, unit = FIGURES[key]
@@ -701,6 +702,7 @@ FIGURES: Dict[str, tuple] = {
            "messages/s"),
     "w2": ("w. Python client consume(ack=True), one process; vs the same bare loop", "messages/s"),
     "w3": ("w. Python client work(prefetch=10), one process; vs the same bare loop", "messages/s"),
+    "w4": ("w. Python client work(concurrency=4), one process; vs the same bare loop", "messages/s"),
 }
 
 # phase -> (method, the rows it produces), in the order they run
@@ -714,5 +716,5 @@ PHASES: Dict[str, tuple] = {
     "roundrobin": ("phase_roundrobin", ["c"]),
     "idle": ("phase_idle", ["d", "k"]),
     "groups": ("phase_groups", ["l1", "l4", "m"]),
-    "client": ("phase_client", ["w1", "w2", "w3"]),
+    "client": ("phase_client", ["w1", "w2", "w3", "w4"]),
 }

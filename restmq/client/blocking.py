@@ -585,14 +585,18 @@ class _LeaseKeeper:
         self.every = WorkPlan.extend_every(lease)
         self._due: Dict[str, float] = {}
         self._stop = threading.Event()
+        self._starting = threading.Lock()
         self._thread: Optional[threading.Thread] = None
 
     def watch(self, message: Message) -> None:
         if message.receipt:
             self._due[message.receipt] = time.monotonic() + self.every
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="restmq-lease-keeper", daemon=True)
-                self._thread.start()
+                with self._starting:
+                    if self._thread is None:
+                        thread = threading.Thread(target=self._run, name="restmq-lease-keeper", daemon=True)
+                        thread.start()
+                        self._thread = thread
 
     def forget(self, message: Message) -> None:
         if message.receipt:
