@@ -656,21 +656,28 @@ class Bench:
         for measure in LOOPS.values():  # warm: connections, scripts, the worker's threads
             measure(url, "cw", 50)
         rates: Dict[str, List[float]] = {name: [] for name in LOOPS}
+        # this process's CPU per message: steadier than a rate on a shared machine
+        costs: Dict[str, List[float]] = {name: [] for name in LOOPS}
         meter = CpuMeter({"server": lambda: [proc.pid], "redis": lambda: [self.redis.proc.pid],
                           "clients": lambda: [os.getpid()]})
         for _ in range(self.plan.runs):
             for name, measure in LOOPS.items():
                 fill(url, "cw", count)
+                used = time.process_time()
                 rates[name].append(measure(url, "cw", count))
+                costs[name].append((time.process_time() - used) * 1e6 / count)
         cpu = meter.percent()
         rate = {name: _median(values) for name, values in rates.items()}
-        self.log("  client loops: " + ", ".join("%s %.0f msg/s" % item for item in rate.items()))
+        cost = {name: _median(values) for name, values in costs.items()}
+        self.log("  client loops: " + ", ".join(
+            "%s %.0f msg/s (%.0f us CPU/msg)" % (name, rate[name], cost[name]) for name in LOOPS))
         cpu_text = _cpu_note(cpu, None).replace("clients", "client")
-        note = "%d messages a run, median of %d; %s" % (count, self.plan.runs, cpu_text)
-        return [self._row("w1", restmq=rate["work"], baseline=rate["bare"], note=note),
-                self._row("w2", restmq=rate["consume"], baseline=rate["bare"], note=note),
-                self._row("w3", restmq=rate["work10"], baseline=rate["bare"], note=note),
-                self._row("w4", restmq=rate["work4"], baseline=rate["bare"], note=note)]
+        rows = []
+        for key, name in (("w1", "work"), ("w2", "consume"), ("w3", "work10"), ("w4", "work4")):
+            note = "client CPU %.0f us/message vs %.0f; %d messages a run, median of %d; %s" % (
+                cost[name], cost["bare"], count, self.plan.runs, cpu_text)
+            rows.append(self._row(key, restmq=rate[name], baseline=rate["bare"], note=note))
+        return rows
 
     def _row(self, key: str, **fields: Any) -> Row:
         figure, unit = FIGURES[key]
