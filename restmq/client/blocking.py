@@ -672,7 +672,7 @@ class Consumption:
     def _keeper_for(self) -> _LeaseKeeper:
         if self._keeper is None:
             if self._lease_length is None:
-                self._lease_length = self.queue._lease_seconds(self.group)
+                self._lease_length = self.queue._lease_seconds(self.group or "")
             self._keeper = _LeaseKeeper(self.queue, self._lease_length, self.group)
         return self._keeper
 
@@ -709,8 +709,9 @@ class Consumption:
                 # the later ones wait here leased: skip any whose lease ran out meanwhile
                 length = self._lease_length
                 if length is None:
-                    length = self._lease_length = queue._lease_seconds(self.group)
-                self._pending = [(m, sent + length - 0.5) for m in taken[1:]]
+                    length = self._lease_length = queue._lease_seconds(self.group or "")
+                deadline = sent + length - min(0.5, length / 10)
+                self._pending = [(m, deadline) for m in taken[1:]]
             if taken:
                 return taken[0]
 

@@ -600,7 +600,9 @@ class TxConsumption:
             if len(taken) > 1:
                 if self._lease_length is None:
                     self._lease_length = await queue._lease_seconds(self.group or "")
-                self._pending = [(m, sent + self._lease_length - 0.5) for m in taken[1:]]
+                length = self._lease_length
+                deadline = sent + length - min(0.5, length / 10)
+                self._pending = [(m, deadline) for m in taken[1:]]
             if taken:
                 return taken[0]
         return None
