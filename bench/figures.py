@@ -47,12 +47,13 @@ class Plan:
     # SSE client processes sharing the subscribers: one leaves the other core
     # to the server on a 2-core machine
     client_processes: int = 1
+    client_messages: int = 3000   # messages per run of each client loop (figure w)
     mode: str = "full"
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(runs=1, wrk_seconds=1.0, warm_seconds=0.5, latency_seconds=2.0, laps=1,
-                   lap_seconds=1.5, idle_connections=1000, mode="quick")
+                   lap_seconds=1.5, idle_connections=1000, client_messages=500, mode="quick")
 
     def describe(self) -> str:
         return ("%s: wrk %d x %.0f s per target (median), %d connections; streaming floods "
@@ -651,6 +652,42 @@ class Bench:
     def phase_sqs_boto3(self) -> List[Row]:
         return phase_sqs_boto3(self)
 
+    # issue 14: the Python client's worker loop
+
+    def phase_client(self) -> List[Row]:
+        """work() and consume(ack=True) with a no-op body beside a bare reserve()/ack()
+        loop, all in this process on one connection, the loops interleaved per round."""
+        from bench.client import LOOPS, fill
+        proc, port = self._broker(profile="client")
+        url = "http://127.0.0.1:%d" % port
+        count = self.plan.client_messages
+        fill(url, "cw", 200)
+        for measure in LOOPS.values():  # warm: connections, scripts, the worker's threads
+            measure(url, "cw", 50)
+        rates: Dict[str, List[float]] = {name: [] for name in LOOPS}
+        # this process's CPU per message: steadier than a rate on a shared machine
+        costs: Dict[str, List[float]] = {name: [] for name in LOOPS}
+        meter = CpuMeter({"server": lambda: [proc.pid], "redis": lambda: [self.redis.proc.pid],
+                          "clients": lambda: [os.getpid()]})
+        for _ in range(self.plan.runs):
+            for name, measure in LOOPS.items():
+                fill(url, "cw", count)
+                used = time.process_time()
+                rates[name].append(measure(url, "cw", count))
+                costs[name].append((time.process_time() - used) * 1e6 / count)
+        cpu = meter.percent()
+        rate = {name: _median(values) for name, values in rates.items()}
+        cost = {name: _median(values) for name, values in costs.items()}
+        self.log("  client loops: " + ", ".join(
+            "%s %.0f msg/s (%.0f us CPU/msg)" % (name, rate[name], cost[name]) for name in LOOPS))
+        cpu_text = _cpu_note(cpu, None).replace("clients", "client")
+        rows = []
+        for key, name in (("w1", "work"), ("w2", "consume"), ("w3", "work10"), ("w4", "work4")):
+            note = "client CPU %.0f us/message vs %.0f; %d messages a run, median of %d; %s" % (
+                cost[name], cost["bare"], count, self.plan.runs, cpu_text)
+            rows.append(self._row(key, restmq=rate[name], baseline=rate["bare"], note=note))
+        return rows
+
     def _row(self, key: str, **fields: Any) -> Row:
         figure, unit = FIGURES[key]
         return Row(key, figure, unit, **fields)
@@ -677,6 +714,11 @@ FIGURES: Dict[str, tuple] = {
     "l1": ("l. POST /q to a queue with 1 consumer group; vs the same with none", "req/s"),
     "l4": ("l. POST /q to a queue with 4 consumer groups; vs the same with none", "req/s"),
     "m": ("m. GET /q?group= pop from a consumer group; vs GET /q pop of a plain queue", "req/s"),
+    "w1": ("w. Python client work(), no-op handler, one process; vs a bare reserve()/ack() loop",
+           "messages/s"),
+    "w2": ("w. Python client consume(ack=True), one process; vs the same bare loop", "messages/s"),
+    "w3": ("w. Python client work(prefetch=10), one process; vs the same bare loop", "messages/s"),
+    "w4": ("w. Python client work(concurrency=4), one process; vs the same bare loop", "messages/s"),
     **SQS_FIGURES,
 }
 
@@ -693,4 +735,5 @@ PHASES: Dict[str, tuple] = {
     "groups": ("phase_groups", ["l1", "l4", "m"]),
     "sqs": ("phase_sqs", ["n1", "n2"]),
     "sqs-boto3": ("phase_sqs_boto3", ["o"]),
+    "client": ("phase_client", ["w1", "w2", "w3", "w4"]),
 }

@@ -371,9 +371,15 @@ class Procs:
         return Redis(proc, sock, client, binary, version)
 
     def broker(self, redis: "Redis", port: int, extra: Sequence[str] = (), name: str = "restmq") -> Proc:
+        # every load generator connects from 127.0.0.1: the per-address connection cap
+        # (three quarters of the descriptor limit by default) must not cut the figures
+        conf = self.path("restmq-bench.conf")
+        if not os.path.exists(conf):
+            with open(conf, "w") as handle:
+                handle.write("[server]\nmax_connections_per_ip = 1048576\n")
         proc = self.start(Proc(name, [
             self.python, "-c", "from twisted.scripts.twistd import run; run()",
-            "--pidfile=", "-n", "restmq", "--port", str(port),
+            "--pidfile=", "-n", "restmq", "--port", str(port), "--config", conf,
             "--redis", "unix://" + redis.sock, *extra], self.path(name + ".log"), env=self.env))
         wait_port(port, proc)
         return proc

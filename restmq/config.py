@@ -39,6 +39,11 @@ class ServerConfig:
     xheaders: bool = False
     reuse_port: bool = False
     allowed_origins: Tuple[str, ...] = ()
+    allowed_hosts: Tuple[str, ...] = ()
+    max_output_bytes: int = 1 * MiB
+    max_connections: int = 0
+    max_connections_per_ip: int = 0
+    header_timeout: float = 10.0
     metrics_max_queues: int = 200
 
 
@@ -75,6 +80,7 @@ class RedisConfig:
     wait_replicas: int = 0
     data_dir: str = ""  # load_config fills in default_data_dir()
     server_binary: str = ""
+    max_restarts: int = 5
 
     @property
     def embedded(self) -> bool:
@@ -266,6 +272,14 @@ def _base_url(text: str) -> str:
     return text
 
 
+def _host_names(text: str) -> Tuple[str, ...]:
+    names = _words(text)
+    for name in names:
+        if "/" in name or "@" in name:
+            raise ValueError("%r: list host names or host:port, not URLs" % name)
+    return names
+
+
 # (section, key) -> (converter, target attribute path). Every key of
 # etc/restmq.conf is here, and nothing else is accepted.
 OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
@@ -281,6 +295,11 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("server", "xheaders"): (_boolean, "server.xheaders"),
     ("server", "reuse_port"): (_boolean, "server.reuse_port"),
     ("server", "allowed_origins"): (_words, "server.allowed_origins"),
+    ("server", "allowed_hosts"): (_host_names, "server.allowed_hosts"),
+    ("server", "max_output_bytes"): (_positive_int, "server.max_output_bytes"),
+    ("server", "max_connections"): (_non_negative_int, "server.max_connections"),
+    ("server", "max_connections_per_ip"): (_non_negative_int, "server.max_connections_per_ip"),
+    ("server", "header_timeout"): (_seconds, "server.header_timeout"),
     ("server", "metrics_max_queues"): (_positive_int, "server.metrics_max_queues"),
     ("redis", "url"): (_text, "redis.url"),
     ("redis", "host"): (_text, "redis.host"),
@@ -293,6 +312,7 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("redis", "wait_replicas"): (_non_negative_int, "redis.wait_replicas"),
     ("redis", "data_dir"): (_text, "redis.data_dir"),
     ("redis", "server_binary"): (_text, "redis.server_binary"),
+    ("redis", "max_restarts"): (_non_negative_int, "redis.max_restarts"),
     ("dispatch", "sweep_interval"): (_seconds, "dispatch.sweep_interval"),
     ("dispatch", "buffer_limit"): (_positive_int, "dispatch.buffer_limit"),
     ("dispatch", "heartbeat_interval"): (_seconds, "dispatch.heartbeat_interval"),
@@ -320,7 +340,7 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("sqs", "region"): (_region, "sqs.region"),
     ("sqs", "credentials"): (_text, "sqs.credentials"),
     ("sqs", "base_url"): (_base_url, "sqs.base_url"),
-    ("sqs", "allowed_hosts"): (_words, "sqs.allowed_hosts"),
+    ("sqs", "allowed_hosts"): (_host_names, "sqs.allowed_hosts"),
     ("sqs", "max_message_bytes"): (_positive_int, "sqs.max_message_bytes"),
     ("sqs", "max_inflight"): (_positive_int, "sqs.max_inflight"),
     ("sqs", "signature_max_age"): (_seconds, "sqs.signature_max_age"),

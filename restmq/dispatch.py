@@ -462,9 +462,11 @@ class Dispatcher:
         wanted = min(sum(credits), self.config.batch_size)
         if not wanted:
             return False
-        lease_ms = int(self.lease_seconds * 1000)
+        # the queue's (or the group's) own lease_seconds setting wins over the default, as on REST
         name, group = split_namespace(queue)
-        messages = await self.store.reserve(name, wanted, lease_ms, hold_if_stopped=True, group=group)
+        messages, lease_ms = await self.store.reserve_leased(
+            name, wanted, int(self.lease_seconds * 1000), hold_if_stopped=True, default_lease=True,
+            group=group)
         live = [c for c in acked if c in state.consumers and c.can_take()]
         if not live:
             if messages:
@@ -473,7 +475,7 @@ class Dispatcher:
         credits = [c.credit(now) for c in live]
         chosen = deal_by_credit(live, credits, state.acked_cursor, len(messages))
         state.acked_cursor += len(messages)
-        deadline = now + self.lease_seconds
+        deadline = now + lease_ms / 1000.0
         for message, consumer in zip(messages, chosen):
             consumer.hold(message, deadline)
         self._send_grouped(queue, messages, chosen)

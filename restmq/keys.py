@@ -68,6 +68,14 @@ Request/reply::
     restmq:rpc:<id>       STRING  a caller waits (PX = its timeout); "" until the reply
                                   arrives, then the reply's encoded body and attributes
 
+A purge in progress (token <t>; purge_start.lua, purge_chunk.lua)::
+
+    <q>:purgejob<t>       LIST    names of the lists and sorted sets that held <q>'s message
+                                  keys (of every group, ordering-key lists too), renamed to
+    <q>:purged<t>.<i>     LIST/ZSET  these at once; their bodies are deleted a bounded
+                                  chunk per call, then the keys are gone
+    restmq:purges         SET     purges in progress, "<t>:<q>" (a RestMQ that starts finishes them)
+
 Queue names. As in the original, a name is any text: spaces, slashes,
 non-ASCII letters, ':' and punctuation are all fine. The rules that keep the
 layout safe:
@@ -88,9 +96,10 @@ have to contain the other's extra ":..." part, which none does. So "a:queue",
 "a:UUID" or "a:5" are ordinary queues whose keys ("a:queue:queue", "a:5:1",
 ...) never meet the keys of the queue "a" ("a:queue", "a:5"). A name ending in
 ":dead" is the dead-letter queue of the name before it, by design. The words
-"refcount", "lock" (the original's "<key>:lock") and "counters" ("restmq:counters"
-is global) are never used as suffixes, and a request id (32 hex digits) is none of
-the suffixes, so "restmq:rpc:<id>" is no key of a queue named "restmq:rpc".
+"refcount", "lock" (the original's "<key>:lock"), "counters" and "purges"
+("restmq:counters" and "restmq:purges" are global) are never used as suffixes,
+and a request id (32 hex digits) is none of the suffixes, so "restmq:rpc:<id>"
+is no key of a queue named "restmq:rpc".
 
 Original keys kept as the original wrote them::
 
@@ -136,12 +145,14 @@ __all__ = [
     "broadcast_channel", "dead_letter_queue", "queue_of_key", "COUNTERS", "COUNTED_EVENTS",
     "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
     "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
+    "PURGES", "purge_job", "purge_trash_prefix", "purge_entry", "parse_purge_entry",
     "SQS_QUEUESET", "sqs_attributes", "sqs_tags", "sqs_sources", "sqs_move",
 ]
 
 QUEUESET = "QUEUESET"
 SQS_QUEUESET = "SQSQUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
+PURGES = "restmq:purges"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
 #: HASH "<event>:<queue>" -> count of every broker sharing this Redis, for /metrics
 #: (written by lib.lua's count_event)
@@ -316,6 +327,27 @@ def dead_letter_queue(queue: str, group: str = "") -> str:
     if group:
         return queue + DEAD_LETTER_SUFFIX + GROUP_DEAD_LETTER_SEPARATOR + group
     return queue + DEAD_LETTER_SUFFIX
+
+
+def purge_job(queue: str, token: str) -> str:
+    """The LIST of the keys a purge with ``token`` set aside (their bodies to delete)."""
+    return "%s:purgejob%s" % (queue, token)
+
+
+def purge_trash_prefix(queue: str, token: str) -> str:
+    """The set-aside keys of a purge are this prefix and a number."""
+    return "%s:purged%s." % (queue, token)
+
+
+def purge_entry(queue: str, token: str) -> str:
+    """The member of PURGES for a purge in progress (tokens are hex: no ':')."""
+    return "%s:%s" % (token, queue)
+
+
+def parse_purge_entry(entry: str) -> tuple:
+    """(queue, token) of a PURGES member."""
+    token, _, queue = entry.partition(":")
+    return queue, token
 
 
 def broadcast_channel(queue: str) -> str:

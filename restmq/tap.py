@@ -193,7 +193,7 @@ def makeService(options: Options) -> service.MultiService:
     from restmq.dispatch import Dispatcher
     from restmq.metrics import Metrics
     from restmq.server.redisproc import EmbeddedRedis, EmbeddedRedisError
-    from restmq.server.services import DispatcherService, RedisService
+    from restmq.server.services import DispatcherService, RedisService, stop_and_exit
     from restmq.storage.notify import Notifier
     from restmq.storage.pool import RedisPool
     from restmq.storage.store import QueueStore
@@ -204,9 +204,12 @@ def makeService(options: Options) -> service.MultiService:
     top = Guarded(EmbeddedRedisError)
     target = config.redis.target
     data_dir: Optional[str] = None
+    embedded = None
     if target is None:
         try:
-            embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary)
+            embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary,
+                                     max_restarts=config.redis.max_restarts, give_up=stop_and_exit,
+                                     clock=reactor)
         except ConfigError as exc:  # postOptions checked it already; the same one line
             sys.stderr.write("restmq: %s\n" % exc.message)
             raise SystemExit(CONFIG_STATUS) from None
@@ -229,7 +232,7 @@ def makeService(options: Options) -> service.MultiService:
 
     acl = load_acl(config.acl_file) if config.acl_file else Acl()
     context = Context(store=store, dispatcher=dispatcher, acl=acl, config=config, clock=reactor,
-                      metrics=metrics)
+                      metrics=metrics, embedded=embedded)
     app = make_app(context)
     http: Any
     if config.server.reuse_port:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -132,3 +133,78 @@ def test_port_in_use_is_one_clear_line(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "restmq: cannot listen" in out.decode()
+
+
+def get_json(port: int, path: str):
+    import json
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def current_pid(data_dir) -> int:
+    """The live redis-server of ``data_dir``, or 0 (none, or its pidfile is being written)."""
+    try:
+        pid = redis_pid(data_dir)
+    except (OSError, ValueError):
+        return 0
+    return pid if alive(pid) else 0
+
+
+def test_killed_embedded_redis_is_restarted_on_its_append_only_file(tmp_path):
+    data = tmp_path / "data"
+    port = free_port()
+    proc = twistd("--port", str(port), "--data-dir", str(data))
+    try:
+        wait_http(port, proc)
+        assert post(port, "survive", "acknowledged before the kill") == "survive:1\r\n"
+        status, health = get_json(port, "/health")
+        assert status == 200 and health["redis"]["embedded"]["state"] == "running"
+        first = redis_pid(data)
+        assert health["redis"]["embedded"]["pid"] == first
+        os.kill(first, signal.SIGKILL)
+        # a new redis-server, and requests are served again (the pool reconnects)
+        wait_for(lambda: get_json(port, "/health/ready")[0] == 200 and current_pid(data) not in (0, first),
+                 "the broker did not recover from a killed embedded redis-server")
+        status, health = get_json(port, "/health")
+        assert status == 200 and health["redis"]["embedded"]["restarts"] == 1
+        assert alive(redis_pid(data))
+        assert b'"value":"acknowledged before the kill"' in pop(port, "survive")
+        assert post(port, "survive", "after") == "survive:2\r\n"
+    finally:
+        out = stop(proc)
+    assert "[restmq.server.redisproc.EmbeddedRedis#error] The embedded redis-server %d exited" % first in out
+    assert "restarted in" in out
+
+
+def test_embedded_redis_that_keeps_dying_makes_restmq_exit_non_zero(tmp_path):
+    data = tmp_path / "data"
+    conf = tmp_path / "restmq.conf"
+    conf.write_text("[redis]\nmax_restarts = 2\n")
+    port = free_port()
+    proc = twistd("--config", str(conf), "--port", str(port), "--data-dir", str(data))
+    try:
+        wait_http(port, proc)
+        for _ in range(3):
+            victim = redis_pid(data)
+            os.kill(victim, signal.SIGKILL)
+            wait_dead(victim)
+            wait_for(lambda: proc.poll() is not None or current_pid(data) not in (0, victim),
+                     "no new redis-server")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out.decode()
+    assert "giving up" in out.decode()
+    pid = redis_pid(data)
+    wait_dead(pid)

@@ -144,7 +144,7 @@ async def test_message_over_max_message_bytes_is_413(redis, redis_server):
 
 @pytest_twisted.ensureDeferred
 async def test_huge_content_length_is_refused_before_the_body(app):
-    raw = await raw_exchange(app.port, b"POST /q/jobs HTTP/1.1\r\nHost: x\r\n"
+    raw = await raw_exchange(app.port, b"POST /q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                        b"Content-Type: application/x-www-form-urlencoded\r\n"
                                        b"Content-Length: 1099511627776\r\n\r\n")
     status, _, body = split_response(raw)
@@ -155,8 +155,8 @@ async def test_huge_content_length_is_refused_before_the_body(app):
 @pytest.mark.parametrize("length", [b"-5", b"abc", b"1 2", b"+3", b"99999999999999999999999"])
 @pytest_twisted.ensureDeferred
 async def test_bad_content_length_is_400(app, length):
-    raw = await raw_exchange(app.port,
-                             b"POST /q/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n" % length)
+    raw = await raw_exchange(
+        app.port, b"POST /q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %s\r\n\r\n" % length)
     status, _, body = split_response(raw)
     assert status == 400
     assert json.loads(body)["error"]["code"] == "bad_request"
@@ -176,21 +176,32 @@ async def test_too_many_headers_is_431(app):
     assert split_response(raw)[0] == 431
 
 
-@pytest.mark.parametrize("line", [b"GARBAGE\r\n\r\n", b"GET /q/x HTTP/9.9\r\n\r\n",
-                                  b"GET /q/x HTTP/1.1 extra\r\n\r\n", b"G(T / HTTP/1.1\r\n\r\n",
+@pytest.mark.parametrize("line", [b"GARBAGE\r\n\r\n", b"GET /q/x HTTP/1.1 extra\r\n\r\n",
+                                  b"G(T / HTTP/1.1\r\n\r\n",
                                   b"GET /q/x HTTP/1.1\r\nNoColonHere\r\n\r\n"])
 @pytest_twisted.ensureDeferred
 async def test_malformed_request_gets_a_json_error_and_close(app, line):
     raw = await raw_exchange(app.port, line)
     status, head, body = split_response(raw)
-    assert status in (400, 505)
+    assert status == 400
     assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("line", [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET /q/x HTTP/1.2\r\n\r\n",
+                                  b"GET /q/x HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n"])
+@pytest_twisted.ensureDeferred
+async def test_other_http_versions_get_505_with_their_own_code(app, line):
+    # the HTTP/2 connection preface and HTTP/1.2+ are not a malformed request
+    raw = await raw_exchange(app.port, line)
+    status, head, body = split_response(raw)
+    assert status == 505
+    assert json.loads(body)["error"]["code"] == "http_version_not_supported"
 
 
 @pytest_twisted.ensureDeferred
 async def test_chunked_request_body_is_411(app):
     raw = await raw_exchange(app.port,
-                             b"POST /q/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"POST /q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nvalue\r\n0\r\n\r\n")
     assert split_response(raw)[0] == 411
 
@@ -199,7 +210,7 @@ async def test_chunked_request_body_is_411(app):
 async def test_slow_head_is_cut_off_after_request_timeout(redis, redis_server):
     running = await start_app(redis_server.target, test_config(server={"request_timeout": 0.3}))
     try:
-        raw = await raw_exchange(running.port, b"GET /q/jobs HTTP/1.1\r\nHost: x\r\n", timeout=10)
+        raw = await raw_exchange(running.port, b"GET /q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n", timeout=10)
         assert split_response(raw)[0] == 408
     finally:
         await stop_app(running)
@@ -209,7 +220,7 @@ async def test_slow_head_is_cut_off_after_request_timeout(redis, redis_server):
 async def test_slow_body_is_cut_off_after_request_timeout(redis, redis_server):
     running = await start_app(redis_server.target, test_config(server={"request_timeout": 0.3}))
     try:
-        raw = await raw_exchange(running.port, b"POST /q/jobs HTTP/1.1\r\nHost: x\r\n"
+        raw = await raw_exchange(running.port, b"POST /q/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                                b"Content-Length: 100\r\n\r\nvalue=", timeout=10)
         assert split_response(raw)[0] == 408
     finally:
@@ -228,10 +239,10 @@ async def test_idle_keepalive_connection_is_closed(redis, redis_server):
 
 @pytest_twisted.ensureDeferred
 async def test_pipelined_requests_are_answered_in_order(app):
-    requests = b"".join(b"POST /q/pipe HTTP/1.1\r\nHost: x\r\n"
+    requests = b"".join(b"POST /q/pipe HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                         b"Content-Type: application/x-www-form-urlencoded\r\n"
                         b"Content-Length: 7\r\n\r\nvalue=%d" % i for i in range(5))
-    requests += b"GET /q/pipe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    requests += b"GET /q/pipe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     raw = await raw_exchange(app.port, requests)
     assert raw.count(b"HTTP/1.1 200") == 6
     keys = [line for line in raw.split(b"\r\n") if line.startswith(b"pipe:")]
@@ -249,7 +260,7 @@ async def test_http10_request_is_answered_and_closed(app):
 @pytest_twisted.ensureDeferred
 async def test_expect_100_continue(app):
     client = await open_raw(app.port)
-    client.transport.write(b"POST /q/cont HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    client.transport.write(b"POST /q/cont HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
                            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\n")
     await wait_until(lambda: b"100 Continue" in client.data)
     client.transport.write(b"value=1")
@@ -285,7 +296,7 @@ async def test_header_names_sent_by_clients_do_not_grow_memory(app):
     from restmq.web import http
     for batch in range(12):
         headers = b"".join(b"X-Unique-%d-%d: v\r\n" % (batch, i) for i in range(90))
-        raw = await raw_exchange(app.port, b"GET /stats/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        raw = await raw_exchange(app.port, b"GET /stats/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                                  + headers + b"\r\n")
         assert split_response(raw)[0] == 200
     assert len(http._HEADER_NAMES) <= 512
@@ -295,7 +306,7 @@ async def test_header_names_sent_by_clients_do_not_grow_memory(app):
 async def test_pipelined_bytes_behind_a_stream_are_not_buffered_without_bound(app):
     from twisted.internet import reactor
     client = await open_raw(app.port)
-    client.transport.write(b"GET /c/pipe-flood HTTP/1.1\r\nHost: x\r\n\r\n")
+    client.transport.write(b"GET /c/pipe-flood HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await wait_until(lambda: sum(app.dispatcher.subscriber_counts("pipe-flood").values()) == 1)
     [server] = [c for c in app.listener.factory.settings["_deadlines"].connections if c._state == c._BUSY]
     junk = b"x" * 65536

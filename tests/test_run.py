@@ -145,3 +145,26 @@ def test_bad_option_is_refused_before_anything_starts(tmp_path):
     assert run.proc.returncode == 2
     assert "[server] port" in run.log()
     assert not (tmp_path / "data").exists()
+
+
+def test_killed_embedded_redis_is_restarted_and_the_workers_carry_on(tmp_path):
+    run, port, workers, redis = start_workers(tmp_path)
+    try:
+        assert post(port, "carry", "before") == b"carry:1\r\n"
+        os.kill(redis, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if (tmp_path / "data" / "redis.pid").exists() and redis_pid(tmp_path / "data") != redis:
+                    if post(port, "carry", "after") == b"carry:2\r\n":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "not served again:\n" + run.log()
+            time.sleep(0.05)
+        assert all(alive(pid) for pid in workers) and run.proc.poll() is None
+        assert b'"value":"before"' in pop(port, "carry")
+        assert "restarting it" in run.log()
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.log()

@@ -194,7 +194,7 @@ async def test_comet_consumer_of_the_sender_queue_gets_the_lines(app, store):
     syslogd = start_syslogd(store)
     try:
         client = await open_raw(app.port)
-        client.transport.write(b"GET /c/" + QUEUE.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        client.transport.write(b"GET /c/" + QUEUE.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         await wait_until(lambda: b"200 OK" in client.data)
         await wait_until(lambda: sum(app.dispatcher.subscriber_counts(QUEUE).values()) == 1)
         await app.dispatcher.ready(QUEUE)

@@ -1,23 +1,28 @@
-"""restmq-cli: put, get, tail, stats, purge, policy, pause and resume from a shell.
+"""restmq-cli: put, get, reserve, ack, nack, work, dead, redrive, settings, tail,
+stats, purge, policy, pause and resume from a shell.
 
 Built on :mod:`restmq.client`. ``python -m restmq.client.cli`` runs it too. Exit status:
-0 done, 1 ``get`` found nothing, 2 bad usage, 3 the broker refused or could not
-be reached (the reason goes to standard error).
+0 done, 1 ``get``/``reserve`` found nothing, 2 bad usage, 3 the broker refused or
+could not be reached (the reason goes to standard error).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import logging
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
-from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import orjson
 
-from restmq.client import DEFAULT_URL, Broker, ClientError, Queue
+from restmq import __version__
+from restmq.client import DEFAULT_URL, Broker, ClientError, ConnectionFailed, Message, Queue
 
 __all__ = ["main", "Progress"]
 
@@ -98,12 +103,18 @@ def _batches(items: Iterable[Tuple[str, int]], size: int) -> Iterator[Tuple[List
 
 def _put(queue: Queue, args: argparse.Namespace, stdin: IO[bytes], stderr: IO[str], out: IO[str]) -> int:
     if args.messages:
-        keys = queue.put(*args.messages, ttl=args.ttl, delay=args.delay)
+        keys = queue.put(*args.messages, ttl=args.ttl, delay=args.delay,
+                         idempotency_key=args.idempotency_key)
         for key in [keys] if isinstance(keys, str) else keys:
             out.write(key + "\n")
         return EXIT_OK
     if args.file in (None, "-"):
         source, total = stdin, None
+        if _is_terminal(stdin):
+            # a bare `restmq-cli put jobs` would otherwise look hung
+            stderr.write("restmq-cli: reading messages from standard input, one per line "
+                         "(Ctrl-D ends, Ctrl-C cancels)\n")
+            stderr.flush()
     else:
         source = open(args.file, "rb")
         total = os.fstat(source.fileno()).st_size or None
@@ -120,6 +131,121 @@ def _put(queue: Queue, args: argparse.Namespace, stdin: IO[bytes], stderr: IO[st
     if progress is not None:
         progress.finish(queue.name)
     return EXIT_OK
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _message_json(message: Message) -> str:
+    payload: Dict[str, Any] = {"key": message.key, "value": message.value}
+    if message.receipt is not None:
+        payload.update(receipt=message.receipt, deliveries=message.deliveries)
+    return orjson.dumps(payload).decode()
+
+
+def _reserve(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
+    messages = queue.reserve(args.lease, args.count or 1, block=args.wait > 0, timeout=args.wait)
+    for message in messages:
+        out.write(_message_json(message) + "\n")
+    return EXIT_OK if messages else EXIT_EMPTY
+
+
+def _dead(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
+    letters = queue.dead(args.count)
+    if args.json:
+        for letter in letters:
+            out.write(orjson.dumps({"key": letter.key, "value": letter.value, "reason": letter.reason,
+                                    "deliveries": letter.deliveries, "from": letter.source,
+                                    "died_at": letter.died_at}).decode() + "\n")
+        return EXIT_OK
+    rows: List[Tuple[str, ...]] = [("key", "deliveries", "reason", "from", "value")]
+    for letter in letters:
+        value = letter.value if len(letter.value) <= 60 else letter.value[:57] + "..."
+        rows.append((letter.key, str(letter.deliveries), str(letter.reason), str(letter.source),
+                     value.replace("\n", "\\n")))
+    _table(rows, out)
+    return EXIT_OK
+
+
+def _settings(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
+    if args.changes:
+        changes: Dict[str, Any] = {}
+        for change in args.changes:
+            name, equals, value = change.partition("=")
+            if not equals or not name:
+                raise _UsageError("settings are NAME=VALUE (an empty VALUE removes one): %r" % change)
+            changes[name] = value or None
+        settings = queue.configure(**changes)
+    else:
+        settings = queue.settings()
+    if args.json:
+        out.write(orjson.dumps(settings).decode() + "\n")
+    else:
+        for name in sorted(settings):
+            out.write("%-14s %s\n" % (name, "-" if settings[name] is None else settings[name]))
+    return EXIT_OK
+
+
+class _CommandFailed(Exception):
+    """The command of ``work`` exited with a non-zero status (the message goes back)."""
+
+
+class _LogFormat(logging.Formatter):
+    """One line per record; a failed command's traceback says nothing, so it is left out."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and isinstance(record.exc_info[1], _CommandFailed):
+            failure = record.exc_info[1]
+            plain = logging.makeLogRecord(dict(record.__dict__, exc_info=None, exc_text=None))
+            return "%s: %s" % (super().format(plain), failure)
+        return super().format(record)
+
+
+def _work(queue: Queue, args: argparse.Namespace, err: IO[str]) -> int:
+    command = list(args.argv)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise _UsageError("work needs a command: restmq-cli work QUEUE -- COMMAND [ARGS...]")
+    if shutil.which(command[0]) is None:
+        raise _UsageError("work: command not found: %s" % command[0])
+
+    def run(message: Message) -> None:
+        env = dict(os.environ, RESTMQ_QUEUE=queue.name, RESTMQ_KEY=message.key,
+                   RESTMQ_RECEIPT=message.receipt or "", RESTMQ_DELIVERIES=str(message.deliveries))
+        done = subprocess.run(command, input=message.value.encode("utf-8"), env=env)
+        if done.returncode != 0:
+            raise _CommandFailed("%s exited with status %d" % (command[0], done.returncode))
+
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(_LogFormat("restmq-cli work: %(message)s"))
+    logger = logging.getLogger("restmq.client")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        count = queue.work(run, lease=args.lease, concurrency=args.concurrency,
+                           idle_timeout=args.idle_timeout, limit=args.limit, retry_delay=args.retry_delay,
+                           backoff=args.backoff, max_retry_delay=args.max_retry_delay)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    err.write("restmq-cli work: %d message(s) handled\n" % count)
+    return EXIT_OK
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _table(rows: List[Tuple[str, ...]], out: IO[str]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
 
 
 def _get(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
@@ -142,7 +268,7 @@ def _tail(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
         for message in reversed(queue.last(args.lines)):
             show(message.key, message.value)
         return EXIT_OK
-    for message in queue.consume_messages():
+    for message in queue.subscribe(messages=True):
         show(message.key, message.value)
     return EXIT_OK
 
@@ -166,17 +292,16 @@ def _stats(broker: Broker, queue: Optional[Queue], args: argparse.Namespace, out
     rows: List[Tuple[str, ...]] = [("queue",) + _COLUMNS]
     for name, entry in sorted(payload["queues"].items()):
         rows.append((name,) + tuple("-" if entry.get(c) is None else str(entry.get(c)) for c in _COLUMNS))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+    _table(rows, out)
     return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="restmq-cli", description="Talk to a RestMQ broker.",
-        epilog="Exit status: 0 done, 1 get found nothing, 2 bad usage, 3 the broker refused or "
-               "could not be reached.")
+        epilog="Exit status: 0 done, 1 get/reserve found nothing, 2 bad usage, 3 the broker refused "
+               "or could not be reached.")
+    parser.add_argument("--version", action="version", version="restmq-cli " + __version__)
     parser.add_argument("--url", default=os.environ.get("RESTMQ_URL", DEFAULT_URL),
                         help="the broker (env RESTMQ_URL; default %(default)s)")
     parser.add_argument("--token", default=os.environ.get("RESTMQ_TOKEN"),
@@ -192,12 +317,63 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("--batch", type=int, default=500, help="messages per request (1-1000)")
     put.add_argument("--ttl", type=int, help="seconds each message lives")
     put.add_argument("--delay", type=float, help="seconds before messages can be taken")
+    put.add_argument("--idempotency-key", help="stored once per key (within the broker's "
+                     "idempotency_window); retried safely after a connection error")
     put.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     get = commands.add_parser("get", help="take the oldest message")
     get.add_argument("queue")
     get.add_argument("-w", "--wait", type=float, default=0.0, help="long-poll up to this many seconds")
     get.add_argument("--json", action="store_true", help="print {key, value}")
+
+    reserve = commands.add_parser("reserve", help="lease messages: one JSON line each, with its receipt")
+    reserve.add_argument("queue")
+    reserve.add_argument("-l", "--lease", type=float, help="seconds (default: the queue's lease_seconds)")
+    reserve.add_argument("-n", "--count", type=int, help="up to this many (1-1000)")
+    reserve.add_argument("-w", "--wait", type=float, default=0.0, help="long-poll up to this many seconds")
+
+    ack = commands.add_parser("ack", help="done with reserved messages (prints how many)")
+    ack.add_argument("queue")
+    ack.add_argument("receipts", nargs="+", metavar="RECEIPT")
+
+    nack = commands.add_parser("nack", help="give reserved messages back (prints how many)")
+    nack.add_argument("queue")
+    nack.add_argument("receipts", nargs="+", metavar="RECEIPT")
+    nack.add_argument("--delay", type=float, help="seconds before they come back")
+
+    work = commands.add_parser(
+        "work", help="run COMMAND once per message, the body on its stdin: ack on exit 0, else retry later",
+        description="Run COMMAND once per message with the message on its standard input and "
+                    "RESTMQ_QUEUE, RESTMQ_KEY, RESTMQ_RECEIPT, RESTMQ_DELIVERIES in its environment. "
+                    "Exit 0 acks the message; any other status gives it back after the retry delay "
+                    "(until the queue's max_receives sends it to the dead letters). SIGTERM or Ctrl-C "
+                    "lets the running command finish, then stops.")
+    work.add_argument("queue")
+    work.add_argument("--lease", type=float, help="seconds of each lease, extended while the command runs")
+    work.add_argument("-c", "--concurrency", type=int, default=1, help="commands running at once")
+    work.add_argument("--limit", type=int, help="stop after this many messages")
+    work.add_argument("--idle-timeout", type=float, help="stop after this many seconds with nothing to do")
+    work.add_argument("--retry-delay", type=float, default=1.0, help="seconds before a failed message "
+                      "comes back the first time (default 1)")
+    work.add_argument("--backoff", type=float, default=2.0, help="the delay is multiplied by this at "
+                      "each new failure (default 2)")
+    work.add_argument("--max-retry-delay", type=float, default=300.0, help="at most (default 300)")
+    work.add_argument("argv", nargs="*", metavar="-- COMMAND [ARGS...]")
+
+    dead = commands.add_parser("dead", help="the dead letters, with why they died")
+    dead.add_argument("queue")
+    dead.add_argument("-n", "--count", type=int, default=10, help="how many (1-1000)")
+    dead.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    redrive = commands.add_parser("redrive", help="dead letters back to the queue (prints how many)")
+    redrive.add_argument("queue")
+    redrive.add_argument("-n", "--count", type=int, help="at most this many (default: all)")
+
+    settings = commands.add_parser("settings", help="show the queue's settings, or set NAME=VALUE ...")
+    settings.add_argument("queue")
+    settings.add_argument("changes", nargs="*", metavar="NAME=VALUE",
+                          help="maxlen, overflow, max_receives, lease_seconds, history_size, ttl")
+    settings.add_argument("--json", action="store_true")
 
     tail = commands.add_parser("tail", help="the newest waiting messages; -f streams new ones")
     tail.add_argument("queue")
@@ -223,7 +399,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[bytes]] = None,
          stdout: Optional[IO[str]] = None, stderr: Optional[IO[str]] = None) -> int:
     """Run one command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: List[str] = []
+    if "--" in argv and "work" in argv[:argv.index("--")]:
+        # work's COMMAND follows "--": options before it are ours, everything after is its
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1:]
     args = _parser().parse_args(argv)
+    if args.command == "work":
+        args.argv = list(args.argv) + command
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     auth = None
@@ -246,7 +430,21 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[bytes]] = None
             return _get(queue, args, out)
         if args.command == "tail":
             return _tail(queue, args, out)
-        if args.command == "purge":
+        if args.command == "reserve":
+            return _reserve(queue, args, out)
+        if args.command == "work":
+            return _work(queue, args, err)
+        if args.command == "dead":
+            return _dead(queue, args, out)
+        if args.command == "settings":
+            return _settings(queue, args, out)
+        if args.command == "ack":
+            out.write("%d\n" % queue.ack(*args.receipts))
+        elif args.command == "nack":
+            out.write("%d\n" % queue.nack(*args.receipts, delay=args.delay))
+        elif args.command == "redrive":
+            out.write("%d\n" % queue.redrive(args.count))
+        elif args.command == "purge":
             out.write("%d\n" % queue.purge())
         elif args.command == "pause":
             out.write(queue.pause() + "\n")
@@ -255,7 +453,12 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[bytes]] = None
         elif args.command == "policy":
             out.write((queue.set_policy(args.value) if args.value else queue.get_policy()) + "\n")
         return EXIT_OK
+    except _UsageError as exc:
+        err.write("restmq-cli: %s\n" % exc)
+        return EXIT_USAGE
     except ClientError as exc:
+        err.write("restmq-cli: %s\n" % exc)
+    except ConnectionFailed as exc:
         err.write("restmq-cli: %s\n" % exc)
     except (ConnectionError, TimeoutError, socket.gaierror, http.client.HTTPException) as exc:
         err.write("restmq-cli: cannot talk to %s: %s\n" % (args.url, exc or type(exc).__name__))

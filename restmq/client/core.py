@@ -1,25 +1,35 @@
 """What the blocking and the Twisted clients share: the HTTP call each operation
-makes and how its answer is read, the broker's address, the SSE parser.
+makes and how its answer is read, which failures may be retried, the worker's
+retry schedule, the broker's address, the SSE parser.
+
 Nothing here sends a byte; :mod:`restmq.client.blocking` and
-:mod:`restmq.client.tx` do.
+:mod:`restmq.client.tx` do, each with its own transport and loops, so that the
+two flavours keep the same names and the same semantics.
 """
 
 from __future__ import annotations
 
 import base64
+import random
 import urllib.parse
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import attr
 import orjson
 
-__all__ = ["ClientError", "Message", "Receipt", "DEFAULT_URL", "LONG_POLL_STEP", "BATCH_SIZE"]
+__all__ = ["ClientError", "ConnectionFailed", "RequestTimeout", "Message", "DeadLetter", "Receipt",
+           "DEFAULT_URL", "LONG_POLL_STEP", "BATCH_SIZE", "STREAM_IDLE", "Backoff", "WorkPlan"]
 
 DEFAULT_URL = "http://127.0.0.1:8888"
 #: a long-poll asks for at most this many seconds at a time (the server's max_wait is 60 by default)
 LONG_POLL_STEP = 30.0
 #: most messages one put() request carries (the server's max_batch is 1000 by default)
 BATCH_SIZE = 1000
+#: the lease a worker assumes when the queue's settings cannot be read
+DEFAULT_LEASE = 30.0
+#: a stream silent this long (the broker sends a heartbeat every 15 s by default) is
+#: taken for dead and opened again
+STREAM_IDLE = 60.0
 
 
 class ClientError(Exception):
@@ -32,14 +42,90 @@ class ClientError(Exception):
         self.message = message
 
 
-@attr.s(frozen=True, auto_attribs=True)
+class ConnectionFailed(ConnectionError):
+    """The broker could not be reached, or the connection broke before it answered
+    (after the retries the call allows). ``cause`` is the underlying error."""
+
+    def __init__(self, url: str, cause: BaseException) -> None:
+        super().__init__("cannot talk to %s: %s" % (url, str(cause) or type(cause).__name__))
+        self.url = url
+        self.cause = cause
+
+
+class RequestTimeout(ConnectionFailed, TimeoutError):
+    """The broker did not answer within the client's timeout."""
+
+
+@attr.s(frozen=True)
 class Message:
-    """A message taken from a queue; ``receipt`` is set when it was reserved."""
+    """A message taken from a queue.
+
+    ``receipt`` is set when it was reserved (leased): ack, nack or extend it with
+    that. ``deliveries`` counts how many times it was handed out (1 the first
+    time). ``queue`` names the queue it came from and ``group`` the consumer
+    group it was taken for (None: the queue's default consumers); ``attributes``
+    and ``ordering_key`` are what its producer gave it.
+
+    A message knows the client that took it: ``message.ack()``, ``nack(delay)``,
+    ``extend(seconds)`` settle it, and ``reply(body)`` answers a request sent
+    with :meth:`Queue.call` (with the Twisted client they return Deferreds).
+    """
+
+    key: str = attr.ib()
+    value: Any = attr.ib()
+    receipt: Optional[str] = attr.ib(default=None)
+    deliveries: int = attr.ib(default=0)
+    queue: Optional[str] = attr.ib(default=None)
+    attributes: Dict[str, str] = attr.ib(factory=dict, hash=False)
+    ordering_key: Optional[str] = attr.ib(default=None)
+    group: Optional[str] = attr.ib(default=None)
+    _owner: Any = attr.ib(default=None, eq=False, repr=False, hash=False)
+
+    @property
+    def reply_to(self) -> Optional[str]:
+        """The request id of a message sent with :meth:`Queue.call` (None otherwise)."""
+        return self.attributes.get("reply_to")
+
+    def _client(self) -> Any:
+        if self._owner is None:
+            raise ValueError("this message was not taken by a client (build it with Queue methods)")
+        return self._owner
+
+    def ack(self) -> Any:
+        """Acknowledge this reserved message (see :meth:`Queue.ack`)."""
+        return self._client().ack(self)
+
+    def nack(self, delay: Optional[float] = None) -> Any:
+        """Give this reserved message back, at once or after ``delay`` seconds."""
+        return self._client().nack(self, delay=delay)
+
+    def extend(self, seconds: Optional[float] = None) -> Any:
+        """Make this message's lease end ``seconds`` from now."""
+        return self._client().extend(self, seconds=seconds)
+
+    def reply(self, body: Any, attributes: Optional[Dict[str, str]] = None) -> Any:
+        """Answer the :meth:`Queue.call` that sent this message (POST /reply/<reply_to>).
+
+        :raises ClientError: 404 when the caller stopped waiting (timed out) or was answered.
+        """
+        if not self.reply_to:
+            raise ValueError("%s is not a request: it has no reply_to attribute" % self.key)
+        return self._client()._reply(self.reply_to, body, attributes)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class DeadLetter:
+    """A message of ``<queue>:dead``: why it died (``reason``, e.g.
+    ``max_receives``), how often it had been delivered, its key in the queue it
+    came from (``source``) and when it died (``died_at``, seconds since the epoch)."""
 
     key: str
     value: Any
-    receipt: Optional[str] = None
-    deliveries: int = 0
+    reason: Optional[str]
+    deliveries: int
+    source: Optional[str]
+    died_at: Optional[float]
+    attributes: Dict[str, str] = attr.Factory(dict)
 
 
 Receipt = Union[str, Message]
@@ -47,7 +133,12 @@ Receipt = Union[str, Message]
 
 @attr.s(frozen=True, auto_attribs=True)
 class _Call:
-    """One HTTP request and how to read its answer, whichever transport sends it."""
+    """One HTTP request and how to read its answer, whichever transport sends it.
+
+    ``idempotent``: sending it twice does no harm, so it may be retried after the
+    request went out (a broken connection, a 503). Every call may be retried when
+    it surely never reached the broker (the connection was refused).
+    """
 
     method: str
     path: str
@@ -56,6 +147,8 @@ class _Call:
     body: Optional[bytes] = None
     content_type: Optional[str] = None
     wait: float = 0.0  # the server may hold the request this long (long-poll)
+    idempotent: bool = True
+    headers: Sequence[Tuple[str, str]] = ()
 
 
 def _error(status: int, body: bytes) -> ClientError:
@@ -72,7 +165,35 @@ def _json(status: int, body: bytes) -> Any:
         raise _error(status, body)
     if status == 204 or not body:
         return None
-    return orjson.loads(body)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ClientError(status, "bad_answer", "the broker answered something that is not JSON: %r"
+                          % body[:100]) from None
+
+
+def _field(payload: Any, *names: str) -> Any:
+    """The first of ``names`` in a JSON answer (answers may grow new shapes:
+    read what is there, not one exact layout)."""
+    if isinstance(payload, dict):
+        for name in names:
+            if name in payload:
+                return payload[name]
+    raise ClientError(200, "bad_answer", "the broker's answer has no %s: %r"
+                      % (" or ".join(names), str(payload)[:100]))
+
+
+def _keys(payload: Any, single: bool) -> Any:
+    keys = _field(payload, "keys")
+    return keys[0] if single else keys
+
+
+def _check_attributes(attributes: Optional[Dict[str, str]]) -> None:
+    if attributes is None:
+        return
+    if not isinstance(attributes, dict) or not all(isinstance(name, str) and isinstance(value, str)
+                                                   for name, value in attributes.items()):
+        raise TypeError("attributes are a dict of str to str")
 
 
 def _form(**fields: Any) -> bytes:
@@ -88,20 +209,99 @@ def _number(value: float) -> str:
     return repr(value) if isinstance(value, float) else str(int(value))
 
 
+def _setting_value(value: Any) -> Any:
+    """A configure() argument as JSON: None removes the setting."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError("settings are numbers or strings, not %s" % type(value).__name__)
+
+
+@attr.s(auto_attribs=True)
+class Backoff:
+    """Exponential backoff with jitter: ``first`` seconds, doubling, at most ``cap``."""
+
+    first: float = 0.1
+    cap: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """The pause before retry number ``attempt`` (0 for the first retry)."""
+        base = min(self.cap, self.first * (2 ** min(attempt, 30)))
+        # jitter: many clients cut off by one broker restart do not come back in step
+        return base * (0.5 + random.random() / 2)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class WorkPlan:
+    """What :meth:`Queue.work` was asked to do, checked once.
+
+    A failed message is given back with a delay of ``retry_delay * backoff **
+    (deliveries - 1)`` seconds, at most ``max_retry_delay``.
+    """
+
+    lease: Optional[float] = None
+    concurrency: int = 1
+    idle_timeout: Optional[float] = None
+    limit: Optional[int] = None
+    retry_delay: float = 1.0
+    backoff: float = 2.0
+    max_retry_delay: float = 300.0
+    prefetch: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.lease is not None and self.lease <= 0:
+            raise ValueError("lease must be positive seconds")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.idle_timeout is not None and self.idle_timeout < 0:
+            raise ValueError("idle_timeout must be 0 or more seconds")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError("limit must be 0 or more")
+        if self.retry_delay < 0 or self.backoff < 1 or self.max_retry_delay < 0:
+            raise ValueError("retry_delay and max_retry_delay must be >= 0 and backoff >= 1")
+        if not 1 <= self.prefetch <= BATCH_SIZE:
+            raise ValueError("prefetch must be 1 to %d" % BATCH_SIZE)
+
+    def retry_delay_for(self, deliveries: int) -> float:
+        """Seconds before a message that failed on its ``deliveries``-th delivery comes back."""
+        exponent = max(0, deliveries - 1)
+        if self.backoff > 1 and exponent > 64:
+            return self.max_retry_delay
+        return min(self.max_retry_delay, self.retry_delay * self.backoff ** exponent)
+
+    @staticmethod
+    def extend_every(lease: float) -> float:
+        """How often a running handler's lease is extended: well before it ends."""
+        return max(0.05, lease / 3.0)
+
+
+def _plan(lease: Optional[float], concurrency: int, idle_timeout: Optional[float], limit: Optional[int],
+          retry_delay: float, backoff: float, max_retry_delay: float, prefetch: int) -> WorkPlan:
+    return WorkPlan(lease, concurrency, idle_timeout, limit, retry_delay, backoff, max_retry_delay, prefetch)
+
+
 class _Endpoint:
-    """The broker's address and credentials, shared by both transports."""
+    """The broker's address, credentials and timeouts, shared by both transports."""
 
     def __init__(self, url: str, auth: Optional[Tuple[str, str]], token: Optional[str],
-                 timeout: float) -> None:
+                 timeout: float, connect_timeout: Optional[float] = None, retries: int = 3,
+                 backoff: float = 0.1) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError("url must be http://host[:port][/prefix] or https://...")
+        if timeout <= 0 or (connect_timeout is not None and connect_timeout <= 0):
+            raise ValueError("timeouts must be positive seconds")
+        if retries < 0 or backoff < 0:
+            raise ValueError("retries and backoff must be 0 or more")
         self.url = url.rstrip("/")
+        self.origin = "%s://%s" % (parsed.scheme, parsed.netloc.rpartition("@")[2])
         self.scheme = parsed.scheme
         self.host = parsed.hostname
         self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
         self.prefix = parsed.path.rstrip("/")
         self.timeout = timeout
+        self.connect_timeout = connect_timeout if connect_timeout is not None else timeout
+        self.retries = retries
+        self.backoff = Backoff(backoff, 2.0) if backoff else Backoff(0.0, 0.0)
         self.headers = {"Accept": "application/json"}
         if token:
             self.headers["Authorization"] = "Bearer " + token
@@ -117,19 +317,50 @@ class _Endpoint:
         headers = dict(self.headers)
         if call.content_type:
             headers["Content-Type"] = call.content_type
+        headers.update(call.headers)
         headers.update(extra or {})
         return headers
 
+    def read_timeout(self, call: _Call) -> float:
+        return self.timeout + call.wait
+
+
+def retry_after_answer(call: _Call, status: int, attempt: int, retries: int) -> bool:
+    """Whether an answer with ``status`` is worth sending ``call`` again: a 503
+    (Redis away, or the broker is starting) for an idempotent call."""
+    return status == 503 and call.idempotent and attempt < retries
+
+
+def _receipt_texts(action: str, receipts: Sequence[Any]) -> List[str]:
+    """Receipts from Message objects or strings: ack(m1, m2) or ack([m1, m2])."""
+    items = list(receipts)
+    if len(items) == 1 and isinstance(items[0], (list, tuple)):
+        items = list(items[0])
+    texts: List[str] = []
+    for item in items:
+        text = item.receipt if isinstance(item, Message) else item
+        if not isinstance(text, str) or not text:
+            raise ValueError("%s() needs receipts (messages from reserve())" % action)
+        texts.append(text)
+    if not texts:
+        raise ValueError("%s() needs receipts (messages from reserve())" % action)
+    return texts
+
 
 class _QueueCalls:
-    """What every queue operation sends and how its answer is read."""
+    """The calls of one queue, shared by :class:`Queue` and :class:`TxQueue`."""
 
     def __init__(self, name: str, url: str = DEFAULT_URL, serializer: Any = None,
                  auth: Optional[Tuple[str, str]] = None, token: Optional[str] = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, connect_timeout: Optional[float] = None, retries: int = 3,
+                 backoff: float = 0.1, group: Optional[str] = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a queue needs a name")
         self.name = name
+        #: the consumer group this client consumes for by default (None: the queue's default consumers)
+        self.group = group or None
         self.serializer = serializer
-        self.endpoint = _Endpoint(url, auth, token, timeout)
+        self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
         self._path = urllib.parse.quote(name, safe="")
 
     def __repr__(self) -> str:
@@ -149,53 +380,142 @@ class _QueueCalls:
     def _loads(self, text: str) -> Any:
         return self.serializer.loads(text) if self.serializer is not None else text
 
-    def _message(self, payload: Dict[str, Any]) -> Message:
+    def _message(self, payload: Dict[str, Any], group: Optional[str] = None) -> Message:
+        deliveries = payload.get("deliveries", payload.get("count", 0))
+        attributes = payload.get("attributes")
         return Message(payload["key"], self._loads(payload["value"]), payload.get("receipt"),
-                       int(payload.get("deliveries", payload.get("count", 0)) or 0))
+                       int(deliveries or 0), payload.get("queue") or self.name,
+                       dict(attributes) if isinstance(attributes, dict) else {},
+                       payload.get("ordering_key"), group or None, self._owner_for(payload))
+
+    def _owner_for(self, payload: Dict[str, Any]) -> Any:
+        """The client that settles a message of this answer."""
+        return self
+
+    def _messages(self, payload: Any, group: Optional[str] = None) -> List[Message]:
+        """A pop's answer: one message, ``{"messages": [...]}``, or nothing (204)."""
+        if payload is None:
+            return []
+        if isinstance(payload, dict) and "messages" in payload:
+            return [self._message(item, group) for item in payload["messages"]]
+        return [self._message(payload, group)]
+
+    def _group(self, group: Optional[str]) -> Optional[str]:
+        return group if group is not None else self.group
+
+    @staticmethod
+    def _group_query(group: Optional[str]) -> List[Tuple[str, str]]:
+        return [("group", group)] if group else []
+
+    def _settle_group(self, receipts: Sequence[Any], group: Optional[str]) -> Optional[str]:
+        """The group of a settle call: given, else that of the messages, else the queue's."""
+        if group is not None:
+            return group or None
+        items = list(receipts)
+        if len(items) == 1 and isinstance(items[0], (list, tuple)):
+            items = list(items[0])
+        groups = {item.group for item in items if isinstance(item, Message)}
+        if len(groups) > 1:
+            raise ValueError("these messages come from different groups: settle each group apart")
+        if groups:
+            return groups.pop()
+        return self.group
 
     # calls
 
-    def _put_calls(self, messages: Sequence[Any], ttl: Optional[int],
-                   delay: Optional[float]) -> List[_Call]:
+    def _put_calls(self, messages: Sequence[Any], ttl: Optional[int], delay: Optional[float],
+                   idempotency_key: Optional[str] = None, attributes: Optional[Dict[str, str]] = None,
+                   ordering_key: Optional[str] = None) -> List[_Call]:
         if not messages:
             raise ValueError("put() needs at least one message")
+        _check_attributes(attributes)
+        if ordering_key is not None and (not isinstance(ordering_key, str) or not ordering_key):
+            raise ValueError("ordering_key must be a non-empty string")
+        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+            raise ValueError("idempotency_key must be a non-empty string")
         query = [(name, _number(value)) for name, value in (("ttl", ttl), ("delay", delay))
                  if value is not None]
         texts = [self._dumps(message) for message in messages]
-        if len(texts) == 1:
-            return [_Call("POST", "/q/" + self._path, lambda status, body: _json(status, body)["key"],
-                          query, _form(value=texts[0]), "application/x-www-form-urlencoded")]
-        return [_Call("POST", "/q/" + self._path, lambda status, body: _json(status, body)["keys"],
-                      query, orjson.dumps(texts[start:start + BATCH_SIZE]), "application/json")
-                for start in range(0, len(texts), BATCH_SIZE)]
 
-    def _pop_call(self, wait: float, lease: Optional[float]) -> _Call:
-        query = []
+        def headers(index: int) -> Sequence[Tuple[str, str]]:
+            if idempotency_key is None:
+                return ()
+            # each batch of a big put is one publish: each gets its own key
+            key = idempotency_key if index == 0 else "%s#%d" % (idempotency_key, index + 1)
+            return (("Idempotency-Key", key),)
+
+        # a publish sent twice is stored twice, unless the broker can recognise it
+        idempotent = idempotency_key is not None
+        if attributes or ordering_key is not None:
+            # the JSON object form carries what a form field cannot
+            extra: Dict[str, Any] = {}
+            if attributes:
+                extra["attributes"] = attributes
+            if ordering_key is not None:
+                extra["ordering_key"] = ordering_key
+            single = len(texts) == 1
+
+            def keys(status: int, body: bytes) -> Any:
+                return _keys(_json(status, body), single)
+
+            return [_Call("POST", "/q/" + self._path, keys, query,
+                          orjson.dumps([dict(extra, value=text) for text in texts[start:start + BATCH_SIZE]]),
+                          "application/json", idempotent=idempotent, headers=headers(index))
+                    for index, start in enumerate(range(0, len(texts), BATCH_SIZE))]
+        if len(texts) == 1:
+            return [_Call("POST", "/q/" + self._path, lambda status, body: _field(_json(status, body), "key"),
+                          query, _form(value=texts[0]), "application/x-www-form-urlencoded",
+                          idempotent=idempotent, headers=headers(0))]
+        return [_Call("POST", "/q/" + self._path, lambda status, body: _field(_json(status, body), "keys"),
+                      query, orjson.dumps(texts[start:start + BATCH_SIZE]), "application/json",
+                      idempotent=idempotent, headers=headers(index))
+                for index, start in enumerate(range(0, len(texts), BATCH_SIZE))]
+
+    def _pop_call(self, wait: float, lease: Optional[float], count: Optional[int] = None,
+                  group: Optional[str] = None) -> _Call:
+        """A pop (``lease`` None) or a reserve (0: the queue's lease): answers a list of messages."""
+        group = self._group(group)
+        query = self._group_query(group)
         if wait > 0:
             query.append(("wait", _number(wait)))
         if lease is not None:
             query.append(("reserve", _number(lease) if lease else ""))
+        if count is not None:
+            if not 1 <= count <= BATCH_SIZE:
+                raise ValueError("count must be 1 to %d" % BATCH_SIZE)
+            query.append(("count", str(count)))
 
-        def parse(status: int, body: bytes) -> Optional[Message]:
-            payload = _json(status, body)
-            return None if payload is None else self._message(payload)
+        def parse(status: int, body: bytes) -> List[Message]:
+            return self._messages(_json(status, body), group)
 
-        return _Call("GET", "/q/" + self._path, parse, query, wait=wait)
+        # a pop answered but lost on the way must not be sent again: the message
+        # would be gone; a lost reserve only delays its message until the lease ends
+        return _Call("GET", self._pop_path(), parse, self._pop_query() + query, wait=wait,
+                     idempotent=lease is not None)
 
-    def _settle_call(self, action: str, receipts: Sequence[Receipt], **fields: Any) -> _Call:
+    def _pop_path(self) -> str:
+        return "/q/" + self._path
+
+    def _pop_query(self) -> List[Tuple[str, str]]:
+        return []
+
+    def _settle_call(self, action: str, receipts: Sequence[Receipt], group: Optional[str] = None,
+                     **fields: Any) -> _Call:
         """ack, nack or extend: answers how many leases were settled."""
-        texts = [r.receipt if isinstance(r, Message) else r for r in receipts]
-        if not texts or any(not text for text in texts):
-            raise ValueError("%s() needs receipts (from reserve())" % action)
+        texts = _receipt_texts(action, receipts)
+        group = self._settle_group(receipts, group)
         answer = action + "ed"
         values = {name: _number(value) for name, value in fields.items() if value is not None}
         return _Call("POST", "/q/%s/%s" % (self._path, action),
-                     lambda status, body: _json(status, body)[answer],
+                     lambda status, body: _field(_json(status, body), answer), self._group_query(group),
                      body=_form(receipt=texts, **values), content_type="application/x-www-form-urlencoded")
 
     def _field_call(self, prefix: str, field: str, answer: str, value: Optional[str] = None) -> _Call:
         path = "/%s/%s" % (prefix, self._path)
-        parse: Callable[[int, bytes], Any] = lambda status, body: _json(status, body)[answer]  # noqa: E731
+
+        def parse(status: int, body: bytes) -> Any:
+            return _field(_json(status, body), answer)
+
         if value is None:
             return _Call("GET", path, parse)
         return _Call("POST", path, parse, body=_form(**{field: value}),
@@ -205,19 +525,118 @@ class _QueueCalls:
         return _Call("GET", "/stats/" + self._path, _json)
 
     def _purge_call(self) -> _Call:
-        return _Call("DELETE", "/q/" + self._path, lambda status, body: _json(status, body)["purged"])
+        return _Call("DELETE", "/q/" + self._path, lambda status, body: _field(_json(status, body), "purged"))
 
-    def _last_call(self, count: int) -> _Call:
+    def _last_call(self, count: int, group: Optional[str] = None) -> _Call:
+        group = self._group(group)
+
         def parse(status: int, body: bytes) -> List[Message]:
-            return [Message(job["key"], self._loads(job["value"])) for job in _json(status, body)["jobs"]]
+            return [self._message(job, group) for job in _field(_json(status, body), "jobs")]
 
-        return _Call("GET", "/j/" + self._path, parse, [("count", str(count))])
+        return _Call("GET", "/j/" + self._path, parse, [("count", str(count))] + self._group_query(group))
 
-    def _stream_call(self, last_id: Optional[str]) -> Tuple[_Call, Dict[str, str]]:
+    def _dead_call(self, count: int, group: Optional[str] = None) -> _Call:
+        group = self._group(group)
+        if not 1 <= count <= 1000:
+            raise ValueError("count must be 1 to 1000")
+
+        def parse(status: int, body: bytes) -> List[DeadLetter]:
+            letters = []
+            for item in _field(_json(status, body), "messages"):
+                info = item.get("dead") or {}
+                at = info.get("at")
+                attributes = item.get("attributes")
+                letters.append(DeadLetter(item["key"], self._loads(item["value"]), info.get("reason"),
+                                          int(info.get("deliveries") or 0), info.get("from"),
+                                          at / 1000.0 if isinstance(at, (int, float)) else None,
+                                          dict(attributes) if isinstance(attributes, dict) else {}))
+            return letters
+
+        return _Call("GET", "/q/%s/dead" % self._path, parse,
+                     [("count", str(count))] + self._group_query(group))
+
+    def _redrive_call(self, count: Optional[int], group: Optional[str] = None) -> _Call:
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1 (None: all of them)")
+        # not idempotent: a second redrive would move the next dead letters
+        return _Call("POST", "/q/%s/redrive" % self._path,
+                     lambda status, body: _field(_json(status, body), "moved"),
+                     self._group_query(self._group(group)), body=_form(count=count),
+                     content_type="application/x-www-form-urlencoded", idempotent=False)
+
+    def _settings_call(self, changes: Optional[Dict[str, Any]] = None,
+                       group: Optional[str] = None) -> _Call:
+        parse: Callable[[int, bytes], Any] = lambda status, body: _field(_json(status, body), "settings")  # noqa
+        query = self._group_query(self._group(group))
+        if changes is None:
+            return _Call("GET", "/settings/" + self._path, parse, query)
+        if not changes:
+            raise ValueError("configure() needs at least one setting, e.g. max_receives=5")
+        body = orjson.dumps({name: _setting_value(value) for name, value in changes.items()})
+        return _Call("POST", "/settings/" + self._path, parse, query, body=body,
+                     content_type="application/json")
+
+    # consumer groups and request/reply
+
+    def _group_call(self, method: str, group: Optional[str] = None) -> _Call:
+        if group is None:
+            def groups(status: int, body: bytes) -> Any:
+                return _field(_json(status, body), "groups")
+
+            return _Call("GET", "/q/%s/groups" % self._path, groups)
+        if not isinstance(group, str) or not group:
+            raise ValueError("a group needs a name")
+        path = "/q/%s/groups/%s" % (self._path, urllib.parse.quote(group, safe=""))
+        answer = {"POST": "created", "DELETE": "removed", "GET": None}[method]
+
+        def parse(status: int, body: bytes) -> Any:
+            payload = _json(status, body)
+            return payload if answer is None else _field(payload, answer)
+
+        # creating twice is harmless; a repeated delete would answer 404
+        return _Call(method, path, parse, idempotent=method != "DELETE")
+
+    def _call_call(self, message: Any, timeout: float, attributes: Optional[Dict[str, str]],
+                   ordering_key: Optional[str]) -> _Call:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive seconds")
+        _check_attributes(attributes)
+        item: Dict[str, Any] = {"value": self._dumps(message)}
+        if attributes:
+            item["attributes"] = attributes
+        if ordering_key is not None:
+            item["ordering_key"] = ordering_key
+
+        def parse(status: int, body: bytes) -> Message:
+            payload = _json(status, body)
+            attributes = payload.get("attributes")
+            return Message(_field(payload, "key"), self._loads(_field(payload, "value")), None, 0,
+                           payload.get("queue") or self.name,
+                           dict(attributes) if isinstance(attributes, dict) else {})
+
+        # a request sent twice would be handled twice
+        return _Call("POST", "/rpc/" + self._path, parse, [("timeout", _number(timeout))],
+                     orjson.dumps(item), "application/json", wait=timeout, idempotent=False)
+
+    def _reply_call(self, request_id: str, body: Any, attributes: Optional[Dict[str, str]]) -> _Call:
+        _check_attributes(attributes)
+        item: Dict[str, Any] = {"value": self._dumps(body)}
+        if attributes:
+            item["attributes"] = attributes
+        return _Call("POST", "/reply/" + urllib.parse.quote(request_id, safe=""),
+                     lambda status, body: bool(_field(_json(status, body), "delivered")),
+                     body=orjson.dumps(item), content_type="application/json", idempotent=False)
+
+    def _stream_call(self, last_id: Optional[str],
+                     group: Optional[str] = None) -> Tuple[_Call, Dict[str, str]]:
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = last_id
-        return _Call("GET", "/sse/" + self._path, _json), headers
+        return _Call("GET", self._stream_path(), _json,
+                     self._pop_query() + self._group_query(self._group(group))), headers
+
+    def _stream_path(self) -> str:
+        return "/sse/" + self._path
 
     def _pop_plan(self, block: bool, timeout: Optional[float], now: float) -> Optional[float]:
         """The deadline of a blocking pop (None: forever); ``now`` when not blocking."""
@@ -231,15 +650,23 @@ class _QueueCalls:
             return LONG_POLL_STEP
         return max(0.0, min(LONG_POLL_STEP, deadline - now))
 
+    @staticmethod
+    def _one_or_list(messages: List[Message], count: Optional[int]) -> Any:
+        if count is None:
+            return messages[0] if messages else None
+        return messages
+
 
 class _SSEParser:
-    """Splits a text/event-stream into (event, id, data) as bytes arrive."""
+    """Splits a text/event-stream into (event, id, data) as bytes arrive; ``retry``
+    keeps the reconnection delay the server asked for (milliseconds)."""
 
     def __init__(self) -> None:
         self._buffer = b""
         self._event = "message"
         self._id: Optional[str] = None
         self._data: List[str] = []
+        self.retry: Optional[int] = None
 
     def feed(self, chunk: bytes) -> List[Tuple[str, Optional[str], str]]:
         self._buffer += chunk
@@ -263,8 +690,11 @@ class _SSEParser:
                 self._id = value
             elif name == "event":
                 self._event = value
+            elif name == "retry" and value.isdigit():
+                self.retry = int(value)
 
 
-_QUEUES = _Call("GET", "/q/", lambda status, body: _json(status, body)["queues"])
+_QUEUES = _Call("GET", "/q/", lambda status, body: _field(_json(status, body), "queues"))
 _STATS = _Call("GET", "/stats/", _json)
-_READY = _Call("GET", "/health/ready", _json)
+# a readiness probe answers what it sees now: a 503 is the answer, not a reason to retry
+_READY = _Call("GET", "/health/ready", _json, idempotent=False)

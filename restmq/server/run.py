@@ -12,9 +12,12 @@ twistd runs here knowing RestMQ's own plugins only: it does not scan
 ``twisted/plugins`` (where cyclone's own plugin fails to import on Python 3.12+).
 
 The launcher supervises: SIGTERM or Ctrl-C stops every worker, then Redis,
-and exits 0; a worker (or the embedded Redis) that exits on its own stops the
-others and the launcher exits 1. The children die with the launcher should it
-be killed (PR_SET_PDEATHSIG), so no orphan is left behind.
+and exits 0; a worker that exits on its own stops the others and the launcher
+exits 1. The embedded Redis is restarted at once should it die (on its
+append-only file; the workers reconnect), unless it died ``max_restarts`` times
+within a minute: then the launcher stops the workers and exits 1. The children
+die with the launcher should it be killed (PR_SET_PDEATHSIG), so no orphan is
+left behind.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import TYPE_CHECKING, Any, Iterable, List, NoReturn, Optional
 
 if TYPE_CHECKING:
@@ -129,8 +133,9 @@ def _run_workers(workers: int, args: List[str], pidfile: str = "") -> int:
     embedded: Optional["EmbeddedRedis"] = None
     if config.redis.target is None:
         try:
-            embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary)
-            embedded.startService()
+            embedded = EmbeddedRedis(config.redis.data_dir, config.redis.server_binary,
+                                     max_restarts=config.redis.max_restarts)
+            embedded.start_process()
         except (ConfigError, EmbeddedRedisError) as exc:
             _say(str(exc))
             return 1
@@ -192,7 +197,10 @@ def _run_workers(workers: int, args: List[str], pidfile: str = "") -> int:
 
 def _supervise(children: List[subprocess.Popen], embedded: Optional["EmbeddedRedis"],
                stopping: List[int]) -> int:
-    """Wait until a stop is asked (0) or a child exits on its own (1)."""
+    """Wait until a stop is asked (0) or a child exits on its own (1); restart the
+    embedded Redis when it dies, unless it keeps dying (1)."""
+    from restmq.server.redisproc import EmbeddedRedisError
+
     redis = embedded.process if embedded is not None else None
     while not stopping:
         try:
@@ -212,9 +220,21 @@ def _supervise(children: List[subprocess.Popen], embedded: Optional["EmbeddedRed
             if code is not None:
                 _say("worker %d exited with status %s; stopping the others" % (child.pid, code))
                 return 1
-        if redis is not None and redis.poll() is not None:
-            _say("the embedded redis-server exited; stopping the workers")
-            return 1
+        if embedded is not None and redis is not None and redis.poll() is not None:
+            _say("the embedded redis-server %d exited with status %s; restarting it"
+                 % (redis.pid, redis.returncode))
+            while True:
+                if not embedded.begin_restart(time.monotonic(), redis.returncode):
+                    _say("the embedded redis-server died %d times within a minute; stopping the workers"
+                         % (embedded.budget.limit + 1))
+                    return 1
+                try:
+                    embedded.wait_ready()
+                    break
+                except EmbeddedRedisError as exc:
+                    _say("redis-server did not start again: %s" % exc)
+            redis = embedded.process
+            _say("embedded redis-server restarted: %d" % embedded.pid)
     return 0
 
 

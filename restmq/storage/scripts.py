@@ -14,7 +14,7 @@ import txredisapi
 
 __all__ = ["Script", "load_scripts", "SCRIPT_NAMES"]
 
-SCRIPT_NAMES = ("add", "take", "dispatch", "peek", "delete", "purge", "status",
+SCRIPT_NAMES = ("add", "take", "dispatch", "peek", "delete", "purge_start", "purge_chunk", "status",
                 "stats", "jobs", "history", "requeue", "ack", "nack", "extend", "redrive", "settings",
                 "take_first", "group_create", "group_delete", "group_check", "reply", "collect",
                 "browse")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 import txredisapi
+from twisted.logger import Logger
 
 from restmq import keys
 from restmq.errors import (BackendUnavailable, BadRequest, GroupNotFound, InvalidQueueName,
@@ -18,11 +20,58 @@ from restmq.storage.pool import RedisPool
 from restmq.storage.scripts import Script, load_scripts
 
 __all__ = ["QueueStore", "AddResult", "DispatchResult", "StorageFull", "check_queue", "check_group",
-           "dead_letter_queue"]
+           "dead_letter_queue", "RedisHealth", "PURGE_CHUNK", "REDRIVE_CHUNK", "STATS_PAGE"]
+
+# Work that grows with a queue (or with the number of queues) is done a bounded
+# chunk per script call, so that no call holds Redis for more than a few ms; each
+# measured at about 1.5-3 ms on the development machine (bench/hostile.py).
+#: message keys taken (and their bodies deleted) per purge_chunk call
+PURGE_CHUNK = 500
+#: dead letters moved per redrive call
+REDRIVE_CHUNK = 100
+#: queues per stats call (SSCAN COUNT)
+STATS_PAGE = 100
 
 
 class StorageFull(RestMQError):
     """Redis is out of memory (maxmemory reached)."""
+
+
+# Redis error codes that mean "cannot serve now". A script's error wraps the
+# inner one: "ERR Error running script (call to f_...): @user_script:12: ... -OOM ...".
+_REFUSALS = re.compile(r"(?:^|[\s-])(OOM|READONLY|LOADING|MASTERDOWN|BUSY|TRYAGAIN|NOREPLICAS)\b")
+#: the backend states the store reports (and logs once, when they change)
+OK, OUT_OF_MEMORY, READ_ONLY, REFUSING = "ok", "out_of_memory", "read_only", "refusing"
+_STATES = {"OOM": OUT_OF_MEMORY, "READONLY": READ_ONLY}
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class RedisHealth:
+    """What one INFO says about the Redis RestMQ writes to."""
+
+    role: str
+    loading: bool
+    used_memory: int
+    maxmemory: int
+    maxmemory_policy: str
+    latency: float
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.maxmemory > 0 and self.used_memory >= self.maxmemory and \
+            self.maxmemory_policy == "noeviction"
+
+    @property
+    def problem(self) -> Optional[str]:
+        """Why writes would be refused now, or None."""
+        if self.role != "master":
+            return "Redis is a read-only replica (role %s)" % self.role
+        if self.loading:
+            return "Redis is loading its data"
+        if self.out_of_memory:
+            return "Redis is out of memory (used_memory %d >= maxmemory %d)" % (
+                self.used_memory, self.maxmemory)
+        return None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -105,10 +154,12 @@ def _prefix(value: Any) -> str:
     return value.decode("utf-8", "replace")
 
 
-def _info_fields(text: Any) -> Dict[str, str]:
-    """An INFO reply ("name:value" lines) as a dict."""
+def _info_fields(reply: Any) -> Dict[str, str]:
+    """INFO's "name:value" lines as a dict (txredisapi may hand them over already parsed)."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
     fields = {}
-    for line in _text(text).splitlines():
+    for line in _text(reply).splitlines():
         name, sep, value = line.partition(":")
         if sep and not name.startswith("#"):
             fields[name.strip()] = value.strip()
@@ -156,7 +207,13 @@ class QueueStore:
 
     :param observe: called with the duration in seconds of every round trip
         (the metrics hook; storage itself knows nothing of Prometheus).
+
+    ``backend_state`` is ``ok``, ``out_of_memory``, ``read_only`` or
+    ``refusing`` (another "cannot serve now" reply): what the last replies said.
+    A change is logged once, not once per request.
     """
+
+    log = Logger()
 
     def __init__(self, pool: RedisPool, default_max_receives: int = 5,
                  wait_replicas: int = 0, wait_timeout_ms: int = 1000,
@@ -169,6 +226,7 @@ class QueueStore:
         self.wait_timeout_ms = wait_timeout_ms
         self.observe = observe
         self.scripts: Dict[str, Script] = load_scripts()
+        self.backend_state = OK
 
     async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
         connection = await self.pool.connection()
@@ -196,18 +254,32 @@ class QueueStore:
             if self.observe is not None:
                 self.observe(time.perf_counter() - started)
 
-    @staticmethod
-    def _response_error(exc: Exception) -> Exception:
+    def _response_error(self, exc: Exception) -> Exception:
         text = str(exc)
         if "QUEUEFULL" in text:
             return QueueFull(text[text.index("QUEUEFULL") + 10:])
         if "NOGROUP" in text:
             return GroupNotFound(text[text.index("NOGROUP") + 8:])
-        if text.startswith(("LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "NOREPLICAS")):
-            return BackendUnavailable("Redis cannot serve now: %s" % text.split("\n")[0])
-        if text.startswith("OOM"):
-            return StorageFull("Redis is out of memory")
-        return exc
+        refusal = _REFUSALS.search(text)
+        if refusal is None:
+            return exc
+        code = refusal.group(1)
+        detail = text[refusal.start(1):].split("\n")[0].rstrip(".")
+        self._set_state(_STATES.get(code, REFUSING), detail)
+        if code == "OOM":
+            return StorageFull("Redis is out of memory (maxmemory reached)")
+        return BackendUnavailable("Redis cannot serve now: %s" % detail)
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state == self.backend_state:
+            return
+        previous, self.backend_state = self.backend_state, state
+        if state == OK:
+            self.log.info("Redis accepts writes again (it was {previous})", previous=previous)
+        else:
+            self.log.error("Redis refuses writes: {state} ({detail}); answering {answer} until it "
+                           "accepts them", state=state, detail=detail,
+                           answer="507" if state == OUT_OF_MEMORY else "503")
 
     # producing
 
@@ -244,6 +316,9 @@ class QueueStore:
             queue, keys.NOTIFY_CHANNEL, "" if ttl is None else ttl,
             "" if not delay_ms else delay_ms, idempotency_key or "", idempotency_window_ms,
             self.history_size, mode, reply_to, reply_timeout_ms, *payload])
+        if self.backend_state != OK:
+            # add always writes: Redis takes writes again
+            self._set_state(OK)
         if self.wait_replicas:
             # a replayed key was stored by an earlier request that may have got a 503
             await self._wait_replicas()
@@ -273,7 +348,7 @@ class QueueStore:
         reply = await self._run("take", [keys.queue_list(keys.namespace(queue, group))], [
             queue, count, 0, "", "1" if hold_if_stopped else "0", self.default_max_receives,
             listen_ms, "0", group, keep_ms])
-        return _messages(reply, 1)
+        return _messages(reply, 2)
 
     async def reserve(self, queue: str, count: int, lease_ms: int,
                       hold_if_stopped: bool = False, listen_ms: int = 0,
@@ -283,13 +358,23 @@ class QueueStore:
         receipt for ack / nack / extend. An expired lease puts the message back at
         the head of the queue (or in the dead letters after ``max_receives``).
         A message whose ordering key is held by an earlier one waits for it."""
+        messages, _ = await self.reserve_leased(queue, count, lease_ms, hold_if_stopped, listen_ms,
+                                                default_lease, group)
+        return messages
+
+    async def reserve_leased(self, queue: str, count: int, lease_ms: int, hold_if_stopped: bool = False,
+                             listen_ms: int = 0, default_lease: bool = False,
+                             group: str = "") -> Tuple[List[Message], int]:
+        """:meth:`reserve`, resolving to (messages, the lease in ms they got): with
+        ``default_lease`` that is the ``lease_seconds`` of the group (else of the
+        queue) when it has one."""
         check_queue(queue)
         check_group(group)
         reply = await self._run("take", [keys.queue_list(keys.namespace(queue, group))], [
             queue, count, lease_ms, os.urandom(8).hex() + "-",
             "1" if hold_if_stopped else "0", self.default_max_receives, listen_ms,
             "1" if default_lease else "0", group])
-        return _messages(reply, 1)
+        return _messages(reply, 2), int(reply[1]) if len(reply) > 1 else lease_ms
 
     async def take_first(self, queues: Sequence[str], count: int = 1,
                          lease_ms: Optional[int] = None, hold_if_stopped: bool = False,
@@ -337,22 +422,31 @@ class QueueStore:
                                   [keys.inflight(keys.namespace(queue, group))])
 
     async def extend(self, queue: str, receipts: Sequence[str], lease_ms: int,
-                     group: str = "") -> Tuple[int, List[str]]:
-        """Move lease deadlines to ``lease_ms`` from now."""
+                     group: str = "", default_lease: bool = False) -> Tuple[int, List[str]]:
+        """Move lease deadlines to ``lease_ms`` from now (with ``default_lease``, to
+        the ``lease_seconds`` of the group, else of the queue, when it has one)."""
         check_group(group)
         ns = keys.namespace(queue, group)
-        return await self._settle("extend", queue, receipts, [lease_ms],
+        lease = "default:%d:%s" % (lease_ms, group) if default_lease else lease_ms
+        return await self._settle("extend", queue, receipts, [lease],
                                   [keys.inflight(ns), keys.leases(ns)])
 
     async def redrive(self, queue: str, count: int = 0, group: str = "") -> int:
         """Move up to ``count`` (0 = all) dead letters of ``queue`` (of its ``group``)
-        back to its end (the group's)."""
+        back to its end (the group's), REDRIVE_CHUNK per script call; resolves to
+        how many were moved."""
         check_queue(queue)
         check_group(group)
         dead = keys.dead_letter_queue(queue, group)
-        return int(await self._run(
-            "redrive", [keys.queue_list(dead), keys.queue_list(keys.namespace(queue, group))],
-            [queue, count, keys.NOTIFY_CHANNEL, group]))
+        script_keys = [keys.queue_list(dead), keys.queue_list(keys.namespace(queue, group))]
+        moved = 0
+        while not count or moved < count:
+            chunk = REDRIVE_CHUNK if not count else min(REDRIVE_CHUNK, count - moved)
+            done, left = await self._run("redrive", script_keys, [queue, chunk, keys.NOTIFY_CHANNEL, group])
+            moved += int(done)
+            if not int(left):
+                break
+        return moved
 
     async def dead_letters(self, queue: str, count: int = 10, group: str = "") -> List[Dict[str, Any]]:
         """The newest ``count`` dead letters of ``queue`` (of its ``group``) with why
@@ -430,12 +524,43 @@ class QueueStore:
     async def purge(self, queue: str) -> int:
         """Remove every message of ``queue`` (bodies included) and drop it from QUEUESET.
 
-        Every process closes the queue's streaming consumers.
-        :returns: how many messages were removed.
+        The queue is empty for everyone at once (one O(1) script); its bodies are
+        then deleted PURGE_CHUNK per call. Every process closes the queue's
+        streaming consumers. Should this process die half way, the next RestMQ
+        to start finishes the job (:meth:`finish_purges`).
+        :returns: how many message bodies were deleted (expired ones had gone already).
         """
         check_queue(queue)
-        return int(await self._run("purge", [keys.queue_list(queue), keys.QUEUESET],
-                                   [queue, keys.NOTIFY_CHANNEL]))
+        token = os.urandom(8).hex()
+        script_keys = [keys.queue_list(queue), keys.QUEUESET, keys.PURGES, keys.purge_job(queue, token)]
+        entry, prefix = keys.purge_entry(queue, token), keys.purge_trash_prefix(queue, token)
+        pending = int(await self._run("purge_start", script_keys,
+                                      [queue, keys.NOTIFY_CHANNEL, entry, prefix]))
+        if not pending:
+            return 0
+        return await self._purge_chunks(queue, token)
+
+    async def _purge_chunks(self, queue: str, token: str) -> int:
+        entry = keys.purge_entry(queue, token)
+        script_keys = [keys.purge_job(queue, token), keys.PURGES]
+        deleted = 0
+        while True:
+            count, complete = await self._run("purge_chunk", script_keys, [queue, PURGE_CHUNK, entry])
+            deleted += int(count)
+            if int(complete):
+                return deleted
+
+    async def finish_purges(self) -> int:
+        """Finish the purges a RestMQ left half done (it died); resolves to how
+        many bodies that deleted."""
+        deleted = 0
+        for entry in await self._command("SMEMBERS", keys.PURGES):
+            queue, token = keys.parse_purge_entry(_text(entry))
+            if keys.is_valid_queue_name(queue) and token:
+                deleted += await self._purge_chunks(queue, token)
+            else:
+                await self._command("SREM", keys.PURGES, entry)
+        return deleted
 
     async def history_after(self, queue: str, key: str) -> Tuple[bool, List[Message]]:
         """Broadcast messages newer than ``key``, oldest first.
@@ -479,12 +604,24 @@ class QueueStore:
         """Counts for one queue, or for every queue when ``queue`` is None."""
         if queue is not None:
             check_queue(queue)
-        reply = await self._run("stats", [keys.QUEUESET], [queue or "", self.default_max_receives])
-        infos = []
-        for i in range(0, len(reply), 11):
+        infos: Dict[str, QueueInfo] = {}
+        cursor = "0"
+        while True:
+            # one page of queues per call (SSCAN), so that 30,000 queues never hold Redis at once
+            reply = await self._run("stats", [keys.QUEUESET],
+                                    [queue or "", self.default_max_receives, cursor, STATS_PAGE])
+            cursor = _text(reply[0])
+            self._stats_page(reply, infos)
+            if cursor == "0":
+                break
+        return sorted(infos.values(), key=lambda info: info.name)
+
+    @staticmethod
+    def _stats_page(reply: Sequence[Any], infos: Dict[str, QueueInfo]) -> None:
+        for i in range(1, len(reply), 11):
             age = int(reply[i + 7])
             stored = Policy.from_setting(_text(reply[i + 3]))
-            infos.append(QueueInfo(
+            infos[_text(reply[i])] = (QueueInfo(
                 name=_text(reply[i]), length=int(reply[i + 1]),
                 state=QueueState.from_redis(_text(reply[i + 2])),
                 policy=stored or Policy.BROADCAST, policy_is_set=stored is not None,
@@ -492,7 +629,6 @@ class QueueStore:
                 oldest_age=None if age < 0 else age / 1000.0,
                 groups=tuple(_groups(reply[i + 8])),
                 published=_count(reply[i + 9]), delivered=_count(reply[i + 10])))
-        return sorted(infos, key=lambda info: info.name)
 
     async def browse(self, queue: str, offset: int = 0, count: int = 20,
                      preview_bytes: int = 4096) -> Tuple[int, List[WaitingMessage]]:
@@ -616,3 +752,24 @@ class QueueStore:
         started = time.perf_counter()
         await self._command("PING")
         return time.perf_counter() - started
+
+    async def health(self) -> RedisHealth:
+        """One INFO: whether Redis would take writes now (its role, loading, memory).
+        A Redis that would is noted as ``ok`` again."""
+        started = time.perf_counter()
+        reply = await self._command("INFO")
+        latency = time.perf_counter() - started
+        fields = _info_fields(reply)
+
+        def number(name: str) -> int:
+            try:
+                return int(fields.get(name, "0"))
+            except ValueError:
+                return 0
+
+        health = RedisHealth(role=fields.get("role", "master"), loading=fields.get("loading") == "1",
+                             used_memory=number("used_memory"), maxmemory=number("maxmemory"),
+                             maxmemory_policy=fields.get("maxmemory_policy", "noeviction"), latency=latency)
+        if health.problem is None and self.backend_state != OK:
+            self._set_state(OK)
+        return health

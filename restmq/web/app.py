@@ -13,7 +13,8 @@ from twisted.logger import Logger
 
 from restmq.web import collectd, console, control, leases, ops, pages, patterns, protocol, queues
 from restmq.web.base import Context, NotFoundHandler
-from restmq.web.http import ChunkedTransferEncoding, HttpLimits, HTTPConnection
+from restmq.web.hosts import AllowedHosts
+from restmq.web.http import ChunkedTransferEncoding, ConnectionLimiter, HttpLimits, HTTPConnection
 
 __all__ = ["make_app", "RestMQApplication"]
 
@@ -35,6 +36,17 @@ class RestMQApplication(cyclone.web.Application):
 
     protocol = HTTPConnection
     noisy = False
+    limiter: Any = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A connection over ``max_connections`` or ``max_connections_per_ip`` is
+        closed at once (Twisted closes the socket when this returns None)."""
+        remote = getattr(addr, "host", "unix:")
+        if self.limiter is not None and not self.limiter.admit(remote):
+            return None
+        connection = super().buildProtocol(addr)
+        connection._admitted = remote if self.limiter is not None else None
+        return connection
 
     def __call__(self, request: Any) -> Any:
         path = request.path
@@ -183,9 +195,13 @@ def make_app(context: Context, extra_routes: Sequence[tuple] = ()) -> RestMQAppl
     server = context.config.server
     limits = HttpLimits(
         max_request_bytes=server.max_request_bytes, max_header_bytes=server.max_header_bytes,
-        request_timeout=server.request_timeout, idle_timeout=server.idle_timeout)
+        request_timeout=server.request_timeout, idle_timeout=server.idle_timeout,
+        header_timeout=server.header_timeout, max_output_bytes=server.max_output_bytes)
     table = list(extra_routes) + routes(context)
-    return RestMQApplication(
+    hosts = AllowedHosts(server.allowed_hosts, server.listen)
+    app = RestMQApplication(
         table, transforms=[ChunkedTransferEncoding],
-        http_limits=limits, clock=context.clock, xheaders=server.xheaders,
+        http_limits=limits, clock=context.clock, xheaders=server.xheaders, allowed_hosts=hosts,
         log_function=_request_logger(server.access_log, context.metrics, table))
+    app.limiter = ConnectionLimiter(server.max_connections, server.max_connections_per_ip, context.clock)
+    return app

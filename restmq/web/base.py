@@ -8,8 +8,7 @@ import functools
 import re
 import time
 from email.utils import formatdate
-from urllib.parse import urlsplit
-from typing import Any, Callable, Coroutine, Dict, List, Optional, Tuple, overload
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Tuple, Union, overload
 
 import attr
 import cyclone.web
@@ -23,6 +22,7 @@ from restmq.acl import Acl, Credentials
 from restmq.config import Config
 from restmq.errors import AddressDenied, BadRequest, Forbidden, MessageTooLarge, RestMQError, Unauthorized
 from restmq.web.errors import status_for
+from restmq.web.hosts import AllowedHosts
 
 __all__ = ["Context", "BaseHandler", "async_handler", "JSONP_CALLBACK"]
 
@@ -39,6 +39,8 @@ class Context:
     config: Config
     clock: Any
     metrics: Any = None
+    #: the embedded redis-server's supervisor (restmq.server.redisproc.EmbeddedRedis), if any
+    embedded: Any = None
 
 
 def async_handler(method: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., defer.Deferred]:
@@ -67,7 +69,9 @@ def _http_date() -> str:
 class BaseHandler(cyclone.web.RequestHandler):
     """Parses arguments strictly, checks the ACL, renders JSON and JSON errors.
 
-    ``acl_categories`` maps HTTP method -> ACL category; every route has one.
+    ``acl_categories`` maps HTTP method -> ACL category (or a tuple of categories,
+    all required); every route has one. HEAD takes GET's. A handler whose category
+    depends on the request body (``/queue``) calls :meth:`check_acl` itself.
 
     Cyclone's per-request set-up (template UI modules, a Deferred per phase, a
     formatted date) cost more than the broker's own work; ``__init__``,
@@ -76,7 +80,7 @@ class BaseHandler(cyclone.web.RequestHandler):
 
     log = Logger()
     SUPPORTED_METHODS = ("GET", "POST", "DELETE", "OPTIONS", "HEAD")
-    acl_categories: Dict[str, str] = {}
+    acl_categories: Dict[str, Union[str, Tuple[str, ...]]] = {}
 
     def __init__(self, application: Any, request: Any, **kwargs: Any) -> None:
         self.application = application
@@ -131,25 +135,40 @@ class BaseHandler(cyclone.web.RequestHandler):
     # access control
 
     def origin_allowed(self) -> bool:
-        """No Origin (not a browser), the broker's own, or one in ``allowed_origins``."""
+        """No Origin (not a browser), one in ``allowed_origins``, or the broker's own:
+        the allow-listed Host this request was sent to (HTTPConnection refused any
+        other Host with 421, so a rebinding page's own name never gets here)."""
         origin = self.request.headers.get("Origin")
         if origin is None:
             return True
         allowed = self.config.server.allowed_origins
         if "*" in allowed or origin in allowed:
             return True
-        return urlsplit(origin).netloc == self.request.headers.get("Host", "")
+        return AllowedHosts.same_origin(origin, self.request.headers.get("Host"))
 
     def prepare(self) -> None:
         if self.request.method in ("POST", "DELETE") and not self.origin_allowed():
             # a page elsewhere must not act with a visitor's credentials (CSRF)
             raise Forbidden("origin %s may not change this broker (see allowed_origins)"
                             % self.request.headers.get("Origin"))
-        category = self.acl_categories.get(self.request.method)
-        if category is not None and self.context.acl.enabled:
-            self.context.acl.check(category, self.request.remote_ip, self.credentials())
+        method = self.request.method
+        category = self.acl_categories.get(method)
+        if category is None and method == "HEAD":
+            category = self.acl_categories.get("GET")
+        if category is not None:
+            self.check_acl(category)
         # refuse an unsafe callback before anything is popped
         self.jsonp_callback()
+
+    def check_acl(self, category: Union[str, Tuple[str, ...]]) -> None:
+        """:raises Forbidden, Unauthorized: unless the request passes ``category``
+        (every one of them, for a tuple)."""
+        acl = self.context.acl
+        if not acl.enabled:
+            return
+        credentials = self.credentials()
+        for name in (category,) if isinstance(category, str) else category:
+            acl.check(name, self.request.remote_ip, credentials)
 
     def credentials(self) -> Credentials:
         username = password = token = None

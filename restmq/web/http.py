@@ -20,16 +20,21 @@ import orjson
 from cyclone import httputil
 from cyclone.httpserver import HTTPRequest
 from twisted.internet import address, interfaces, protocol, tcp
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-__all__ = ["HttpLimits", "HTTPConnection", "ChunkedTransferEncoding", "parse_form", "fast_write"]
+from restmq.web.hosts import AllowedHosts
+
+__all__ = ["HttpLimits", "HTTPConnection", "ChunkedTransferEncoding", "ConnectionLimiter",
+           "parse_form", "fast_write", "buffered"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # every byte from 0x21 to 0x7e: what quote_from_bytes leaves alone in a request target
 _PRINTABLE_ASCII = bytes(range(0x21, 0x7f))
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 411: "Length Required",
-            413: "Payload Too Large", 431: "Request Header Fields Too Large",
+            413: "Payload Too Large", 421: "Misdirected Request", 431: "Request Header Fields Too Large",
             505: "HTTP Version Not Supported"}
 _MAX_HEADERS = 100
 _FORM = "application/x-www-form-urlencoded"
@@ -41,6 +46,8 @@ class HttpLimits:
     max_header_bytes: int = 64 * 1024
     request_timeout: float = 30.0
     idle_timeout: float = 120.0
+    header_timeout: float = 10.0
+    max_output_bytes: int = 1024 * 1024
 
 
 class ChunkedTransferEncoding(cyclone.web.OutputTransform):
@@ -67,6 +74,75 @@ class ChunkedTransferEncoding(cyclone.web.OutputTransform):
             if finishing:
                 block += b"0\r\n\r\n"
         return block
+
+
+def buffered(transport: Any) -> int:
+    """Bytes written to ``transport`` that the kernel has not taken yet (Twisted's
+    FileDescriptor keeps them in ``dataBuffer`` past ``offset`` and in
+    ``_tempDataBuffer``); 0 for a transport that keeps no such buffer."""
+    data = getattr(transport, "dataBuffer", b"")
+    return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+
+class ConnectionLimiter:
+    """Counts the open connections, in total and per address, and refuses those
+    over ``max_total`` / ``max_per_ip``; refusals are logged at most once a second.
+
+    ``0`` for a limit means "sized to the file descriptor limit": the soft
+    RLIMIT_NOFILE less what the process needs besides (Redis, logs), and three
+    quarters of that for one address (a reverse proxy is one address: raise it
+    there).
+    """
+
+    log = Logger()
+    #: descriptors kept for everything but client connections
+    RESERVED_FDS = 64
+
+    def __init__(self, max_total: int, max_per_ip: int, clock: Any) -> None:
+        if not max_total:
+            import resource
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            max_total = max(16, soft - self.RESERVED_FDS) if soft != resource.RLIM_INFINITY else 1 << 20
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip or max(1, max_total * 3 // 4)
+        self.clock = clock
+        self.total = 0
+        self.per_ip: Dict[str, int] = {}
+        self.refused = 0
+        self._unlogged = 0
+        self._last_log = float("-inf")
+
+    def admit(self, ip: str) -> bool:
+        """Count a new connection from ``ip``; False (and count a refusal) when over a limit."""
+        held = self.per_ip.get(ip, 0)
+        if self.total >= self.max_total or held >= self.max_per_ip:
+            self._refuse(ip, "total" if self.total >= self.max_total else "per address")
+            return False
+        self.total += 1
+        self.per_ip[ip] = held + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        held = self.per_ip.get(ip, 0)
+        if held <= 0:
+            return
+        self.total -= 1
+        if held == 1:
+            del self.per_ip[ip]
+        else:
+            self.per_ip[ip] = held - 1
+
+    def _refuse(self, ip: str, which: str) -> None:
+        self.refused += 1
+        self._unlogged += 1
+        now = self.clock.seconds()
+        if now - self._last_log >= 1.0:
+            self.log.warn("Refused {count} connection(s) over the {which} limit (latest from {remote}; "
+                          "max_connections {total}, max_connections_per_ip {per_ip})",
+                          count=self._unlogged, which=which, remote=ip, total=self.max_total,
+                          per_ip=self.max_per_ip)
+            self._unlogged = 0
+            self._last_log = now
 
 
 def fast_write(transport: Any, data: bytes) -> None:
@@ -188,12 +264,16 @@ class _Deadlines:
         now = self.clock.seconds()
         for connection in [c for c in self.connections if c.deadline is not None and c.deadline <= now]:
             connection._timed_out()
+        for connection in [c for c in self.connections
+                           if c.output_deadline is not None and c.output_deadline <= now]:
+            connection._stalled_too_long()
 
 
 def _deadlines(application: Any, clock: Any, limits: "HttpLimits") -> _Deadlines:
     deadlines = application.settings.get("_deadlines")
     if deadlines is None:
-        interval = max(0.01, min(1.0, limits.request_timeout / 4, limits.idle_timeout / 4))
+        interval = max(0.01, min(1.0, limits.request_timeout / 4, limits.idle_timeout / 4,
+                                 limits.header_timeout / 4))
         deadlines = application.settings["_deadlines"] = _Deadlines(clock, interval)
     return deadlines
 
@@ -204,11 +284,19 @@ class _Rejected(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+@implementer(IPushProducer)
 class HTTPConnection(protocol.Protocol):
     """One client connection: parses requests within limits, one at a time.
 
     The factory is the Cyclone ``Application``; its settings carry
-    ``http_limits`` (HttpLimits) and ``clock``.
+    ``http_limits`` (HttpLimits), ``allowed_hosts`` (AllowedHosts) and ``clock``.
+
+    It is the push producer of its transport for its whole life, so that it
+    learns when the client stops reading: while more than ``max_output_bytes``
+    wait to be sent, it reads nothing more (no request is parsed, no WebSocket
+    frame answered), resumes once they are sent, and hangs up if that takes
+    longer than ``idle_timeout``. A stream that owns the connection attaches its
+    own producer (:meth:`attach_producer`), which gets the same signals.
     """
 
     log = Logger()
@@ -218,6 +306,8 @@ class HTTPConnection(protocol.Protocol):
     transport: Any
 
     _IDLE, _HEAD, _BODY, _BUSY = range(4)
+    #: the address the factory's ConnectionLimiter counted this connection under
+    _admitted: Optional[str] = None
 
     def connectionMade(self) -> None:
         settings = self.factory.settings
@@ -236,10 +326,22 @@ class HTTPConnection(protocol.Protocol):
         self._processing = False
         self._closed = False
         self._upgraded: Any = None
+        self._allowed_hosts: AllowedHosts = settings.get("allowed_hosts") or AllowedHosts()
+        self._served = 0
+        self._producer: Any = None
+        # reading stops while a pipelined request waits (_backlog) or while the
+        # client does not read what it is sent (_stalled)
+        self._backlog = False
+        self._stalled = False
+        self._held = False
+        self._reading = True
+        self.output_deadline: Optional[float] = None
         self._deadlines = _deadlines(self.factory, self.clock, self.limits)
         self.deadline: Optional[float] = None
         self._deadlines.add(self)
-        self._reset_timer(self.limits.idle_timeout)
+        # a connection that never sends a request is closed sooner than an idle keep-alive one
+        self._reset_timer(min(self.limits.header_timeout, self.limits.idle_timeout))
+        self.transport.registerProducer(self, True)
         self.scheme = "https" if interfaces.ISSLTransport.providedBy(self.transport) else "http"
         peer = self.transport.getPeer()
         self._remote_ip = "unix:" if isinstance(peer, address.UNIXAddress) else peer.host
@@ -249,32 +351,121 @@ class HTTPConnection(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._upgraded is not None:
             self._upgraded.dataReceived(data)
+            self.check_output()
             return
         self._buffer += data
         if self._state == self._IDLE:
             self._state = self._HEAD
-            self._reset_timer(self.limits.request_timeout)
-        if self._state == self._BUSY:
+            self._start_request_timer()
+        if self._state == self._BUSY or self._stalled:
             # a pipelined request: keep a little of it until the current one is
             # answered, then stop reading (TCP holds the rest), so a stream's
             # connection cannot be made to buffer megabytes
             if len(self._buffer) > self.limits.max_header_bytes:
-                self.transport.pauseProducing()
+                self._backlog = True
+                self._update_reading()
             return
         self._process()
+
+    def _start_request_timer(self) -> None:
+        # the first request's head is also due header_timeout after the connection opened
+        deadline = self.clock.seconds() + self.limits.request_timeout
+        if not self._served and self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+        self.deadline = deadline
 
     def _process(self) -> None:
         if self._processing:
             return
         self._processing = True
         try:
-            while not self._closed and self._state != self._BUSY:
+            while not self._closed and self._state != self._BUSY and not self._stalled:
                 if not self._step():
                     break
+                self.check_output()
         except _Rejected as rejected:
             self._reject(rejected.status, rejected.code, rejected.message)
         finally:
             self._processing = False
+
+    # output flow control
+
+    def check_output(self) -> bool:
+        """Stop reading while more than ``max_output_bytes`` wait to be sent;
+        True while that is so."""
+        if not self._stalled and not self._closed and buffered(self.transport) > self.limits.max_output_bytes:
+            self._stalled = True
+            self.output_deadline = self.clock.seconds() + self.limits.idle_timeout
+            self._update_reading()
+        return self._stalled
+
+    def hold_reading(self, held: bool) -> None:
+        """Stop (or resume) reading for a reason of the upgraded protocol's own."""
+        self._held = held
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        reading = not (self._stalled or self._backlog or self._held)
+        if reading != self._reading and not self._closed:
+            self._reading = reading
+            if reading:
+                self.transport.resumeProducing()
+            else:
+                self.transport.pauseProducing()
+
+    def attach_producer(self, producer: Any) -> None:
+        """Forward the transport's pause/resume/stop to ``producer`` (a stream) too."""
+        self._producer = producer
+        if getattr(self.transport, "producerPaused", False):
+            producer.pauseProducing()
+
+    def detach_producer(self) -> None:
+        self._producer = None
+
+    def pauseProducing(self) -> None:
+        # the transport holds more than its bufferSize (64 KiB): a stream slows down
+        if self._producer is not None:
+            self._producer.pauseProducing()
+        self.check_output()
+
+    def resumeProducing(self) -> None:
+        # everything written so far was sent
+        if self._producer is not None:
+            self._producer.resumeProducing()
+        if self._closed:
+            # we asked to close while paused: let the transport finish
+            self.transport.unregisterProducer()
+            return
+        if self._stalled:
+            self._stalled = False
+            self.output_deadline = None
+            self._update_reading()
+            if self._upgraded is not None:
+                resume = getattr(self._upgraded, "resume", None)
+                if resume is not None:
+                    resume()
+            elif self._buffer and self._state != self._BUSY:
+                self.clock.callLater(0, self._process)
+
+    def stopProducing(self) -> None:
+        if self._producer is not None:
+            self._producer.stopProducing()
+
+    def _stalled_too_long(self) -> None:
+        self.output_deadline = None
+        self.log.info("Closed a connection from {remote} that read nothing for {seconds:.0f} s "
+                      "with {pending} bytes waiting", remote=self._remote_ip,
+                      seconds=self.limits.idle_timeout, pending=buffered(self.transport))
+        self._closed = True
+        self._cancel_timer()
+        self.transport.abortConnection()
+
+    def lose_connection(self) -> None:
+        """Close once everything written is sent."""
+        self._closed = True
+        self._cancel_timer()
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _step(self) -> bool:
         """Advance the parser; False when more bytes are needed."""
@@ -285,7 +476,7 @@ class HTTPConnection(protocol.Protocol):
                 return False
             if self._state == self._IDLE:
                 self._state = self._HEAD
-                self._reset_timer(self.limits.request_timeout)
+                self._start_request_timer()
             end = self._buffer.find(b"\r\n\r\n", 0, self.limits.max_header_bytes + 4)
             if end < 0:
                 if len(self._buffer) > self.limits.max_header_bytes:
@@ -299,6 +490,8 @@ class HTTPConnection(protocol.Protocol):
             if length:
                 self._state = self._BODY
                 self._remaining = length
+                if not self._served:
+                    self._reset_timer(self.limits.request_timeout)
             else:
                 self._dispatch(b"")
             return True
@@ -319,7 +512,8 @@ class HTTPConnection(protocol.Protocol):
         method, target, version = parts
         if version not in (b"HTTP/1.1", b"HTTP/1.0"):
             if version.startswith(b"HTTP/"):
-                raise _Rejected(505, "bad_request", "only HTTP/1.0 and HTTP/1.1 are served")
+                # HTTP/2's preface ("PRI * HTTP/2.0") and HTTP/1.2+ land here
+                raise _Rejected(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
             raise _Rejected(400, "bad_request", "malformed request line")
         try:
             target_text = target.decode("ascii")
@@ -360,6 +554,11 @@ class HTTPConnection(protocol.Protocol):
             if length > self.limits.max_request_bytes:
                 raise _Rejected(413, "message_too_large", "request body of %d bytes is over the %d byte limit"
                                 % (length, self.limits.max_request_bytes))
+        host = headers.get("Host")
+        if not self._allowed_hosts.allows(host):
+            # DNS rebinding: a page whose name now points here must not be served
+            raise _Rejected(421, "misdirected_request", "Host %r is not served here (see allowed_hosts)"
+                            % (host or "")[:200])
         if length and headers.get("Expect", "").lower() == "100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return method.decode("ascii"), target_text, version.decode("ascii"), headers, length
@@ -369,6 +568,7 @@ class HTTPConnection(protocol.Protocol):
         method, uri, version, headers, _ = self._head
         self._head = None
         self._state = self._BUSY
+        self._served += 1
         self._cancel_timer()
         request = Request(self, method, uri, version, headers, self._remote_ip, body)
         raw = parse_form(request.query.encode("ascii")) if request.query else {}
@@ -410,13 +610,13 @@ class HTTPConnection(protocol.Protocol):
                 disconnect = connection_header != "keep-alive"
         self._fire_finish(None)
         if disconnect or self._closed:
-            self._closed = True
-            self.transport.loseConnection()
+            self.lose_connection()
             return
         self._state = self._HEAD if self._buffer else self._IDLE
         self._reset_timer(self.limits.request_timeout if self._buffer else self.limits.idle_timeout)
-        self.transport.resumeProducing()
-        if self._buffer:
+        self._backlog = False
+        self._update_reading()
+        if self._buffer and not self._stalled and not self._processing:
             # handle a pipelined request on the next turn: keeps recursion flat
             self.clock.callLater(0, self._process)
 
@@ -448,18 +648,19 @@ class HTTPConnection(protocol.Protocol):
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
                              % (status, _REASONS[status].encode(), len(body), body))
-        self._closed = True
-        self._cancel_timer()
-        self.transport.loseConnection()
+        self.lose_connection()
 
     def _timed_out(self) -> None:
         self.deadline = None
         if self._state == self._IDLE:
-            self._closed = True
-            self.transport.loseConnection()
+            self.lose_connection()
         elif self._state in (self._HEAD, self._BODY):
-            self._reject(408, "request_timeout", "request not received within %.0f s"
-                         % self.limits.request_timeout)
+            if not self._served and self._state == self._HEAD and \
+                    self.limits.header_timeout < self.limits.request_timeout:
+                message = "request head not received within %.0f s" % self.limits.header_timeout
+            else:
+                message = "request not received within %.0f s" % self.limits.request_timeout
+            self._reject(408, "request_timeout", message)
 
     def _reset_timer(self, seconds: float) -> None:
         self.deadline = self.clock.seconds() + seconds
@@ -470,7 +671,11 @@ class HTTPConnection(protocol.Protocol):
     def connectionLost(self, reason: Optional[Failure] = protocol.connectionDone) -> None:
         self._closed = True
         self._cancel_timer()
+        self.output_deadline = None
         self._deadlines.discard(self)
+        limiter = getattr(self.factory, "limiter", None)
+        if limiter is not None and self._admitted is not None:
+            limiter.release(self._admitted)
         self._request = None
         if self._upgraded is not None:
             self._upgraded.connectionLost(reason)

@@ -51,8 +51,11 @@ class SettleHandler(BaseHandler):
             if self.context.metrics is not None:
                 self.context.metrics.nacked(queue, done)
         else:
-            seconds = self.number("seconds", self.config.delivery.lease_seconds, low=0.001, high=12 * 3600)
-            done, refused = await self.store.extend(queue, receipts, int(seconds * 1000), group=group)
+            seconds = self.number("seconds", None, low=0.001, high=12 * 3600)
+            # no seconds: the group's (else the queue's) lease_seconds, as a reserve without a value
+            done, refused = await self.store.extend(
+                queue, receipts, int((seconds or self.config.delivery.lease_seconds) * 1000),
+                group=group, default_lease=seconds is None)
         if refused:
             raise LeaseLost("the lease of %s is not yours any more (expired and handed out again, "
                             "or settled); %d other receipt(s) were %sed"
@@ -105,7 +108,9 @@ class SettingsHandler(BaseHandler):
     """GET /settings/<q>; POST any of maxlen, overflow, max_receives, lease_seconds,
     history_size, ttl, dead_letter_queue (an empty value removes that setting)."""
 
-    acl_categories = {"GET": "rest:consumer", "POST": "rest:producer"}
+    # maxlen with overflow=drop_oldest makes the queue drop messages (a consumer's power),
+    # and every setting shapes what producers get: changing them takes both
+    acl_categories = {"GET": "rest:consumer", "POST": ("rest:producer", "rest:consumer")}
 
     def _effective(self, own: Dict[str, str]) -> Dict[str, object]:
         delivery = self.config.delivery

@@ -9,7 +9,7 @@ answers as GET does, without the body (load balancers probe with HEAD).
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import cyclone.web
 import orjson
@@ -22,6 +22,7 @@ from restmq import __version__
 from restmq.config import Config
 from restmq.errors import BackendUnavailable
 from restmq.storage.pool import describe
+from restmq.storage.store import StorageFull
 from restmq.web.base import BaseHandler, Context, async_handler
 
 __all__ = ["routes", "load_openapi", "static_file", "StatsFeed", "HealthHandler", "ReadyHandler",
@@ -64,22 +65,41 @@ class _OpsHandler(BaseHandler):
 
 
 class HealthHandler(_OpsHandler):
-    """GET /health: liveness. The process answers; Redis is not asked."""
+    """GET /health: liveness, without a Redis round trip: the process answers and
+    says what it knows of its backend. 503 while its own embedded redis-server
+    is not running (it is being restarted; restarting the process would help if
+    it never comes back); an external Redis that is away is /health/ready's
+    business, not a reason to restart this process."""
 
     def get(self) -> None:
-        self.respond({"status": "ok"})
+        store = self.store
+        redis: Dict[str, Any] = {
+            "connected": bool(store is not None and store.pool.connected),
+            "state": getattr(store, "backend_state", "ok")}
+        embedded = self.context.embedded
+        if embedded is not None:
+            redis["embedded"] = {"state": embedded.state, "pid": embedded.pid, "restarts": embedded.restarts}
+            if embedded.state != "running":
+                raise BackendUnavailable("the embedded redis-server is %s (%d restarts)"
+                                         % (embedded.state, embedded.restarts))
+        self.respond({"status": "ok", "redis": redis})
 
     head = get
 
 
 class ReadyHandler(_OpsHandler):
-    """GET /health/ready: readiness, one Redis round trip (503 when Redis is away)."""
+    """GET /health/ready: readiness, one Redis round trip (an INFO). Not ready
+    (503) while Redis is away, loading, or a read-only replica; 507 while it is
+    out of memory: either way it would refuse the writes this broker makes."""
 
     @async_handler
     async def get(self) -> None:
-        seconds = await self.store.ping()
+        health = await self.store.health()
+        problem = health.problem
+        if problem is not None:
+            raise StorageFull(problem) if health.out_of_memory else BackendUnavailable(problem)
         self.respond({"status": "ok", "redis": {"target": describe(self.config.redis.target),
-                                                "latency_ms": round(seconds * 1000.0, 3)}})
+                                                "latency_ms": round(health.latency * 1000.0, 3)}})
 
     head = get
 
@@ -136,7 +156,7 @@ class DashboardHandler(_OpsHandler):
     request.
     """
 
-    acl_categories: Dict[str, str] = {}
+    acl_categories: Dict[str, Union[str, Tuple[str, ...]]] = {}
 
     def prepare(self) -> None:
         super().prepare()
@@ -290,7 +310,7 @@ class DashboardEventsHandler(_OpsHandler):
         self.write(b"retry: %d\n\n" % self.config.dispatch.sse_retry_ms)
         self.flush()
         watcher = _Watcher(self._send)
-        self.request.connection.transport.registerProducer(watcher, True)
+        self.request.connection.attach_producer(watcher)
         self.notifyFinish().addBoth(lambda _: self.feed.leave(watcher))
         self.feed.join(watcher)
 

@@ -63,7 +63,8 @@ class GroupHandler(BaseHandler):
     """POST /q/<q>/groups/<g> creates the group (201, or 200 when it existed);
     GET shows it; DELETE removes it with its backlog and closes its streams."""
 
-    acl_categories = {"GET": "rest:consumer", "POST": "rest:producer", "DELETE": "rest:producer"}
+    # removing a group removes its backlog: that is consuming, as a purge is
+    acl_categories = {"GET": "rest:consumer", "POST": "rest:producer", "DELETE": "rest:consumer"}
 
     @async_handler
     async def post(self, queue: str, group: str) -> None:

@@ -17,7 +17,13 @@ from restmq.model import MAX_TTL_SECONDS
 from restmq.web import pages
 from restmq.web.base import BaseHandler, async_handler
 
-__all__ = ["ProtocolHandler"]
+__all__ = ["ProtocolHandler", "COMMAND_CATEGORIES"]
+
+
+#: the ACL category of each command: adding is producing; looking at, taking and
+#: deleting messages is consuming
+COMMAND_CATEGORIES = {"add": "rest:producer", "get": "rest:consumer", "take": "rest:consumer",
+                      "del": "rest:consumer"}
 
 
 class _Refused(BadRequest):
@@ -30,9 +36,10 @@ class _Refused(BadRequest):
 
 class ProtocolHandler(BaseHandler):
     """POST a JSON object ``{"cmd": ..., "queue": ...}`` as the ``body`` or ``msg``
-    form field, or as a raw ``application/json`` body."""
+    form field, or as a raw ``application/json`` body. The ACL category is the
+    command's (COMMAND_CATEGORIES), checked once the body is parsed."""
 
-    acl_categories = {"POST": "rest:producer", "GET": "rest:consumer"}
+    acl_categories = {"GET": "rest:consumer"}
 
     def get(self) -> None:
         if self.wants_html() and not self.wants_json():
@@ -54,6 +61,7 @@ class ProtocolHandler(BaseHandler):
             if handler is None:
                 raise _Refused("unknown cmd %r (use %s)" % (name, ", ".join(sorted(self.COMMANDS))),
                                "null resultset")
+            self.check_acl(COMMAND_CATEGORIES[str(name)])
             queue = command.get("queue")
             if not isinstance(queue, str):
                 raise _Refused("missing string field 'queue'", "'queue'")

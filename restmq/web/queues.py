@@ -311,7 +311,8 @@ class QueueListHandler(BaseHandler):
 class QueueHandler(_Consuming):
     """/q/<name>: GET pops, POST adds, DELETE purges and closes the queue's streams."""
 
-    acl_categories = {"GET": "rest:consumer", "POST": "rest:producer", "DELETE": "rest:producer"}
+    # a purge removes messages: that is consuming, as popping them would be
+    acl_categories = {"GET": "rest:consumer", "POST": "rest:producer", "DELETE": "rest:consumer"}
     msg_first = True
 
     @async_handler

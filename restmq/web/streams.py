@@ -8,6 +8,8 @@ the client stops reading: it then takes no round-robin messages, and past
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import orjson
@@ -299,7 +301,7 @@ class _HttpStreamEnd:
         if reason == "too slow":
             transport.abortConnection()
             return
-        transport.unregisterProducer()
+        self.connection.detach_producer()
         if self.chunked:
             self.connection.write(b"0\r\n\r\n")
         # the stream is over: end the response and the connection with it
@@ -369,7 +371,7 @@ class CometHandler(BaseHandler):
         self.flush()
         self._headers_written = self._finished = True  # the consumer owns the response now
         self._log()  # access log and HTTP metrics: the stream was answered, it now lives on
-        connection.transport.registerProducer(consumer, True)
+        connection.attach_producer(consumer)
         self.notifyFinish().addBoth(consumer.gone)
         for target in targets:
             dispatcher.subscribe(target, consumer)
@@ -426,6 +428,15 @@ def _slim(request: Any) -> None:
     request.body = b""
 
 
+def valid_websocket_key(key: str) -> bool:
+    """RFC 6455 4.1: the key is a randomly chosen 16-byte value, base64-encoded
+    (24 characters)."""
+    try:
+        return len(base64.b64decode(key.strip().encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return False
+
+
 class WebSocketHandler(BaseHandler):
     """GET /ws/<q>: a WebSocket (RFC 6455, wsproto) that carries the same JSON
     as text frames. Origin is checked against ``allowed_origins``."""
@@ -461,6 +472,8 @@ class WebSocketHandler(BaseHandler):
         if headers.get("Sec-WebSocket-Version") != "13" or not key:
             self.set_header("Sec-WebSocket-Version", "13")
             raise BadRequest("WebSocket version 13 with a Sec-WebSocket-Key is required")
+        if not valid_websocket_key(key):
+            raise BadRequest("Sec-WebSocket-Key must be a base64-encoded 16-byte nonce (RFC 6455)")
         self._check_origin()
         self._auto_finish = False
         self._finished = True  # cyclone must not write an HTTP response after the 101
@@ -474,8 +487,19 @@ class WebSocketHandler(BaseHandler):
         connection.upgrade(session)
 
 
+#: commands of one WebSocket waiting for Redis; past this, its frames wait unread
+MAX_PENDING_COMMANDS = 64
+
+
 class _WebSocketSession:
-    """The WebSocket after the handshake: frames in, messages out."""
+    """The WebSocket after the handshake: frames in, messages out.
+
+    A command is parsed once its whole message arrived (however many frames and
+    TCP segments it came in), up to ``max_message_bytes``. While the client does
+    not read what it is sent (pongs and answers count too), or while
+    ``MAX_PENDING_COMMANDS`` of its commands wait for Redis, its frames are left
+    unread.
+    """
 
     log = Logger()
 
@@ -486,10 +510,15 @@ class _WebSocketSession:
         self.group = group
         self.several = several
         self.context = handler.context
-        self.transport = handler.request.connection.transport
-        self.ws = Connection(ConnectionType.SERVER)
+        self.connection = handler.request.connection
+        self.transport = self.connection.transport
+        self.max_message_bytes = self.context.config.server.max_message_bytes
         self._parts: List[Any] = []
         self._size = 0
+        self._oversized = False
+        self._pending = 0
+        self._closing = False
+        self.ws = Connection(ConnectionType.SERVER)
         dispatcher = self.context.dispatcher
         targets = [dispatcher.target(name, group) for name in names]
         self.consumer = StreamConsumer(
@@ -498,7 +527,7 @@ class _WebSocketSession:
             self.ws.send(Ping()))
         _ack_options(handler, self.consumer)
         _identify(handler, self.consumer)
-        self.transport.registerProducer(self.consumer, True)
+        self.connection.attach_producer(self.consumer)
         for target in targets:
             dispatcher.subscribe(target, self.consumer)
         dispatcher.add_heartbeat(self.consumer)
@@ -513,44 +542,80 @@ class _WebSocketSession:
         return self.ws.send(TextMessage(data=data.decode("utf-8")))
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
         try:
             self.ws.receive_data(data)
-            for event in self.ws.events():
+        except (RemoteProtocolError, LocalProtocolError):
+            self.transport.abortConnection()
+            return
+        self._handle_events()
+
+    def resume(self) -> None:
+        """The client read what it was sent (HTTPConnection calls this): go on."""
+        self._handle_events()
+
+    def _handle_events(self) -> None:
+        events = self.ws.events()
+        try:
+            # the rest stays in wsproto's buffer (and TCP's) until the client reads
+            # its answers or its commands are done
+            while not (self._closing or self.consumer.closed or self.connection.check_output()
+                       or self._pending >= MAX_PENDING_COMMANDS):
+                event = next(events, None)
+                if event is None:
+                    break
                 if isinstance(event, Ping):
-                    self.transport.write(self.ws.send(event.response()))
+                    self._send(self.ws.send(event.response()))
                 elif isinstance(event, CloseConnection):
-                    self.transport.write(self.ws.send(event.response()))
-                    self.transport.loseConnection()
+                    self._closing = True
+                    self._send(self.ws.send(event.response()))
+                    self.connection.lose_connection()
                 elif isinstance(event, WsMessage):
                     self.messageReceived(event)
-        except RemoteProtocolError:
+        except (RemoteProtocolError, LocalProtocolError):
+            self._closing = True
             self.transport.abortConnection()
+        finally:
+            events.close()
+        if not self._closing:
+            self.connection.hold_reading(self._pending >= MAX_PENDING_COMMANDS)
 
     def messageReceived(self, event: WsMessage) -> None:
-        """On an acked stream (``?ack=1``) client text frames are commands:
+        """On an acked stream (``?ack=1``) client text messages are commands:
         ``{"ack": receipt(s)}``, ``{"nack": receipt(s), "delay": S}``,
         ``{"extend": receipt(s), "seconds": S}``, each answered with a frame like
         ``{"acked": 1}`` or ``{"error": {...}}``. Otherwise every message is sent
-        back as it came, as the original echoed. Messages are whole (fragments
-        joined) and at most ``max_message_bytes``."""
-        if self.consumer.closed:
+        back as it came, as the original echoed. wsproto hands a message over in
+        pieces as its frames and TCP segments arrive: they are joined here, up to
+        ``max_message_bytes`` (a longer command is answered ``message_too_large``
+        and skipped; a longer echo closes the socket with 1009)."""
+        if self.consumer.closed or self._closing:
             return
-        self._parts.append(event.data)
-        self._size += len(event.data)
-        if self._size > self.context.config.server.max_message_bytes:
-            self._parts, self._size = [], 0
-            self.consumer.closed = True
-            self._close(1009, "message too large")
-            return
+        if not self._oversized:
+            data_part = event.data
+            self._size += len(data_part.encode("utf-8")) if isinstance(data_part, str) else len(data_part)
+            if self._size > self.max_message_bytes:
+                self._parts, self._size = [], 0
+                if not self.consumer.acked:
+                    self.consumer.closed = True
+                    self._close(1009, "message too large")
+                    return
+                self._oversized = True
+                self._reply({"error": {"code": "message_too_large", "message":
+                                       "a command is at most %d bytes" % self.max_message_bytes}})
+            else:
+                self._parts.append(data_part)
         if not event.message_finished:
             return
-        parts, self._parts, self._size = self._parts, [], 0
-        if isinstance(event, TextMessage):
-            data: Any = "".join(parts)
-        else:
-            data = b"".join(parts)
+        parts, oversized = self._parts, self._oversized
+        self._parts, self._size, self._oversized = [], 0, False
+        if oversized:
+            return
+        data: Any = "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
         if self.consumer.acked:
             if isinstance(data, str):
+                self._pending += 1
                 defer.ensureDeferred(self._command(data))
             return
         self.consumer.write_raw(self.ws.send(TextMessage(data=data) if isinstance(data, str)
@@ -561,11 +626,12 @@ class _WebSocketSession:
             self.transport.abortConnection()
 
     def _close(self, code: int, reason: str) -> None:
+        self._closing = True
         try:
-            self.transport.write(self.ws.send(CloseConnection(code=code, reason=reason)))
+            self._send(self.ws.send(CloseConnection(code=code, reason=reason)))
         except LocalProtocolError:
             pass  # a close is already under way
-        self.transport.loseConnection()
+        self.connection.lose_connection()
 
     async def _command(self, text: str) -> None:
         from restmq.errors import RestMQError
@@ -574,6 +640,14 @@ class _WebSocketSession:
             reply = await self._settle(text)
         except RestMQError as exc:
             reply = {"error": {"code": status_for(exc)[1], "message": exc.message}}
+        finally:
+            self._pending -= 1
+        self._reply(reply)
+        if self._pending == MAX_PENDING_COMMANDS - 1 and not self.consumer.closed:
+            # it was held at the limit: read on
+            self._handle_events()
+
+    def _reply(self, reply: Dict[str, Any]) -> None:
         if not self.consumer.closed:
             self.consumer.write_raw(self.ws.send(TextMessage(data=orjson.dumps(reply).decode())))
 
@@ -598,8 +672,9 @@ class _WebSocketSession:
             if not isinstance(delay, (int, float)) or not 0 <= delay <= delivery.max_delay:
                 raise BadRequest("delay must be 0 to %d seconds" % delivery.max_delay)
         elif action == "extend":
-            seconds = command.get("seconds", delivery.lease_seconds)
-            if not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600:
+            seconds = command.get("seconds")
+            if seconds is not None and \
+                    (not isinstance(seconds, (int, float)) or not 0 < seconds <= 12 * 3600):
                 raise BadRequest("seconds must be between 0 and 43200")
         # a stream of several queues: each receipt is settled in its own queue
         by_queue: Dict[str, List[str]] = {}
@@ -631,8 +706,11 @@ class _WebSocketSession:
             if self.context.metrics is not None:
                 self.context.metrics.nacked(name, done)
         else:
-            seconds = command.get("seconds", delivery.lease_seconds)
-            done, refused = await store.extend(name, receipts, int(seconds * 1000), group=group)
+            # no seconds: the group's (else the queue's) lease_seconds
+            seconds = command.get("seconds")
+            done, refused = await store.extend(
+                name, receipts, int((seconds or delivery.lease_seconds) * 1000), group=group,
+                default_lease=seconds is None)
         if action != "extend":
             self.context.dispatcher.settled(self.context.dispatcher.target(name, group), receipts)
         return done, refused
@@ -641,11 +719,7 @@ class _WebSocketSession:
         if reason == "too slow":
             self.transport.abortConnection()
             return
-        try:
-            self.transport.write(self.ws.send(CloseConnection(code=1001, reason=reason)))
-        except LocalProtocolError:
-            pass  # a close is already under way
-        self.transport.loseConnection()
+        self._close(1001, reason)
 
     def connectionLost(self, reason: Any) -> None:
         self.consumer.gone()

@@ -1,20 +1,27 @@
--- stats.lua: counts for one queue, or for every queue in QUEUESET.
+-- stats.lua: counts for one queue, or for one page of the queues in QUEUESET.
 -- KEYS[1] = QUEUESET
--- ARGV[1] = queue name, or "" for all queues  ARGV[2] = default max_receives
+-- ARGV[1] = queue name, or "" for a page of all queues  ARGV[2] = default max_receives
+-- ARGV[3] = SSCAN cursor ("0" to begin)  ARGV[4] = queues per page (a hint to SSCAN)
+-- QueueStore.stats calls it page after page, so that no call holds Redis for long
+-- however many queues there are (SSCAN may repeat a name: the caller keeps one).
 -- Due delayed messages and expired leases are moved first, so the counts are current.
--- Returns a flat list, 11 fields per queue: name, length, status, policy ("" when unset), inflight,
--- delayed, dead, age of the oldest waiting message in ms (-1 unknown), its consumer
--- groups as a JSON array of [name, backlog, inflight, delayed, dead, age ms] ("[]" none),
--- messages published so far (<q>:UUID) and messages handed out so far (<q>:delivered
--- plus each group's <q>#<g>:delivered).
+-- Returns the next cursor ("0": that was the last page), then a flat list, 11 fields per
+-- queue: name, length, status, policy ("" when unset), inflight, delayed, dead, age of the
+-- oldest waiting message in ms (-1 unknown), its consumer groups as a JSON array of
+-- [name, backlog, inflight, delayed, dead, age ms] ("[]" none), messages published so far
+-- (<q>:UUID) and messages handed out so far (<q>:delivered plus each group's
+-- <q>#<g>:delivered).
 local names
+local out
 if ARGV[1] ~= '' then
   names = {ARGV[1]}
+  out = {'0'}
 else
-  names = redis.call('SMEMBERS', KEYS[1])
+  local page = redis.call('SSCAN', KEYS[1], ARGV[3], 'COUNT', ARGV[4])
+  names = page[2]
+  out = {page[1]}
 end
 local now = now_ms()
-local out = {}
 for _, q in ipairs(names) do
   promote(q, '', now, tonumber(ARGV[2]))
   local oldest = redis.call('LINDEX', q .. ':queue', -1)

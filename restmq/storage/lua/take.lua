@@ -6,8 +6,8 @@
 -- must notify, and must not bypass the list) or 0  ARGV[8] = "1" when the lease is the default one (the queue's own
 -- lease_seconds setting wins then)  ARGV[9] = consumer group or "" (the default consumers)
 -- ARGV[10] = ms a plain pop leaves the body in place (the original kept it; 0 = delete it)
--- Returns {stopped (0|1), key, body, deliveries, token, metadata, ...}; error "NOGROUP ..."
--- when the group does not exist.
+-- Returns {stopped (0|1), lease ms used (0 for a plain pop), key, body, deliveries, token,
+-- metadata, ...}; error "NOGROUP ..." when the group does not exist.
 local queue, group = ARGV[1], ARGV[9] or ''
 if group ~= '' and redis.call('HEXISTS', queue .. ':groups', group) == 0 then
   return redis.error_reply('NOGROUP queue ' .. queue .. ' has no group ' .. group)
@@ -30,5 +30,6 @@ if lease > 0 and ARGV[8] == '1' then
   end
 end
 local out = pop(queue, group, tonumber(ARGV[2]), lease, ARGV[4], now, tonumber(ARGV[10]) or 0)
+table.insert(out, 1, lease)
 table.insert(out, 1, 0)
 return out

@@ -7,7 +7,6 @@ renders its answer, or its error, in that protocol's shape.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -18,6 +17,7 @@ from twisted.python.failure import Failure
 from restmq.acl import Acl, Credentials, SqsKeys, check as check_rule
 from restmq.errors import Forbidden
 from restmq.web.base import BaseHandler, async_handler
+from restmq.web.hosts import AllowedHosts
 from restmq.web.http import parse_form
 from restmq.web.sqs import codec
 from restmq.web.sqs.actions import Call, SqsApi
@@ -39,11 +39,12 @@ class SqsHandler(BaseHandler):
     /<account>/<queue>`` (query)."""
 
     def initialize(self, context: Any, api: Optional[SqsApi] = None,
-                   keys: Optional[SqsKeys] = None) -> None:
+                   keys: Optional[SqsKeys] = None, hosts: Optional[AllowedHosts] = None) -> None:
         super().initialize(context)
         assert api is not None, "the route table hands every SqsHandler its api"
         self.api = api
         self.keys = keys or SqsKeys()
+        self.hosts = hosts or AllowedHosts(("*",))
         self.protocol = "query"
         self.request_id = ""
 
@@ -63,8 +64,7 @@ class SqsHandler(BaseHandler):
         if origin is not None and "*" not in allowed and origin not in allowed:
             raise SqsError("AccessDenied", "Requests from web pages (Origin %s) are refused; see "
                            "[server] allowed_origins." % origin[:200])
-        if not self.keys.enabled and not _host_allowed(self.request.headers.get("Host", ""),
-                                                       self.config.sqs.allowed_hosts):
+        if not self.hosts.allows(self.request.headers.get("Host")):
             raise SqsError("AccessDenied", "Host %s is not one of this broker's names; add it to "
                            "[sqs] allowed_hosts." % self.request.headers.get("Host", "")[:200])
 
@@ -187,22 +187,3 @@ class SqsHandler(BaseHandler):
 def _request_id() -> str:
     raw = os.urandom(16).hex()
     return "%s-%s-%s-%s-%s" % (raw[:8], raw[8:12], raw[12:16], raw[16:20], raw[20:])
-
-
-def _host_allowed(host: str, allowed: Tuple[str, ...]) -> bool:
-    """Whether a Host header can be trusted without a signature: an address
-    literal, localhost, or a name listed in ``[sqs] allowed_hosts`` ("*": any).
-    A page that rebinds its own DNS name to this machine sends that name."""
-    if "*" in allowed:
-        return True
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    if host.startswith("[") and "]" in host:
-        name = host[1:host.index("]")]
-    name = name.lower().rstrip(".")
-    if name in ("localhost",) or name.endswith(".localhost") or name in allowed:
-        return True
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
