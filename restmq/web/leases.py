@@ -76,7 +76,7 @@ class RedriveHandler(BaseHandler):
 
 
 class DeadLettersHandler(BaseHandler):
-    """GET /q/<q>/dead: the oldest dead letters with why they died."""
+    """GET /q/<q>/dead: the newest dead letters (newest first) with why they died."""
 
     acl_categories = {"GET": "rest:consumer"}
 
