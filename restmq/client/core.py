@@ -183,9 +183,33 @@ def _field(payload: Any, *names: str) -> Any:
                       % (" or ".join(names), str(payload)[:100]))
 
 
+def _answer(name: str) -> Callable[[int, bytes], Any]:
+    """The parser of an answer whose field ``name`` is what the call returns."""
+    def parse(status: int, body: bytes) -> Any:
+        return _field(_json(status, body), name)
+
+    return parse
+
+
 def _keys(payload: Any, single: bool) -> Any:
     keys = _field(payload, "keys")
     return keys[0] if single else keys
+
+
+def _attributes(payload: Dict[str, Any]) -> Dict[str, str]:
+    """A message's attributes in an answer ({} when it has none)."""
+    attributes = payload.get("attributes")
+    return dict(attributes) if isinstance(attributes, dict) else {}
+
+
+def _extras(attributes: Optional[Dict[str, str]], ordering_key: Optional[str]) -> Dict[str, Any]:
+    """What the JSON object form of a message carries beside its value."""
+    extras: Dict[str, Any] = {}
+    if attributes:
+        extras["attributes"] = attributes
+    if ordering_key is not None:
+        extras["ordering_key"] = ordering_key
+    return extras
 
 
 def _check_attributes(attributes: Optional[Dict[str, str]]) -> None:
@@ -194,6 +218,10 @@ def _check_attributes(attributes: Optional[Dict[str, str]]) -> None:
     if not isinstance(attributes, dict) or not all(isinstance(name, str) and isinstance(value, str)
                                                    for name, value in attributes.items()):
         raise TypeError("attributes are a dict of str to str")
+
+
+_FORM = "application/x-www-form-urlencoded"
+_JSON = "application/json"
 
 
 def _form(**fields: Any) -> bytes:
@@ -331,13 +359,18 @@ def retry_after_answer(call: _Call, status: int, attempt: int, retries: int) -> 
     return status == 503 and call.idempotent and attempt < retries
 
 
-def _receipt_texts(action: str, receipts: Sequence[Any]) -> List[str]:
-    """Receipts from Message objects or strings: ack(m1, m2) or ack([m1, m2])."""
+def _receipt_items(receipts: Sequence[Any]) -> List[Any]:
+    """The messages or receipts of ack(m1, m2) or ack([m1, m2])."""
     items = list(receipts)
     if len(items) == 1 and isinstance(items[0], (list, tuple)):
         items = list(items[0])
+    return items
+
+
+def _receipt_texts(action: str, receipts: Sequence[Any]) -> List[str]:
+    """Receipts from Message objects or strings: ack(m1, m2) or ack([m1, m2])."""
     texts: List[str] = []
-    for item in items:
+    for item in _receipt_items(receipts):
         text = item.receipt if isinstance(item, Message) else item
         if not isinstance(text, str) or not text:
             raise ValueError("%s() needs receipts (messages from reserve())" % action)
@@ -382,10 +415,9 @@ class _QueueCalls:
 
     def _message(self, payload: Dict[str, Any], group: Optional[str] = None) -> Message:
         deliveries = payload.get("deliveries", payload.get("count", 0))
-        attributes = payload.get("attributes")
+        attributes = _attributes(payload)
         return Message(payload["key"], self._loads(payload["value"]), payload.get("receipt"),
-                       int(deliveries or 0), payload.get("queue") or self.name,
-                       dict(attributes) if isinstance(attributes, dict) else {},
+                       int(deliveries or 0), payload.get("queue") or self.name, attributes,
                        payload.get("ordering_key"), group or None, self._owner_for(payload))
 
     def _owner_for(self, payload: Dict[str, Any]) -> Any:
@@ -411,10 +443,7 @@ class _QueueCalls:
         """The group of a settle call: given, else that of the messages, else the queue's."""
         if group is not None:
             return group or None
-        items = list(receipts)
-        if len(items) == 1 and isinstance(items[0], (list, tuple)):
-            items = list(items[0])
-        groups = {item.group for item in items if isinstance(item, Message)}
+        groups = {item.group for item in _receipt_items(receipts) if isinstance(item, Message)}
         if len(groups) > 1:
             raise ValueError("these messages come from different groups: settle each group apart")
         if groups:
@@ -436,40 +465,33 @@ class _QueueCalls:
         query = [(name, _number(value)) for name, value in (("ttl", ttl), ("delay", delay))
                  if value is not None]
         texts = [self._dumps(message) for message in messages]
+        # each batch of a big put is one request of at most BATCH_SIZE messages
+        batches = [texts[start:start + BATCH_SIZE] for start in range(0, len(texts), BATCH_SIZE)]
 
-        def headers(index: int) -> Sequence[Tuple[str, str]]:
-            if idempotency_key is None:
-                return ()
-            # each batch of a big put is one publish: each gets its own key
-            key = idempotency_key if index == 0 else "%s#%d" % (idempotency_key, index + 1)
-            return (("Idempotency-Key", key),)
+        def post(parse: Callable[[int, bytes], Any], body: bytes, content_type: str, index: int) -> _Call:
+            headers: Sequence[Tuple[str, str]] = ()
+            if idempotency_key is not None:
+                # each batch is one publish: each gets its own key
+                key = idempotency_key if index == 0 else "%s#%d" % (idempotency_key, index + 1)
+                headers = (("Idempotency-Key", key),)
+            # a publish sent twice is stored twice, unless the broker can recognise it
+            return _Call("POST", "/q/" + self._path, parse, query, body, content_type,
+                         idempotent=idempotency_key is not None, headers=headers)
 
-        # a publish sent twice is stored twice, unless the broker can recognise it
-        idempotent = idempotency_key is not None
-        if attributes or ordering_key is not None:
+        extras = _extras(attributes, ordering_key)
+        if extras:
             # the JSON object form carries what a form field cannot
-            extra: Dict[str, Any] = {}
-            if attributes:
-                extra["attributes"] = attributes
-            if ordering_key is not None:
-                extra["ordering_key"] = ordering_key
             single = len(texts) == 1
 
             def keys(status: int, body: bytes) -> Any:
                 return _keys(_json(status, body), single)
 
-            return [_Call("POST", "/q/" + self._path, keys, query,
-                          orjson.dumps([dict(extra, value=text) for text in texts[start:start + BATCH_SIZE]]),
-                          "application/json", idempotent=idempotent, headers=headers(index))
-                    for index, start in enumerate(range(0, len(texts), BATCH_SIZE))]
+            return [post(keys, orjson.dumps([dict(extras, value=text) for text in batch]), _JSON, index)
+                    for index, batch in enumerate(batches)]
         if len(texts) == 1:
-            return [_Call("POST", "/q/" + self._path, lambda status, body: _field(_json(status, body), "key"),
-                          query, _form(value=texts[0]), "application/x-www-form-urlencoded",
-                          idempotent=idempotent, headers=headers(0))]
-        return [_Call("POST", "/q/" + self._path, lambda status, body: _field(_json(status, body), "keys"),
-                      query, orjson.dumps(texts[start:start + BATCH_SIZE]), "application/json",
-                      idempotent=idempotent, headers=headers(index))
-                for index, start in enumerate(range(0, len(texts), BATCH_SIZE))]
+            return [post(_answer("key"), _form(value=texts[0]), _FORM, 0)]
+        return [post(_answer("keys"), orjson.dumps(batch), _JSON, index)
+                for index, batch in enumerate(batches)]
 
     def _pop_call(self, wait: float, lease: Optional[float], count: Optional[int] = None,
                   group: Optional[str] = None) -> _Call:
@@ -506,26 +528,20 @@ class _QueueCalls:
         group = self._settle_group(receipts, group)
         answer = action + "ed"
         values = {name: _number(value) for name, value in fields.items() if value is not None}
-        return _Call("POST", "/q/%s/%s" % (self._path, action),
-                     lambda status, body: _field(_json(status, body), answer), self._group_query(group),
-                     body=_form(receipt=texts, **values), content_type="application/x-www-form-urlencoded")
+        return _Call("POST", "/q/%s/%s" % (self._path, action), _answer(answer), self._group_query(group),
+                     body=_form(receipt=texts, **values), content_type=_FORM)
 
     def _field_call(self, prefix: str, field: str, answer: str, value: Optional[str] = None) -> _Call:
         path = "/%s/%s" % (prefix, self._path)
-
-        def parse(status: int, body: bytes) -> Any:
-            return _field(_json(status, body), answer)
-
         if value is None:
-            return _Call("GET", path, parse)
-        return _Call("POST", path, parse, body=_form(**{field: value}),
-                     content_type="application/x-www-form-urlencoded")
+            return _Call("GET", path, _answer(answer))
+        return _Call("POST", path, _answer(answer), body=_form(**{field: value}), content_type=_FORM)
 
     def _stats_call(self) -> _Call:
         return _Call("GET", "/stats/" + self._path, _json)
 
     def _purge_call(self) -> _Call:
-        return _Call("DELETE", "/q/" + self._path, lambda status, body: _field(_json(status, body), "purged"))
+        return _Call("DELETE", "/q/" + self._path, _answer("purged"))
 
     def _last_call(self, count: int, group: Optional[str] = None) -> _Call:
         group = self._group(group)
@@ -545,11 +561,10 @@ class _QueueCalls:
             for item in _field(_json(status, body), "messages"):
                 info = item.get("dead") or {}
                 at = info.get("at")
-                attributes = item.get("attributes")
+                attributes = _attributes(item)
                 letters.append(DeadLetter(item["key"], self._loads(item["value"]), info.get("reason"),
                                           int(info.get("deliveries") or 0), info.get("from"),
-                                          at / 1000.0 if isinstance(at, (int, float)) else None,
-                                          dict(attributes) if isinstance(attributes, dict) else {}))
+                                          at / 1000.0 if isinstance(at, (int, float)) else None, attributes))
             return letters
 
         return _Call("GET", "/q/%s/dead" % self._path, parse,
@@ -559,31 +574,26 @@ class _QueueCalls:
         if count is not None and count < 1:
             raise ValueError("count must be at least 1 (None: all of them)")
         # not idempotent: a second redrive would move the next dead letters
-        return _Call("POST", "/q/%s/redrive" % self._path,
-                     lambda status, body: _field(_json(status, body), "moved"),
-                     self._group_query(self._group(group)), body=_form(count=count),
-                     content_type="application/x-www-form-urlencoded", idempotent=False)
+        return _Call("POST", "/q/%s/redrive" % self._path, _answer("moved"),
+                     self._group_query(self._group(group)), body=_form(count=count), content_type=_FORM,
+                     idempotent=False)
 
     def _settings_call(self, changes: Optional[Dict[str, Any]] = None,
                        group: Optional[str] = None) -> _Call:
-        parse: Callable[[int, bytes], Any] = lambda status, body: _field(_json(status, body), "settings")  # noqa
+        parse = _answer("settings")
         query = self._group_query(self._group(group))
         if changes is None:
             return _Call("GET", "/settings/" + self._path, parse, query)
         if not changes:
             raise ValueError("configure() needs at least one setting, e.g. max_receives=5")
         body = orjson.dumps({name: _setting_value(value) for name, value in changes.items()})
-        return _Call("POST", "/settings/" + self._path, parse, query, body=body,
-                     content_type="application/json")
+        return _Call("POST", "/settings/" + self._path, parse, query, body=body, content_type=_JSON)
 
     # consumer groups and request/reply
 
     def _group_call(self, method: str, group: Optional[str] = None) -> _Call:
         if group is None:
-            def groups(status: int, body: bytes) -> Any:
-                return _field(_json(status, body), "groups")
-
-            return _Call("GET", "/q/%s/groups" % self._path, groups)
+            return _Call("GET", "/q/%s/groups" % self._path, _answer("groups"))
         if not isinstance(group, str) or not group:
             raise ValueError("a group needs a name")
         path = "/q/%s/groups/%s" % (self._path, urllib.parse.quote(group, safe=""))
@@ -601,31 +611,25 @@ class _QueueCalls:
         if timeout <= 0:
             raise ValueError("timeout must be positive seconds")
         _check_attributes(attributes)
-        item: Dict[str, Any] = {"value": self._dumps(message)}
-        if attributes:
-            item["attributes"] = attributes
-        if ordering_key is not None:
-            item["ordering_key"] = ordering_key
+        item = dict(value=self._dumps(message), **_extras(attributes, ordering_key))
 
         def parse(status: int, body: bytes) -> Message:
             payload = _json(status, body)
-            attributes = payload.get("attributes")
+            attributes = _attributes(payload)
             return Message(_field(payload, "key"), self._loads(_field(payload, "value")), None, 0,
-                           payload.get("queue") or self.name,
-                           dict(attributes) if isinstance(attributes, dict) else {})
+                           payload.get("queue") or self.name, attributes)
 
         # a request sent twice would be handled twice
         return _Call("POST", "/rpc/" + self._path, parse, [("timeout", _number(timeout))],
-                     orjson.dumps(item), "application/json", wait=timeout, idempotent=False)
+                     orjson.dumps(item), _JSON, wait=timeout, idempotent=False)
 
     def _reply_call(self, request_id: str, body: Any, attributes: Optional[Dict[str, str]]) -> _Call:
         _check_attributes(attributes)
-        item: Dict[str, Any] = {"value": self._dumps(body)}
-        if attributes:
-            item["attributes"] = attributes
+        item = dict(value=self._dumps(body), **_extras(attributes, None))
+        delivered = _answer("delivered")
         return _Call("POST", "/reply/" + urllib.parse.quote(request_id, safe=""),
-                     lambda status, body: bool(_field(_json(status, body), "delivered")),
-                     body=orjson.dumps(item), content_type="application/json", idempotent=False)
+                     lambda status, body: bool(delivered(status, body)),
+                     body=orjson.dumps(item), content_type=_JSON, idempotent=False)
 
     def _stream_call(self, last_id: Optional[str],
                      group: Optional[str] = None) -> Tuple[_Call, Dict[str, str]]:
@@ -694,7 +698,7 @@ class _SSEParser:
                 self.retry = int(value)
 
 
-_QUEUES = _Call("GET", "/q/", lambda status, body: _field(_json(status, body), "queues"))
+_QUEUES = _Call("GET", "/q/", _answer("queues"))
 _STATS = _Call("GET", "/stats/", _json)
 # a readiness probe answers what it sees now: a 503 is the answer, not a reason to retry
 _READY = _Call("GET", "/health/ready", _json, idempotent=False)
