@@ -20,35 +20,16 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import orjson
 
-from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, STREAM_IDLE, Backoff, ClientError,
-                                ConnectionFailed, DeadLetter, Message, Receipt, RequestTimeout, WorkPlan,
-                                _Call, _Endpoint, _error, _plan, _QueueCalls, _SSEParser, _QUEUES, _READY,
-                                _STATS, retry_after_answer)
+from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
+                                STREAM_IDLE, Backoff, ClientError, ConnectionFailed, DeadLetter, Message,
+                                Receipt, WorkPlan, _Call, _Endpoint, _error, _NoAnswer, _NotSent, _plan,
+                                _QueueCalls, _Retries, _SSEParser, _unavailable, _QUEUES, _READY, _STATS)
 
 __all__ = ["Queue", "Broker"]
 
 log = logging.getLogger("restmq.client")
 
-#: idle keep-alive connections a client keeps (more threads open more, and close the extra)
-MAX_IDLE = 16
-#: how long the loops (consume, work, subscribe) wait before reconnecting, at most
-RECONNECT_CAP = 5.0
-
 _TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
-
-
-class _NotSent(Exception):
-    """The request never reached the broker in full: any call may be sent again."""
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-
-
-class _NoAnswer(Exception):
-    """The request went out but no answer came back: only an idempotent call may be sent again."""
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
 
 
 class _Cancelled(Exception):
@@ -170,32 +151,22 @@ class _Transport:
         :raises ClientError: the broker refused.
         :raises ConnectionFailed: it could not be reached, or did not answer.
         """
-        endpoint = self.endpoint
-        attempt = 0
+        retries = _Retries(self.endpoint, call)
         while True:
             try:
                 status, body = self.exchange(call, cancel=cancel)
-            except _NotSent as failed:
-                cause: BaseException = failed.cause
-            except _NoAnswer as failed:
-                cause = failed.cause
-                if not call.idempotent:
-                    raise _failure(endpoint.url, cause) from cause
+            except (_NotSent, _NoAnswer) as failed:
+                cause: BaseException = retries.unanswered(failed)
             else:
-                if not retry_after_answer(call, status, attempt, endpoint.retries):
+                refusal = retries.retry_after(status, body)
+                if refusal is None:
                     return call.parse(status, body)
-                cause = _error(status, body)
-            if attempt >= endpoint.retries or (cancel is not None and cancel.is_set()):
-                if isinstance(cause, ClientError):
-                    raise cause
-                raise _failure(endpoint.url, cause) from cause
-            pause = endpoint.backoff.delay(attempt)
-            attempt += 1
-            if cancel is not None:
-                if cancel.wait(pause):
-                    raise _failure(endpoint.url, cause) from cause
-            else:
+                cause = refusal
+            pause = retries.pause(cause, stopping=cancel is not None and cancel.is_set())
+            if cancel is None:
                 time.sleep(pause)
+            elif cancel.wait(pause):
+                raise retries.failure(cause) from cause
 
     def open_stream(self, call: _Call, headers: Dict[str, str]) -> Tuple[http.client.HTTPConnection,
                                                                          http.client.HTTPResponse]:
@@ -212,20 +183,6 @@ class _Transport:
         except BaseException:
             connection.close()
             raise
-
-
-def _failure(url: str, cause: BaseException) -> ConnectionFailed:
-    if isinstance(cause, (socket.timeout, TimeoutError)):
-        return RequestTimeout(url, cause)
-    return ConnectionFailed(url, cause)
-
-
-def _unavailable(exc: BaseException) -> bool:
-    """Errors a loop rides out by reconnecting: the broker is away, restarting, or
-    cannot reach Redis."""
-    if isinstance(exc, ClientError):
-        return exc.status in (502, 503, 504)
-    return isinstance(exc, ConnectionFailed)
 
 
 class Queue(_QueueCalls):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import random
 import urllib.parse
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import attr
 import orjson
@@ -30,6 +30,12 @@ DEFAULT_LEASE = 30.0
 #: a stream silent this long (the broker sends a heartbeat every 15 s by default) is
 #: taken for dead and opened again
 STREAM_IDLE = 60.0
+#: idle keep-alive connections a client keeps (more threads open more, and close the extra)
+MAX_IDLE = 16
+#: how long the loops (consume, work, subscribe) wait before reconnecting, at most
+RECONNECT_CAP = 5.0
+#: the statuses of a broker that is away, restarting, or cannot reach Redis
+_UNAVAILABLE = (502, 503, 504)
 
 
 class ClientError(Exception):
@@ -54,6 +60,37 @@ class ConnectionFailed(ConnectionError):
 
 class RequestTimeout(ConnectionFailed, TimeoutError):
     """The broker did not answer within the client's timeout."""
+
+
+class _NotSent(Exception):
+    """The request never reached the broker in full: any call may be sent again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+
+
+class _NoAnswer(Exception):
+    """The request went out but no answer came back: only an idempotent call may be sent again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+
+
+def _failure(url: str, cause: BaseException,
+             timeouts: Tuple[Type[BaseException], ...] = ()) -> ConnectionFailed:
+    """What a call that got no answer raises: RequestTimeout when ``cause`` is a
+    timeout (Python's, or one of the transport's ``timeouts``)."""
+    if isinstance(cause, (TimeoutError,) + timeouts):
+        return RequestTimeout(url, cause)
+    return ConnectionFailed(url, cause)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Errors a loop rides out by reconnecting: the broker is away, restarting, or
+    cannot reach Redis."""
+    if isinstance(exc, ClientError):
+        return exc.status in _UNAVAILABLE
+    return isinstance(exc, ConnectionFailed)
 
 
 @attr.s(frozen=True)
@@ -357,6 +394,57 @@ def retry_after_answer(call: _Call, status: int, attempt: int, retries: int) -> 
     """Whether an answer with ``status`` is worth sending ``call`` again: a 503
     (Redis away, or the broker is starting) for an idempotent call."""
     return status == 503 and call.idempotent and attempt < retries
+
+
+class _Retries:
+    """The retry rules of one call, which both transports follow: a request that
+    surely never reached the broker may always be sent again; one that went out
+    and got no answer, or got a 503, only when the call is idempotent; at most the
+    endpoint's ``retries`` times, backing off in between.
+
+    :param timeouts: the transport's own timeout errors (beside Python's), which
+        make a failure a :class:`RequestTimeout`.
+    """
+
+    def __init__(self, endpoint: _Endpoint, call: _Call,
+                 timeouts: Tuple[Type[BaseException], ...] = ()) -> None:
+        self.endpoint = endpoint
+        self.call = call
+        self.timeouts = timeouts
+        self.attempt = 0
+
+    def failure(self, cause: BaseException) -> ConnectionFailed:
+        return _failure(self.endpoint.url, cause, self.timeouts)
+
+    def unanswered(self, failed: Union[_NotSent, _NoAnswer]) -> BaseException:
+        """The cause of a try that got no answer.
+
+        :raises ConnectionFailed: the request went out and the call must not be sent twice.
+        """
+        if isinstance(failed, _NoAnswer) and not self.call.idempotent:
+            raise self.failure(failed.cause) from failed.cause
+        return failed.cause
+
+    def retry_after(self, status: int, body: bytes) -> Optional[ClientError]:
+        """The refusal worth sending the call again after (a 503); None when this answer stands."""
+        if retry_after_answer(self.call, status, self.attempt, self.endpoint.retries):
+            return _error(status, body)
+        return None
+
+    def pause(self, cause: BaseException, stopping: bool = False) -> float:
+        """Seconds to wait before the next try after ``cause``.
+
+        :raises ClientError: ``cause`` itself, when it is one and there is no next try
+            (the retries are spent, or the client is ``stopping``).
+        :raises ConnectionFailed: the same for a failure without an answer.
+        """
+        if self.attempt >= self.endpoint.retries or stopping:
+            if isinstance(cause, ClientError):
+                raise cause
+            raise self.failure(cause) from cause
+        pause = self.endpoint.backoff.delay(self.attempt)
+        self.attempt += 1
+        return pause
 
 
 def _receipt_items(receipts: Sequence[Any]) -> List[Any]:

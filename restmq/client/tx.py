@@ -17,27 +17,17 @@ from twisted.internet import defer, error as internet_error, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, STREAM_IDLE, Backoff, ClientError,
-                                ConnectionFailed, Message, Receipt, RequestTimeout, WorkPlan, _Call,
-                                _Endpoint, _error, _plan, _QueueCalls, _SSEParser, _QUEUES, _READY, _STATS,
-                                retry_after_answer)
+from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
+                                STREAM_IDLE, Backoff, ClientError, ConnectionFailed, Message, Receipt,
+                                WorkPlan, _Call, _Endpoint, _error, _failure, _NoAnswer, _NotSent, _plan,
+                                _QueueCalls, _Retries, _SSEParser, _unavailable, _QUEUES, _READY, _STATS)
 
 __all__ = ["TxQueue", "TxBroker", "TxConsumption"]
 
 log = Logger(namespace="restmq.client")
 
-MAX_IDLE = 16
-RECONNECT_CAP = 5.0
-
-
-class _NotSent(Exception):
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-
-
-class _NoAnswer(Exception):
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
+#: Twisted's timeouts (beside Python's), which make a failure a RequestTimeout
+_TIMEOUTS = (internet_error.TimeoutError,)
 
 
 def _not_sent_errors() -> Tuple[type[BaseException], ...]:
@@ -50,12 +40,6 @@ def _no_answer_errors() -> Tuple[type[BaseException], ...]:
     from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
     return (ResponseFailed, ResponseNeverReceived, internet_error.ConnectionLost,
             internet_error.ConnectionDone, defer.CancelledError, OSError)
-
-
-def _unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, ClientError):
-        return exc.status in (502, 503, 504)
-    return isinstance(exc, ConnectionFailed)
 
 
 def _sleep(reactor: Any, seconds: float) -> defer.Deferred:
@@ -117,8 +101,7 @@ class _TxTransport:
             raise _NotSent(exc) from None
         except _no_answer_errors() as exc:
             if expired:
-                raise _NoAnswer(RequestTimeout(endpoint.url, TimeoutError("no answer within %.1f s"
-                                                                          % endpoint.read_timeout(call))))
+                raise _NoAnswer(TimeoutError("no answer within %.1f s" % endpoint.read_timeout(call)))
             if isinstance(exc, defer.CancelledError):
                 raise
             raise _NoAnswer(exc) from None
@@ -129,27 +112,18 @@ class _TxTransport:
         return response.code, body
 
     async def execute(self, call: _Call) -> Any:
-        endpoint = self.endpoint
-        attempt = 0
+        retries = _Retries(self.endpoint, call, _TIMEOUTS)
         while True:
             try:
                 status, body = await self.exchange(call)
-            except _NotSent as failed:
-                cause: BaseException = failed.cause
-            except _NoAnswer as failed:
-                cause = failed.cause
-                if not call.idempotent:
-                    raise _failure(endpoint.url, cause) from None
+            except (_NotSent, _NoAnswer) as failed:
+                cause: BaseException = retries.unanswered(failed)
             else:
-                if not retry_after_answer(call, status, attempt, endpoint.retries):
+                refusal = retries.retry_after(status, body)
+                if refusal is None:
                     return call.parse(status, body)
-                cause = _error(status, body)
-            if attempt >= endpoint.retries:
-                if isinstance(cause, ClientError):
-                    raise cause
-                raise _failure(endpoint.url, cause) from None
-            await _sleep(self.reactor, endpoint.backoff.delay(attempt))
-            attempt += 1
+                cause = refusal
+            await _sleep(self.reactor, retries.pause(cause))
 
     def run(self, call: _Call) -> defer.Deferred:
         return defer.ensureDeferred(self.execute(call))
@@ -160,15 +134,7 @@ class _TxTransport:
         except _not_sent_errors() + _no_answer_errors() as exc:
             if isinstance(exc, defer.CancelledError):
                 raise
-            raise _failure(self.endpoint.url, exc) from None
-
-
-def _failure(url: str, cause: BaseException) -> ConnectionFailed:
-    if isinstance(cause, ConnectionFailed):
-        return cause
-    if isinstance(cause, (internet_error.TimeoutError, TimeoutError)):
-        return RequestTimeout(url, cause)
-    return ConnectionFailed(url, cause)
+            raise _failure(self.endpoint.url, exc, _TIMEOUTS) from None
 
 
 async def _call_handler(handler: Callable[[Any], Any], argument: Any) -> Any:
