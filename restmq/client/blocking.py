@@ -22,8 +22,9 @@ import orjson
 
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
                                 STREAM_IDLE, Backoff, ClientError, ConnectionFailed, DeadLetter, Message,
-                                Receipt, WorkPlan, _Call, _Endpoint, _error, _NoAnswer, _NotSent, _plan,
-                                _QueueCalls, _Retries, _SSEParser, _unavailable, _QUEUES, _READY, _STATS)
+                                Receipt, WorkPlan, _BrokerCalls, _Call, _Endpoint, _error, _MultiQueue,
+                                _NoAnswer, _NotSent, _plan, _QueueCalls, _Retries, _SSEParser, _unavailable,
+                                _QUEUES, _READY, _STATS)
 
 __all__ = ["Queue", "Broker"]
 
@@ -252,13 +253,14 @@ class Queue(_QueueCalls):
     # consuming
 
     def _pop(self, block: bool, timeout: Optional[float], lease: Optional[float],
-             count: Optional[int] = None, group: Optional[str] = None) -> List[Message]:
+             count: Optional[int] = None, group: Optional[str] = None) -> Any:
+        """A pop (``lease`` None) or a reserve: a Message or None, a list with ``count``."""
         deadline = self._pop_plan(block, timeout, time.monotonic())
         while True:
             wait = self._next_wait(deadline, time.monotonic())
             messages = self._execute(self._pop_call(wait, lease, count, group))
             if messages or (deadline is not None and time.monotonic() >= deadline):
-                return messages
+                return self._one_or_list(messages, count)
 
     def get(self, block: bool = False, timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
         """Take the oldest message's value; None when the queue is empty.
@@ -266,14 +268,13 @@ class Queue(_QueueCalls):
         :param block: wait for a message (long-poll), at most ``timeout`` seconds
             (None: as long as it takes).
         """
-        messages = self._pop(block, timeout, None, None, group)
-        return messages[0].value if messages else None
+        message = self._pop(block, timeout, None, None, group)
+        return None if message is None else message.value
 
     def get_message(self, block: bool = False, timeout: Optional[float] = None,
                     group: Optional[str] = None) -> Optional[Message]:
         """Like get(), with the message's key and attributes."""
-        messages = self._pop(block, timeout, None, None, group)
-        return messages[0] if messages else None
+        return self._pop(block, timeout, None, None, group)
 
     def reserve(self, lease: Optional[float] = None, count: Optional[int] = None, block: bool = False,
                 timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
@@ -284,8 +285,7 @@ class Queue(_QueueCalls):
             without it, one Message or None.
         :param block: wait (long-poll) up to ``timeout`` seconds (None: forever).
         """
-        messages = self._pop(block, timeout, lease if lease is not None else 0, count, group)
-        return self._one_or_list(messages, count)
+        return self._pop(block, timeout, lease if lease is not None else 0, count, group)
 
     def ack(self, *receipts: Receipt, group: Optional[str] = None) -> int:
         """Acknowledge reserved messages (Message objects or receipts); answers how many.
@@ -947,7 +947,7 @@ class _Worker:
             log.warning("Could not give back %d message(s): %s", len(messages), exc)
 
 
-class Broker:
+class Broker(_BrokerCalls["Queue"]):
     """What spans queues (blocking): their names, everyone's stats, readiness, and
     taking from several queues at once (``/take``, ``/sse/?queues=``).
 
@@ -958,40 +958,24 @@ class Broker:
                  token: Optional[str] = None, timeout: float = 10.0,
                  connect_timeout: Optional[float] = None, retries: int = 3, backoff: float = 0.1,
                  serializer: Any = None) -> None:
-        self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
-        self.serializer = serializer
-        self._credentials = (auth, token)
-        self._options = (timeout, connect_timeout, retries, backoff)
+        super().__init__(url, auth, token, timeout, connect_timeout, retries, backoff, serializer)
         self._transport = _Transport(self.endpoint)
-        self._queues: Dict[Tuple[str, Optional[str]], Queue] = {}
 
     def queue(self, name: str, serializer: Any = None, group: Optional[str] = None) -> Queue:
         """A :class:`Queue` on this broker's connections (the serializer defaults to the broker's)."""
-        auth, token = self._credentials
-        timeout, connect_timeout, retries, backoff = self._options
-        return Queue(name, self.endpoint.url, serializer if serializer is not None else self.serializer,
-                     auth, token, timeout, connect_timeout, retries, backoff, group,
-                     _transport=self._transport)
-
-    def _queue_of(self, name: str, group: Optional[str]) -> Queue:
-        queue = self._queues.get((name, group))
-        if queue is None:
-            queue = self._queues[(name, group)] = self.queue(name, group=group)
-        return queue
+        return Queue(name, group=group, **self._client_options(serializer))
 
     def take(self, queues: List[str], count: Optional[int] = None, block: bool = False,
              timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
         """Pop the oldest message of the first non-empty queue, in the order given
         (rq's and resque's priority queues): a Message with ``queue`` set, or None;
         with ``count``, a list filled from the queues in that order."""
-        messages = _Take(self, queues, group)._pop(block, timeout, None, count)
-        return _QueueCalls._one_or_list(messages, count)
+        return _Take(self, queues, group)._pop(block, timeout, None, count)
 
     def reserve(self, queues: List[str], lease: Optional[float] = None, count: Optional[int] = None,
                 block: bool = False, timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
         """Like :meth:`take`, leasing: ``message.ack()`` settles it in its own queue."""
-        messages = _Take(self, queues, group)._pop(block, timeout, lease if lease is not None else 0, count)
-        return _QueueCalls._one_or_list(messages, count)
+        return _Take(self, queues, group)._pop(block, timeout, lease if lease is not None else 0, count)
 
     def subscribe(self, queues: List[str], last_id: Optional[str] = None,
                   group: Optional[str] = None) -> Iterator[Message]:
@@ -1020,29 +1004,6 @@ class Broker:
         self.close()
 
 
-class _Take(Queue):
-    """The calls of ``/take?queues=`` and ``/sse/?queues=``: each message answers
-    from its own queue, and is settled there."""
-
-    def __init__(self, broker: Broker, queues: List[str], group: Optional[str]) -> None:
-        names: List[str] = [queues] if isinstance(queues, str) else list(queues)  # type: ignore[list-item]
-        if not names or not all(isinstance(name, str) and name for name in names):
-            raise ValueError("queues is a list of queue names")
-        auth, token = broker._credentials
-        timeout, connect_timeout, retries, backoff = broker._options
-        super().__init__(",".join(names), broker.endpoint.url, broker.serializer, auth, token, timeout,
-                         connect_timeout, retries, backoff, group, _transport=broker._transport)
-        self._names = names
-        self._broker = broker
-
-    def _pop_path(self) -> str:
-        return "/take"
-
-    def _stream_path(self) -> str:
-        return "/sse/"
-
-    def _pop_query(self) -> List[Tuple[str, str]]:
-        return [("queues", ",".join(self._names))]
-
-    def _owner_for(self, payload: Dict[str, Any]) -> Any:
-        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)
+class _Take(_MultiQueue, Queue):
+    """The calls of ``/take?queues=`` and ``/sse/?queues=`` (blocking): each message
+    answers from its own queue, and is settled there."""

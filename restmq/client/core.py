@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import random
 import urllib.parse
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import (Any, Callable, Dict, Generic, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar,
+                    Union)
 
 import attr
 import orjson
@@ -747,6 +748,71 @@ class _QueueCalls:
         if count is None:
             return messages[0] if messages else None
         return messages
+
+
+_Q = TypeVar("_Q", bound=_QueueCalls)
+
+
+class _BrokerCalls(Generic[_Q]):
+    """What :class:`Broker` and :class:`TxBroker` share: the broker's address, the
+    options of the queue clients it hands out, and one client per (queue, group)
+    that settles the messages of its multi-queue calls."""
+
+    _transport: Any  # the flavour's, shared by every queue client of this broker
+
+    def __init__(self, url: str, auth: Optional[Tuple[str, str]], token: Optional[str], timeout: float,
+                 connect_timeout: Optional[float], retries: int, backoff: float, serializer: Any) -> None:
+        self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
+        self.serializer = serializer
+        self._options = dict(auth=auth, token=token, timeout=timeout, connect_timeout=connect_timeout,
+                             retries=retries, backoff=backoff)
+        self._queues: Dict[Tuple[str, Optional[str]], _Q] = {}
+
+    def queue(self, name: str, serializer: Any = None, group: Optional[str] = None) -> _Q:
+        raise NotImplementedError
+
+    def _client_options(self, serializer: Any = None) -> Dict[str, Any]:
+        """The arguments of a queue client on this broker's address and connections
+        (the serializer defaults to the broker's)."""
+        return dict(self._options, url=self.endpoint.url, _transport=self._transport,
+                    serializer=serializer if serializer is not None else self.serializer)
+
+    def _queue_of(self, name: str, group: Optional[str]) -> _Q:
+        queue = self._queues.get((name, group))
+        if queue is None:
+            queue = self._queues[(name, group)] = self.queue(name, group=group)
+        return queue
+
+
+def _queue_names(queues: Union[str, Iterable[str]]) -> List[str]:
+    names = [queues] if isinstance(queues, str) else list(queues)
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise ValueError("queues is a list of queue names")
+    return names
+
+
+class _MultiQueue(_QueueCalls):
+    """The calls of ``/take?queues=`` and ``/sse/?queues=``, mixed into a queue
+    client of either flavour: each message answers from its own queue, and is
+    settled there (by the broker's client of that queue)."""
+
+    def __init__(self, broker: _BrokerCalls[Any], queues: List[str], group: Optional[str]) -> None:
+        names = _queue_names(queues)
+        super().__init__(",".join(names), group=group, **broker._client_options())
+        self._names = names
+        self._broker = broker
+
+    def _pop_path(self) -> str:
+        return "/take"
+
+    def _stream_path(self) -> str:
+        return "/sse/"
+
+    def _pop_query(self) -> List[Tuple[str, str]]:
+        return [("queues", ",".join(self._names))]
+
+    def _owner_for(self, payload: Dict[str, Any]) -> Any:
+        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)
 
 
 class _SSEParser:

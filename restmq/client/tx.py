@@ -19,8 +19,9 @@ from twisted.python.failure import Failure
 
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
                                 STREAM_IDLE, Backoff, ClientError, ConnectionFailed, Message, Receipt,
-                                WorkPlan, _Call, _Endpoint, _error, _failure, _NoAnswer, _NotSent, _plan,
-                                _QueueCalls, _Retries, _SSEParser, _unavailable, _QUEUES, _READY, _STATS)
+                                WorkPlan, _BrokerCalls, _Call, _Endpoint, _error, _failure, _MultiQueue,
+                                _NoAnswer, _NotSent, _plan, _QueueCalls, _Retries, _SSEParser, _unavailable,
+                                _QUEUES, _READY, _STATS)
 
 __all__ = ["TxQueue", "TxBroker", "TxConsumption"]
 
@@ -195,40 +196,34 @@ class TxQueue(_QueueCalls):
     # consuming
 
     async def _pop(self, block: bool, timeout: Optional[float], lease: Optional[float],
-                   count: Optional[int] = None, group: Optional[str] = None) -> List[Message]:
+                   count: Optional[int] = None, group: Optional[str] = None) -> Any:
+        """A pop (``lease`` None) or a reserve: a Message or None, a list with ``count``."""
         deadline = self._pop_plan(block, timeout, self.reactor.seconds())
         while True:
             wait = self._next_wait(deadline, self.reactor.seconds())
             messages = await self._run(self._pop_call(wait, lease, count, group))
             if messages or (deadline is not None and self.reactor.seconds() >= deadline):
-                return messages
+                return self._one_or_list(messages, count)
 
     def get(self, block: bool = False, timeout: Optional[float] = None,
             group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Queue.get`; fires with the value or None."""
         async def run() -> Any:
-            messages = await self._pop(block, timeout, None, None, group)
-            return messages[0].value if messages else None
+            message = await self._pop(block, timeout, None, None, group)
+            return None if message is None else message.value
 
         return defer.ensureDeferred(run())
 
     def get_message(self, block: bool = False, timeout: Optional[float] = None,
                     group: Optional[str] = None) -> defer.Deferred:
         """Like get(), firing with a Message (or None)."""
-        async def run() -> Optional[Message]:
-            messages = await self._pop(block, timeout, None, None, group)
-            return messages[0] if messages else None
-
-        return defer.ensureDeferred(run())
+        return defer.ensureDeferred(self._pop(block, timeout, None, None, group))
 
     def reserve(self, lease: Optional[float] = None, count: Optional[int] = None, block: bool = False,
                 timeout: Optional[float] = None, group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Queue.reserve`; fires with a Message (or None), or with a list given ``count``."""
-        async def run() -> Any:
-            messages = await self._pop(block, timeout, lease if lease is not None else 0, count, group)
-            return self._one_or_list(messages, count)
-
-        return defer.ensureDeferred(run())
+        lease_seconds = lease if lease is not None else 0
+        return defer.ensureDeferred(self._pop(block, timeout, lease_seconds, count, group))
 
     def ack(self, *receipts: Receipt, group: Optional[str] = None) -> defer.Deferred:
         return self._execute(self._settle_call("ack", receipts, group))
@@ -895,44 +890,32 @@ class _StreamBody:
             self.finished.errback(reason)
 
 
-class TxBroker:
+class TxBroker(_BrokerCalls["TxQueue"]):
     """:class:`Broker` for Twisted (Deferreds); ``broker.queue(name)`` shares its connections."""
 
     def __init__(self, url: str = DEFAULT_URL, auth: Optional[Tuple[str, str]] = None,
                  token: Optional[str] = None, timeout: float = 10.0, pool: Any = None,
                  reactor: Any = None, connect_timeout: Optional[float] = None, retries: int = 3,
                  backoff: float = 0.1, serializer: Any = None) -> None:
-        self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
+        super().__init__(url, auth, token, timeout, connect_timeout, retries, backoff, serializer)
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self.serializer = serializer
-        self._credentials = (auth, token)
-        self._options = (timeout, connect_timeout, retries, backoff)
         self._transport = _TxTransport(self.endpoint, pool, reactor)
         self.pool = self._transport.pool
-        self._queues: Dict[Tuple[str, Optional[str]], TxQueue] = {}
 
     def queue(self, name: str, serializer: Any = None, group: Optional[str] = None) -> TxQueue:
         """A :class:`TxQueue` sharing this broker's connections."""
-        auth, token = self._credentials
-        timeout, connect_timeout, retries, backoff = self._options
-        return TxQueue(name, self.endpoint.url, serializer if serializer is not None else self.serializer,
-                       auth, token, timeout, None, self.reactor, connect_timeout, retries, backoff, group,
-                       _transport=self._transport)
+        return TxQueue(name, group=group, **self._client_options(serializer))
 
-    def _queue_of(self, name: str, group: Optional[str]) -> TxQueue:
-        queue = self._queues.get((name, group))
-        if queue is None:
-            queue = self._queues[(name, group)] = self.queue(name, group=group)
-        return queue
+    def _client_options(self, serializer: Any = None) -> Dict[str, Any]:
+        return dict(super()._client_options(serializer), reactor=self.reactor)
 
     def take(self, queues: List[str], count: Optional[int] = None, block: bool = False,
              timeout: Optional[float] = None, group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Broker.take`."""
         async def run() -> Any:
-            messages = await _TxTake(self, queues, group)._pop(block, timeout, None, count)
-            return _QueueCalls._one_or_list(messages, count)
+            return await _TxTake(self, queues, group)._pop(block, timeout, None, count)
 
         return defer.ensureDeferred(run())
 
@@ -942,8 +925,7 @@ class TxBroker:
         """See :meth:`Broker.reserve`."""
         async def run() -> Any:
             lease_seconds = lease if lease is not None else 0
-            messages = await _TxTake(self, queues, group)._pop(block, timeout, lease_seconds, count)
-            return _QueueCalls._one_or_list(messages, count)
+            return await _TxTake(self, queues, group)._pop(block, timeout, lease_seconds, count)
 
         return defer.ensureDeferred(run())
 
@@ -965,29 +947,5 @@ class TxBroker:
         return self._transport.close()
 
 
-class _TxTake(TxQueue):
+class _TxTake(_MultiQueue, TxQueue):
     """``/take?queues=`` and ``/sse/?queues=`` for Twisted (see blocking._Take)."""
-
-    def __init__(self, broker: TxBroker, queues: List[str], group: Optional[str]) -> None:
-        names: List[str] = [queues] if isinstance(queues, str) else list(queues)  # type: ignore[list-item]
-        if not names or not all(isinstance(name, str) and name for name in names):
-            raise ValueError("queues is a list of queue names")
-        auth, token = broker._credentials
-        timeout, connect_timeout, retries, backoff = broker._options
-        super().__init__(",".join(names), broker.endpoint.url, broker.serializer, auth, token, timeout, None,
-                         broker.reactor, connect_timeout, retries, backoff, group,
-                         _transport=broker._transport)
-        self._names = names
-        self._broker = broker
-
-    def _pop_path(self) -> str:
-        return "/take"
-
-    def _stream_path(self) -> str:
-        return "/sse/"
-
-    def _pop_query(self) -> List[Tuple[str, str]]:
-        return [("queues", ",".join(self._names))]
-
-    def _owner_for(self, payload: Dict[str, Any]) -> Any:
-        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)
