@@ -18,13 +18,11 @@ import time
 from types import FrameType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
-import orjson
-
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
                                 STREAM_IDLE, Backoff, ClientError, ConnectionFailed, DeadLetter, Message,
-                                Receipt, WorkPlan, _BrokerCalls, _Call, _Endpoint, _error, _MultiQueue,
-                                _NoAnswer, _NotSent, _plan, _QueueCalls, _Retries, _SSEParser, _unavailable,
-                                _QUEUES, _READY, _STATS)
+                                Receipt, WorkPlan, _BrokerCalls, _Call, _Endpoint, _MultiQueue, _NoAnswer,
+                                _NotSent, _plan, _QueueCalls, _Retries, _Subscription, _unavailable, _QUEUES,
+                                _READY, _STATS)
 
 __all__ = ["Queue", "Broker"]
 
@@ -337,44 +335,33 @@ class Queue(_QueueCalls):
         :param messages: yield :class:`Message` objects instead of values.
         :param group: the stream of a consumer group (its members share the messages).
         """
-        group = self._group(group)
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
-        retry_ms: Optional[int] = None
+        stream = _Subscription(self, last_id, self._group(group))
+
+        def gap(data: str) -> None:
+            log.warning("Stream of %s resumed with a gap: %s", self.name, data)
+
         while True:
-            call, headers = self._stream_call(last_id, group)
-            parser = _SSEParser()
+            call, headers, parser = stream.connect()
             connection = None
             try:
                 connection, response = self._transport.open_stream(call, headers)
                 if response.status != 200:
-                    error = _error(response.status, response.read())
-                    if response.status not in (502, 503, 504):
-                        raise error
+                    error = stream.refusal(response.status, response.read())
                     log.warning("Stream of %s refused (%s); reconnecting", self.name, error)
                 else:
-                    attempt = 0
+                    stream.answered()
                     while True:
                         chunk = response.read1(65536)
                         if not chunk:
                             break
-                        for event, event_id, data in parser.feed(chunk):
-                            if event == "message":
-                                message = self._message(orjson.loads(data), group)
-                                last_id = event_id or message.key
-                                yield message if messages else message.value
-                            elif event == "gap":
-                                log.warning("Stream of %s resumed with a gap: %s", self.name, data)
+                        for message in stream.messages(parser, chunk, gap):
+                            yield message if messages else message.value
             except _TRANSPORT_ERRORS as exc:
                 log.warning("Stream of %s broke (%s); reconnecting", self.name, exc)
             finally:
                 if connection is not None:
                     connection.close()
-            retry_ms = parser.retry if parser.retry is not None else retry_ms
-            # the first reconnection waits what the broker asked for (retry:), later ones back off
-            pause = retry_ms / 1000.0 if attempt == 0 and retry_ms is not None else backoff.delay(attempt)
-            attempt += 1
-            time.sleep(pause)
+            time.sleep(stream.pause())
 
     def work(self, handler: Callable[[Message], Any], *, lease: Optional[float] = None,
              concurrency: int = 1, idle_timeout: Optional[float] = None, limit: Optional[int] = None,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import random
 import urllib.parse
-from typing import (Any, Callable, Dict, Generic, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar,
-                    Union)
+from typing import (Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Sequence, Tuple, Type,
+                    TypeVar, Union)
 
 import attr
 import orjson
@@ -850,6 +850,75 @@ class _SSEParser:
                 self._event = value
             elif name == "retry" and value.isdigit():
                 self.retry = int(value)
+
+
+class _Reconnects:
+    """The pauses of a loop that rides out an unavailable broker (consume, work,
+    subscribe): 0.1 s, doubling with jitter up to RECONNECT_CAP, from the start
+    again once the broker answers."""
+
+    def __init__(self) -> None:
+        self.backoff = Backoff(0.1, RECONNECT_CAP)
+        self.attempt = 0
+
+    def answered(self) -> None:
+        self.attempt = 0
+
+    def pause(self) -> float:
+        pause = self.backoff.delay(self.attempt)
+        self.attempt += 1
+        return pause
+
+
+class _Subscription(_Reconnects):
+    """One broadcast stream across its reconnections, in either flavour: where it
+    resumes (``last_id``), the broker's ``retry:`` hint, the messages of each chunk."""
+
+    def __init__(self, calls: _QueueCalls, last_id: Optional[str], group: Optional[str]) -> None:
+        super().__init__()
+        self.calls = calls
+        self.last_id = last_id
+        self.group = group
+        self.retry_ms: Optional[int] = None
+        self.parser = _SSEParser()
+
+    def connect(self) -> Tuple[_Call, Dict[str, str], _SSEParser]:
+        """The request of the next connection (resuming after ``last_id``) and the
+        parser of its answer."""
+        self.parser = _SSEParser()
+        call, headers = self.calls._stream_call(self.last_id, self.group)
+        return call, headers, self.parser
+
+    @staticmethod
+    def refusal(status: int, body: bytes) -> ClientError:
+        """Why the broker did not open the stream (it answered ``status``).
+
+        :raises ClientError: unless the broker is only away for now.
+        """
+        error = _error(status, body)
+        if status not in _UNAVAILABLE:
+            raise error
+        return error
+
+    def messages(self, parser: _SSEParser, chunk: bytes, gap: Callable[[str], None]) -> Iterator[Message]:
+        """The messages of ``chunk`` one by one; ``gap`` hears what the broker could not replay."""
+        for event, event_id, data in parser.feed(chunk):
+            if event == "message":
+                message = self.calls._message(orjson.loads(data), self.group)
+                self.last_id = event_id or message.key
+                yield message
+            elif event == "gap":
+                gap(data)
+
+    def pause(self) -> float:
+        """Seconds before reconnecting: the first time what the broker asked for
+        (``retry:``), then backing off."""
+        if self.parser.retry is not None:
+            self.retry_ms = self.parser.retry
+        if self.attempt == 0 and self.retry_ms is not None:
+            self.attempt += 1
+            return self.retry_ms / 1000.0
+        return super().pause()
 
 
 _QUEUES = _Call("GET", "/q/", _answer("queues"))

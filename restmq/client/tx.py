@@ -12,16 +12,15 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-import orjson
 from twisted.internet import defer, error as internet_error, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
                                 STREAM_IDLE, Backoff, ClientError, ConnectionFailed, Message, Receipt,
-                                WorkPlan, _BrokerCalls, _Call, _Endpoint, _error, _failure, _MultiQueue,
-                                _NoAnswer, _NotSent, _plan, _QueueCalls, _Retries, _SSEParser, _unavailable,
-                                _QUEUES, _READY, _STATS)
+                                WorkPlan, _BrokerCalls, _Call, _Endpoint, _failure, _MultiQueue, _NoAnswer,
+                                _NotSent, _plan, _QueueCalls, _Retries, _SSEParser, _Subscription,
+                                _unavailable, _QUEUES, _READY, _STATS)
 
 __all__ = ["TxQueue", "TxBroker", "TxConsumption"]
 
@@ -265,35 +264,27 @@ class TxQueue(_QueueCalls):
         (``callback(Message)`` with ``messages``) for each message; reconnects with
         ``Last-Event-ID``. Cancel the Deferred to hang up."""
         import treq
-        group = self._group(group)
-        state: Dict[str, Any] = {"last_id": last_id, "retry": None}
+        stream = _Subscription(self, last_id, self._group(group))
         current: List[Any] = []
 
+        def gap(data: str) -> None:
+            log.warn("Stream of {queue} resumed with a gap: {gap}", queue=self.name, gap=data)
+
         def deliver(parser: _SSEParser, chunk: bytes) -> None:
-            for event, event_id, data in parser.feed(chunk):
-                if event == "message":
-                    message = self._message(orjson.loads(data), group)
-                    state["last_id"] = event_id or message.key
-                    callback(message if messages else message.value)
-                elif event == "gap":
-                    log.warn("Stream of {queue} resumed with a gap: {gap}", queue=self.name, gap=data)
+            for message in stream.messages(parser, chunk, gap):
+                callback(message if messages else message.value)
 
         async def run() -> None:
-            backoff = Backoff(0.1, RECONNECT_CAP)
-            attempt = 0
             while True:
-                call, headers = self._stream_call(state["last_id"], group)
-                parser = _SSEParser()
+                call, headers, parser = stream.connect()
                 try:
                     response = await self._transport.open_stream(call, headers)
                     if response.code != 200:
-                        refusal = _error(response.code, await treq.content(response))
-                        if response.code not in (502, 503, 504):
-                            raise refusal
+                        refusal = stream.refusal(response.code, await treq.content(response))
                         log.warn("Stream of {queue} refused ({error}); reconnecting", queue=self.name,
                                  error=refusal)
                     else:
-                        attempt = 0
+                        stream.answered()
                         body = _StreamBody(lambda chunk: deliver(parser, chunk), self.reactor)
                         current[:] = [body]
                         response.deliverBody(body)
@@ -306,11 +297,7 @@ class TxQueue(_QueueCalls):
                                      queue=self.name, error=exc)
                 except ConnectionFailed as exc:
                     log.warn("Stream of {queue}: {error}; reconnecting", queue=self.name, error=exc)
-                state["retry"] = parser.retry if parser.retry is not None else state["retry"]
-                retry_ms = state["retry"]
-                pause = retry_ms / 1000.0 if attempt == 0 and retry_ms is not None else backoff.delay(attempt)
-                attempt += 1
-                await _sleep(self.reactor, pause)
+                await _sleep(self.reactor, stream.pause())
 
         def hang_up(failure: Failure) -> Failure:
             for body in current:
