@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
                                 STREAM_IDLE, Backoff, ClientError, ConnectionFailed, DeadLetter, Message,
-                                Receipt, WorkPlan, _BrokerCalls, _Call, _Endpoint, _MultiQueue, _NoAnswer,
-                                _NotSent, _plan, _QueueCalls, _Retries, _Subscription, _unavailable, _QUEUES,
-                                _READY, _STATS)
+                                Receipt, WorkPlan, _BrokerCalls, _Call, _Consuming, _Endpoint, _MultiQueue,
+                                _NoAnswer, _NotSent, _plan, _QueueCalls, _Reconnects, _Retries, _Subscription,
+                                _unavailable, _QUEUES, _READY, _STATS)
 
 __all__ = ["Queue", "Broker"]
 
@@ -571,7 +571,7 @@ class _LeaseKeeper:
                 log.warning("Could not extend %d lease(s) of %s: %s", len(due), self.queue.name, exc)
 
 
-class Consumption:
+class Consumption(_Consuming["Queue"]):
     """The iterator :meth:`Queue.consume` answers; a context manager too.
 
     ``with queue.consume(ack=True) as jobs: for job in jobs: ...`` acks the last
@@ -580,22 +580,13 @@ class Consumption:
     asking for the next one.
     """
 
-    def __init__(self, queue: Queue, ack: bool, timeout: Optional[float], lease: Optional[float],
-                 prefetch: int, messages: bool, group: Optional[str] = None) -> None:
-        if not 1 <= prefetch <= 1000:
-            raise ValueError("prefetch must be 1 to 1000")
-        self.queue = queue
-        self.group = group
-        self.ack = ack
-        self.timeout = timeout
-        self.lease = lease
-        self.prefetch = prefetch if ack else 1
-        self.messages = messages
-        self._current: Optional[Message] = None
-        self._pending: List[Tuple[Message, float]] = []
-        self._keeper: Optional[_LeaseKeeper] = None
-        self._lease_length: Optional[float] = lease
-        self._closed = False
+    _keeper: Optional[_LeaseKeeper] = None
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def _skipped(self, message: Message) -> None:
+        log.debug("Skipped %s: its lease ran out while it waited", message.key)
 
     def __iter__(self) -> "Consumption":
         return self
@@ -613,49 +604,41 @@ class Consumption:
             self._keeper_for().watch(message)
         return message if self.messages else message.value
 
+    def _length(self) -> float:
+        """The lease of the messages (the queue's, read once, when not given)."""
+        if self._lease_length is None:
+            self._lease_length = self.queue._lease_seconds(self.group or "")
+        return self._lease_length
+
     def _keeper_for(self) -> _LeaseKeeper:
         if self._keeper is None:
-            if self._lease_length is None:
-                self._lease_length = self.queue._lease_seconds(self.group or "")
-            self._keeper = _LeaseKeeper(self.queue, self._lease_length, self.group)
+            self._keeper = _LeaseKeeper(self.queue, self._length(), self.group)
         return self._keeper
 
     def _next_message(self) -> Optional[Message]:
         queue = self.queue
         started = time.monotonic()
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
+        reconnects = _Reconnects()
         while True:
-            while self._pending:
-                message, deadline = self._pending.pop(0)
-                if time.monotonic() < deadline:
-                    return message
-                log.debug("Skipped %s: its lease ran out while it waited", message.key)
-            wait = LONG_POLL_STEP
-            if self.timeout is not None:
-                wait = min(wait, self.timeout - (time.monotonic() - started))
-                if wait <= 0:
-                    return None
+            message = self._prefetched()
+            if message is not None:
+                return message
+            wait = self._poll_wait(started)
+            if wait is None:
+                return None
             try:
-                lease = (self.lease if self.lease is not None else 0) if self.ack else None
-                count = self.prefetch if self.prefetch > 1 else None
                 sent = time.monotonic()
-                taken = queue._execute(queue._pop_call(wait, lease, count, self.group or ""))
-                attempt = 0
+                taken = queue._execute(self._poll_call(wait))
+                reconnects.answered()
             except (ClientError, ConnectionFailed) as exc:
                 if not _unavailable(exc):
                     raise
                 log.warning("Consumer of %s: %s; reconnecting", queue.name, exc)
-                time.sleep(backoff.delay(attempt))
-                attempt += 1
+                time.sleep(reconnects.pause())
                 continue
             if len(taken) > 1:
                 # the later ones wait here leased: skip any whose lease ran out meanwhile
-                length = self._lease_length
-                if length is None:
-                    length = self._lease_length = queue._lease_seconds(self.group or "")
-                deadline = sent + length - min(0.5, length / 10)
-                self._pending = [(m, deadline) for m in taken[1:]]
+                self._hold(taken, sent, self._length())
             if taken:
                 return taken[0]
 

@@ -784,6 +784,68 @@ class _BrokerCalls(Generic[_Q]):
         return queue
 
 
+def _held_until(sent: float, lease: float) -> float:
+    """When a message reserved at ``sent`` for ``lease`` seconds is no longer worth
+    starting: a little before its lease ends (half a second, a tenth of a short lease)."""
+    return sent + lease - min(0.5, lease / 10)
+
+
+class _Consuming(Generic[_Q]):
+    """What :class:`Consumption` and :class:`TxConsumption` share: their options,
+    the prefetched messages that wait their turn leased, and the poll of each step."""
+
+    def __init__(self, queue: _Q, ack: bool, timeout: Optional[float], lease: Optional[float],
+                 prefetch: int, messages: bool, group: Optional[str] = None) -> None:
+        if not 1 <= prefetch <= 1000:
+            raise ValueError("prefetch must be 1 to 1000")
+        self.queue = queue
+        self.group = group
+        self.ack = ack
+        self.timeout = timeout
+        self.lease = lease
+        self.prefetch = prefetch if ack else 1
+        self.messages = messages
+        self._current: Optional[Message] = None
+        self._pending: List[Tuple[Message, float]] = []
+        self._lease_length = lease
+        self._closed = False
+
+    def _now(self) -> float:
+        raise NotImplementedError
+
+    def _skipped(self, message: Message) -> None:
+        """A prefetched message whose lease ran out while it waited (it comes back by itself)."""
+
+    def _prefetched(self) -> Optional[Message]:
+        """The next prefetched message whose lease still holds."""
+        while self._pending:
+            message, deadline = self._pending.pop(0)
+            if self._now() < deadline:
+                return message
+            self._skipped(message)
+        return None
+
+    def _poll_wait(self, started: float) -> Optional[float]:
+        """Seconds the next poll may wait; None once ``timeout`` seconds passed since ``started``."""
+        wait = LONG_POLL_STEP
+        if self.timeout is not None:
+            wait = min(wait, self.timeout - (self._now() - started))
+            if wait <= 0:
+                return None
+        return wait
+
+    def _poll_call(self, wait: float) -> _Call:
+        lease = (self.lease if self.lease is not None else 0) if self.ack else None
+        count = self.prefetch if self.prefetch > 1 else None
+        return self.queue._pop_call(wait, lease, count, self.group or "")
+
+    def _hold(self, taken: List[Message], sent: float, length: float) -> None:
+        """Keep the messages after the first of a batch reserved at ``sent`` for
+        ``length`` seconds, each until its lease is nearly over."""
+        deadline = _held_until(sent, length)
+        self._pending = [(message, deadline) for message in taken[1:]]
+
+
 def _queue_names(queues: Union[str, Iterable[str]]) -> List[str]:
     names = [queues] if isinstance(queues, str) else list(queues)
     if not names or not all(isinstance(name, str) and name for name in names):

@@ -18,9 +18,9 @@ from twisted.python.failure import Failure
 
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
                                 STREAM_IDLE, Backoff, ClientError, ConnectionFailed, Message, Receipt,
-                                WorkPlan, _BrokerCalls, _Call, _Endpoint, _failure, _MultiQueue, _NoAnswer,
-                                _NotSent, _plan, _QueueCalls, _Retries, _SSEParser, _Subscription,
-                                _unavailable, _QUEUES, _READY, _STATS)
+                                WorkPlan, _BrokerCalls, _Call, _Consuming, _Endpoint, _failure, _MultiQueue,
+                                _NoAnswer, _NotSent, _plan, _QueueCalls, _Reconnects, _Retries, _SSEParser,
+                                _Subscription, _unavailable, _QUEUES, _READY, _STATS)
 
 __all__ = ["TxQueue", "TxBroker", "TxConsumption"]
 
@@ -454,29 +454,18 @@ class _TxLeaseKeeper:
             self.forget_receipt(receipt)
 
 
-class TxConsumption:
+class TxConsumption(_Consuming["TxQueue"]):
     """What :meth:`TxQueue.consume` answers without a callback: ``async for value in
     consumption``; ``async with`` acks the last message on a clean exit and gives
     it back on an exception. :meth:`close` gives back what is still held."""
 
-    def __init__(self, queue: TxQueue, ack: bool, timeout: Optional[float], lease: Optional[float],
-                 prefetch: int, messages: bool, group: Optional[str] = None) -> None:
-        if not 1 <= prefetch <= 1000:
-            raise ValueError("prefetch must be 1 to 1000")
-        self.queue = queue
-        self.group = group
-        self.ack = ack
-        self.timeout = timeout
-        self.lease = lease
-        self.prefetch = prefetch if ack else 1
-        self.messages = messages
-        self.count = 0
-        self._current: Optional[Message] = None
-        self._pending: List[Tuple[Message, float]] = []
-        self._keeper: Optional[_TxLeaseKeeper] = None
-        self._lease_length = lease
-        self._closed = False
-        self._polling: Optional[defer.Deferred] = None
+    #: how many messages it took
+    count = 0
+    _keeper: Optional[_TxLeaseKeeper] = None
+    _polling: Optional[defer.Deferred] = None
+
+    def _now(self) -> float:
+        return self.queue.reactor.seconds()
 
     def __aiter__(self) -> "TxConsumption":
         return self
@@ -507,50 +496,42 @@ class TxConsumption:
         if self.ack:
             self._current = message
             if self._keeper is None:
-                if self._lease_length is None:
-                    self._lease_length = await self.queue._lease_seconds(self.group or "")
-                self._keeper = _TxLeaseKeeper(self.queue, self._lease_length, self.group)
+                self._keeper = _TxLeaseKeeper(self.queue, await self._length(), self.group)
             self._keeper.watch(message)
         return message
 
+    async def _length(self) -> float:
+        """The lease of the messages (the queue's, read once, when not given)."""
+        if self._lease_length is None:
+            self._lease_length = await self.queue._lease_seconds(self.group or "")
+        return self._lease_length
+
     async def _next(self) -> Optional[Message]:
         queue = self.queue
-        reactor = queue.reactor
-        started = reactor.seconds()
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
+        started = self._now()
+        reconnects = _Reconnects()
         while not self._closed:
-            while self._pending:
-                message, deadline = self._pending.pop(0)
-                if reactor.seconds() < deadline:
-                    return message
-            wait = LONG_POLL_STEP
-            if self.timeout is not None:
-                wait = min(wait, self.timeout - (reactor.seconds() - started))
-                if wait <= 0:
-                    return None
-            lease = (self.lease if self.lease is not None else 0) if self.ack else None
-            count = self.prefetch if self.prefetch > 1 else None
-            sent = reactor.seconds()
+            message = self._prefetched()
+            if message is not None:
+                return message
+            wait = self._poll_wait(started)
+            if wait is None:
+                return None
+            sent = self._now()
             try:
-                self._polling = queue._transport.run(queue._pop_call(wait, lease, count, self.group or ""))
+                self._polling = queue._transport.run(self._poll_call(wait))
                 taken = await self._polling
-                attempt = 0
+                reconnects.answered()
             except (ClientError, ConnectionFailed) as exc:
                 if not _unavailable(exc):
                     raise
                 log.warn("Consumer of {queue}: {error}; reconnecting", queue=queue.name, error=exc)
-                await _sleep(reactor, backoff.delay(attempt))
-                attempt += 1
+                await _sleep(queue.reactor, reconnects.pause())
                 continue
             finally:
                 self._polling = None
             if len(taken) > 1:
-                if self._lease_length is None:
-                    self._lease_length = await queue._lease_seconds(self.group or "")
-                length = self._lease_length
-                deadline = sent + length - min(0.5, length / 10)
-                self._pending = [(m, deadline) for m in taken[1:]]
+                self._hold(taken, sent, await self._length())
             if taken:
                 return taken[0]
         return None
