@@ -18,11 +18,11 @@ import time
 from types import FrameType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
-from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
-                                STREAM_IDLE, Backoff, ClientError, ConnectionFailed, DeadLetter, Message,
-                                Receipt, WorkPlan, _BrokerCalls, _Call, _Consuming, _Endpoint, _MultiQueue,
-                                _NoAnswer, _NotSent, _plan, _QueueCalls, _Reconnects, _Retries, _Subscription,
-                                _unavailable, _QUEUES, _READY, _STATS)
+from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
+                                ConnectionFailed, DeadLetter, Message, Receipt, WorkPlan, _BrokerCalls, _Call,
+                                _Consuming, _Endpoint, _MultiQueue, _NoAnswer, _NotSent, _plan, _QueueCalls,
+                                _Reconnects, _Retries, _Subscription, _unavailable, _Working, _DENIED,
+                                _QUEUES, _READY, _SETTINGS_ERRORS, _STATS)
 
 __all__ = ["Queue", "Broker"]
 
@@ -409,7 +409,7 @@ class Queue(_QueueCalls):
         """The queue's lease, read once by a loop that must know when leases end."""
         try:
             return float(self.settings(group)["lease_seconds"])
-        except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
+        except _SETTINGS_ERRORS as exc:
             log.warning("Could not read the settings of %s (%s); assuming leases of %.0f s",
                         self.name, exc, DEFAULT_LEASE)
             return DEFAULT_LEASE
@@ -687,42 +687,31 @@ class Consumption(_Consuming["Queue"]):
             pass
 
 
-class _Worker:
+class _Worker(_Working["Queue"]):
     """One run of :meth:`Queue.work`."""
 
     def __init__(self, queue: Queue, handler: Callable[[Message], Any], plan: WorkPlan,
                  group: Optional[str] = None) -> None:
-        self.queue = queue
-        self.handler = handler
-        self.plan = plan
-        self.group = group
+        super().__init__(queue, handler, plan, group)
         self.stopping = threading.Event()
-        self.processed = 0
-        self._claimed = 0
         self._lock = threading.Lock()
-        self._lease = plan.lease
-        self._max_receives: Optional[int] = None
         self._keeper: Optional[_LeaseKeeper] = None
-        self._last_work = time.monotonic()
-        self._busy = 0
         self._signal: Optional[int] = None
         self._errors: List[BaseException] = []
+
+    def _now(self) -> float:
+        return time.monotonic()
 
     def run(self) -> int:
         queue = self.queue
         try:
-            settings = queue.settings(self.group or "")
-            self._max_receives = int(settings["max_receives"])
-            if self._lease is None:
-                self._lease = float(settings["lease_seconds"])
-        except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ClientError) and exc.status in (400, 401, 403):
+            self._configure(queue.settings(self.group or ""))
+        except _SETTINGS_ERRORS as exc:
+            if isinstance(exc, ClientError) and exc.status in _DENIED:
                 raise
             log.warning("Could not read the settings of %s (%s); assuming leases of %.0f s",
                         queue.name, exc, DEFAULT_LEASE)
-        if self._lease is None:
-            self._lease = DEFAULT_LEASE
-        self._keeper = _LeaseKeeper(queue, self._lease, self.group)
+        self._keeper = _LeaseKeeper(queue, self._lease_or_default(), self.group)
         restore = self._install_signals()
         try:
             if self.plan.concurrency == 1:
@@ -781,57 +770,17 @@ class _Worker:
             self.stopping.set()
             self.queue._transport.interrupt()
 
-    def _claim(self) -> int:
-        """How many messages this loop may reserve now (0: the limit is reached)."""
-        with self._lock:
-            if self.plan.limit is None:
-                return self.plan.prefetch
-            room = self.plan.limit - self._claimed
-            count = max(0, min(self.plan.prefetch, room))
-            self._claimed += count
-            return count
-
-    def _unclaim(self, count: int) -> None:
-        if self.plan.limit is not None and count:
-            with self._lock:
-                self._claimed -= count
-
-    def _wait_budget(self) -> float:
-        """Seconds the next reserve may long-poll."""
-        idle_timeout = self.plan.idle_timeout
-        if idle_timeout is None:
-            return LONG_POLL_STEP
-        with self._lock:
-            busy, idle = self._busy, time.monotonic() - self._last_work
-        if busy:
-            # another thread is still on a message: this is not idleness yet
-            return min(LONG_POLL_STEP, max(idle_timeout, 1.0))
-        return min(LONG_POLL_STEP, max(0.0, idle_timeout - idle))
-
-    def _idle_over(self) -> bool:
-        idle_timeout = self.plan.idle_timeout
-        if idle_timeout is None:
-            return False
-        with self._lock:
-            return not self._busy and time.monotonic() - self._last_work >= idle_timeout
-
     def _loop(self) -> None:
-        queue, plan = self.queue, self.plan
-        lease = self._lease
-        assert lease is not None
-        margin = min(0.5, lease / 10)
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
+        queue = self.queue
+        reconnects = _Reconnects()
         while not self.stopping.is_set():
             count = self._claim()
             if not count:
                 return
             try:
                 sent = time.monotonic()
-                batch: List[Message] = queue._execute(
-                    queue._pop_call(self._wait_budget(), lease, count if plan.prefetch > 1 else None,
-                                    self.group or ""), self.stopping)
-                attempt = 0
+                batch: List[Message] = queue._execute(self._poll_call(count), self.stopping)
+                reconnects.answered()
             except (ClientError, ConnectionFailed, _Cancelled) as exc:
                 self._unclaim(count)
                 if self.stopping.is_set():
@@ -839,8 +788,7 @@ class _Worker:
                 if isinstance(exc, _Cancelled) or not _unavailable(exc):
                     raise
                 log.warning("Worker of %s: %s; reconnecting", queue.name, exc)
-                self.stopping.wait(backoff.delay(attempt))
-                attempt += 1
+                self.stopping.wait(reconnects.pause())
                 continue
             self._unclaim(count - len(batch))
             if not batch:
@@ -852,7 +800,7 @@ class _Worker:
                     self._give_back(batch[index:])
                     self._unclaim(len(batch) - index)
                     return
-                if index and time.monotonic() > sent + lease - margin:
+                if self._too_late(index, sent):
                     # its lease ran out while it waited: someone else may have it now
                     self._unclaim(1)
                     continue
@@ -863,14 +811,13 @@ class _Worker:
         keeper = self._keeper
         assert keeper is not None
         keeper.watch(message)
-        with self._lock:
-            self._busy += 1
+        self._started()
         try:
             self.handler(message)
         except Exception:
             keeper.forget(message)
             delay = self.plan.retry_delay_for(message.deliveries)
-            if self._max_receives is not None and message.deliveries >= self._max_receives:
+            if self._last_delivery(message):
                 log.exception("Handler failed on %s of %s (delivery %d of %d): to the dead letters",
                               message.key, queue.name, message.deliveries, self._max_receives)
             else:
@@ -887,12 +834,6 @@ class _Worker:
             keeper.forget(message)
             self._settle("ack", message, None)
         self._count()
-
-    def _count(self) -> None:
-        with self._lock:
-            self._busy -= 1
-            self.processed += 1
-            self._last_work = time.monotonic()
 
     def _settle(self, action: str, message: Message, delay: Optional[float]) -> None:
         try:

@@ -10,10 +10,11 @@ two flavours keep the same names and the same semantics.
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 import urllib.parse
-from typing import (Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Sequence, Tuple, Type,
-                    TypeVar, Union)
+from typing import (Any, Callable, ContextManager, Dict, Generic, Iterable, Iterator, List, Optional,
+                    Sequence, Tuple, Type, TypeVar, Union)
 
 import attr
 import orjson
@@ -37,6 +38,8 @@ MAX_IDLE = 16
 RECONNECT_CAP = 5.0
 #: the statuses of a broker that is away, restarting, or cannot reach Redis
 _UNAVAILABLE = (502, 503, 504)
+#: refusals that defaults would not cure (a bad group name, no credentials, no access)
+_DENIED = (400, 401, 403)
 
 
 class ClientError(Exception):
@@ -338,6 +341,10 @@ class WorkPlan:
     def extend_every(lease: float) -> float:
         """How often a running handler's lease is extended: well before it ends."""
         return max(0.05, lease / 3.0)
+
+
+#: what reading a queue's settings may meet, after which a loop goes on with defaults
+_SETTINGS_ERRORS = (ClientError, ConnectionFailed, KeyError, TypeError, ValueError)
 
 
 def _plan(lease: Optional[float], concurrency: int, idle_timeout: Optional[float], limit: Optional[int],
@@ -844,6 +851,102 @@ class _Consuming(Generic[_Q]):
         ``length`` seconds, each until its lease is nearly over."""
         deadline = _held_until(sent, length)
         self._pending = [(message, deadline) for message in taken[1:]]
+
+
+class _Working(Generic[_Q]):
+    """What both workers keep and decide (:meth:`Queue.work` on threads,
+    :meth:`TxQueue.work` in the reactor): the messages claimed against the plan's
+    ``limit``, the handlers busy and when the last one finished, the lease and the
+    queue's ``max_receives``, the reserve each loop sends."""
+
+    #: guards the counts (a threading.Lock where loops are threads)
+    _lock: ContextManager[Any] = contextlib.nullcontext()
+
+    def __init__(self, queue: _Q, handler: Callable[[Message], Any], plan: WorkPlan,
+                 group: Optional[str] = None) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.plan = plan
+        self.group = group
+        self.processed = 0
+        self._claimed = 0
+        self._busy = 0
+        self._lease = plan.lease
+        self._max_receives: Optional[int] = None
+        self._last_work = self._now()
+
+    def _now(self) -> float:
+        raise NotImplementedError
+
+    def _configure(self, settings: Dict[str, Any]) -> None:
+        """Take ``max_receives`` and (unless the plan gives one) the lease from the queue's settings."""
+        self._max_receives = int(settings["max_receives"])
+        if self._lease is None:
+            self._lease = float(settings["lease_seconds"])
+
+    def _lease_or_default(self) -> float:
+        """The lease of every reserve: the plan's, else the queue's, else DEFAULT_LEASE."""
+        if self._lease is None:
+            self._lease = DEFAULT_LEASE
+        return self._lease
+
+    def _claim(self) -> int:
+        """How many messages a loop may reserve now (0: the limit is reached)."""
+        with self._lock:
+            if self.plan.limit is None:
+                return self.plan.prefetch
+            count = max(0, min(self.plan.prefetch, self.plan.limit - self._claimed))
+            self._claimed += count
+            return count
+
+    def _unclaim(self, count: int) -> None:
+        if self.plan.limit is not None and count:
+            with self._lock:
+                self._claimed -= count
+
+    def _wait_budget(self) -> float:
+        """Seconds the next reserve may long-poll."""
+        idle_timeout = self.plan.idle_timeout
+        if idle_timeout is None:
+            return LONG_POLL_STEP
+        with self._lock:
+            busy, idle = self._busy, self._now() - self._last_work
+        if busy:
+            # another loop is still on a message: this is not idleness yet
+            return min(LONG_POLL_STEP, max(idle_timeout, 1.0))
+        return min(LONG_POLL_STEP, max(0.0, idle_timeout - idle))
+
+    def _idle_over(self) -> bool:
+        idle_timeout = self.plan.idle_timeout
+        if idle_timeout is None:
+            return False
+        with self._lock:
+            return not self._busy and self._now() - self._last_work >= idle_timeout
+
+    def _poll_call(self, count: int) -> _Call:
+        """The reserve of up to ``count`` messages (one, unprefetched, without ``prefetch``)."""
+        return self.queue._pop_call(self._wait_budget(), self._lease_or_default(),
+                                    count if self.plan.prefetch > 1 else None, self.group or "")
+
+    def _too_late(self, index: int, sent: float) -> bool:
+        """Whether the ``index``-th message of a batch reserved at ``sent`` waited so
+        long that its lease is nearly over: someone else may have it soon."""
+        return bool(index) and self._now() > _held_until(sent, self._lease_or_default())
+
+    def _last_delivery(self, message: Message) -> bool:
+        """Whether a failure on ``message`` sends it to the dead letters."""
+        return self._max_receives is not None and message.deliveries >= self._max_receives
+
+    def _started(self) -> None:
+        with self._lock:
+            self._busy += 1
+
+    def _count(self) -> None:
+        """A handler is done with its message (acked or given back)."""
+        with self._lock:
+            self._busy -= 1
+            self.processed += 1
+            self._last_work = self._now()
 
 
 def _queue_names(queues: Union[str, Iterable[str]]) -> List[str]:

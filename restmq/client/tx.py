@@ -16,11 +16,11 @@ from twisted.internet import defer, error as internet_error, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, MAX_IDLE, RECONNECT_CAP,
-                                STREAM_IDLE, Backoff, ClientError, ConnectionFailed, Message, Receipt,
-                                WorkPlan, _BrokerCalls, _Call, _Consuming, _Endpoint, _failure, _MultiQueue,
-                                _NoAnswer, _NotSent, _plan, _QueueCalls, _Reconnects, _Retries, _SSEParser,
-                                _Subscription, _unavailable, _QUEUES, _READY, _STATS)
+from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
+                                ConnectionFailed, Message, Receipt, WorkPlan, _BrokerCalls, _Call, _Consuming,
+                                _Endpoint, _failure, _MultiQueue, _NoAnswer, _NotSent, _plan, _QueueCalls,
+                                _Reconnects, _Retries, _SSEParser, _Subscription, _unavailable, _Working,
+                                _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS, _STATS)
 
 __all__ = ["TxQueue", "TxBroker", "TxConsumption"]
 
@@ -339,7 +339,7 @@ class TxQueue(_QueueCalls):
     async def _lease_seconds(self, group: Optional[str] = None) -> float:
         try:
             return float((await self._run(self._settings_call(None, group)))["lease_seconds"])
-        except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
+        except _SETTINGS_ERRORS as exc:
             log.warn("Could not read the settings of {queue} ({error}); assuming leases of {lease} s",
                      queue=self.name, error=exc, lease=DEFAULT_LEASE)
             return DEFAULT_LEASE
@@ -594,27 +594,20 @@ class TxConsumption(_Consuming["TxQueue"]):
         return defer.ensureDeferred(loop())
 
 
-class _TxWorker:
+class _TxWorker(_Working["TxQueue"]):
     """One run of :meth:`TxQueue.work`."""
 
     def __init__(self, queue: TxQueue, handler: Callable[[Message], Any], plan: WorkPlan,
                  group: Optional[str] = None) -> None:
-        self.queue = queue
-        self.handler = handler
-        self.plan = plan
-        self.group = group
         self.reactor = queue.reactor
-        self.processed = 0
+        super().__init__(queue, handler, plan, group)
         self.stopping = False
-        self._claimed = 0
-        self._busy = 0
-        self._last_work = self.reactor.seconds()
-        self._lease = plan.lease
-        self._max_receives: Optional[int] = None
         self._keeper: Optional[_TxLeaseKeeper] = None
         self._polls: Set[defer.Deferred] = set()
-        self._wakeup: Optional[defer.Deferred] = None
         self._loops: Optional[defer.Deferred] = None
+
+    def _now(self) -> float:
+        return self.reactor.seconds()
 
     def start(self) -> defer.Deferred:
         # cancelling fails ``done`` at once; the loops still stop after their current messages
@@ -635,18 +628,13 @@ class _TxWorker:
     async def _run(self) -> int:
         queue = self.queue
         try:
-            settings = await queue._run(queue._settings_call(None, self.group or ""))
-            self._max_receives = int(settings["max_receives"])
-            if self._lease is None:
-                self._lease = float(settings["lease_seconds"])
-        except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ClientError) and exc.status in (400, 401, 403):
+            self._configure(await queue._run(queue._settings_call(None, self.group or "")))
+        except _SETTINGS_ERRORS as exc:
+            if isinstance(exc, ClientError) and exc.status in _DENIED:
                 raise
             log.warn("Could not read the settings of {queue} ({error}); assuming leases of {lease} s",
                      queue=queue.name, error=exc, lease=DEFAULT_LEASE)
-        if self._lease is None:
-            self._lease = DEFAULT_LEASE
-        self._keeper = _TxLeaseKeeper(queue, self._lease, self.group)
+        self._keeper = _TxLeaseKeeper(queue, self._lease_or_default(), self.group)
         trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         try:
             loops = [defer.ensureDeferred(self._loop()) for _ in range(self.plan.concurrency)]
@@ -680,49 +668,19 @@ class _TxWorker:
         self._loops.addBoth(done)
         return finished
 
-    def _claim(self) -> int:
-        if self.plan.limit is None:
-            return self.plan.prefetch
-        count = max(0, min(self.plan.prefetch, self.plan.limit - self._claimed))
-        self._claimed += count
-        return count
-
-    def _unclaim(self, count: int) -> None:
-        if self.plan.limit is not None:
-            self._claimed -= count
-
-    def _wait_budget(self) -> float:
-        idle_timeout = self.plan.idle_timeout
-        if idle_timeout is None:
-            return LONG_POLL_STEP
-        if self._busy:
-            return min(LONG_POLL_STEP, max(idle_timeout, 1.0))
-        return min(LONG_POLL_STEP, max(0.0, idle_timeout - (self.reactor.seconds() - self._last_work)))
-
-    def _idle_over(self) -> bool:
-        idle_timeout = self.plan.idle_timeout
-        return (idle_timeout is not None and not self._busy
-                and self.reactor.seconds() - self._last_work >= idle_timeout)
-
     async def _loop(self) -> None:
-        queue, plan = self.queue, self.plan
-        lease = self._lease
-        assert lease is not None
-        margin = min(0.5, lease / 10)
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
+        queue = self.queue
+        reconnects = _Reconnects()
         while not self.stopping:
             count = self._claim()
             if not count:
                 return
             sent = self.reactor.seconds()
-            poll = queue._transport.run(queue._pop_call(self._wait_budget(), lease,
-                                                        count if plan.prefetch > 1 else None,
-                                                        self.group or ""))
+            poll = queue._transport.run(self._poll_call(count))
             self._polls.add(poll)
             try:
                 batch: List[Message] = await poll
-                attempt = 0
+                reconnects.answered()
             except (ClientError, ConnectionFailed, defer.CancelledError) as exc:
                 self._unclaim(count)
                 if self.stopping:
@@ -730,8 +688,7 @@ class _TxWorker:
                 if not _unavailable(exc):
                     raise
                 log.warn("Worker of {queue}: {error}; reconnecting", queue=queue.name, error=exc)
-                await _sleep(self.reactor, backoff.delay(attempt))
-                attempt += 1
+                await _sleep(self.reactor, reconnects.pause())
                 continue
             finally:
                 self._polls.discard(poll)
@@ -745,7 +702,7 @@ class _TxWorker:
                     await self._give_back(batch[index:])
                     self._unclaim(len(batch) - index)
                     return
-                if index and self.reactor.seconds() > sent + lease - margin:
+                if self._too_late(index, sent):
                     self._unclaim(1)
                     continue
                 await self._handle(message)
@@ -755,13 +712,13 @@ class _TxWorker:
         keeper = self._keeper
         assert keeper is not None
         keeper.watch(message)
-        self._busy += 1
+        self._started()
         try:
             await _call_handler(self.handler, message)
         except Exception:
             keeper.forget(message)
             delay = self.plan.retry_delay_for(message.deliveries)
-            if self._max_receives is not None and message.deliveries >= self._max_receives:
+            if self._last_delivery(message):
                 log.failure("Handler failed on {key} of {queue} (delivery {deliveries} of {max_receives}): "
                             "to the dead letters", key=message.key, queue=queue.name,
                             deliveries=message.deliveries, max_receives=self._max_receives)
@@ -774,9 +731,7 @@ class _TxWorker:
             keeper.forget(message)
             await self._settle("ack", message, None)
         finally:
-            self._busy -= 1
-            self.processed += 1
-            self._last_work = self.reactor.seconds()
+            self._count()
 
     async def _settle(self, action: str, message: Message, delay: Optional[float]) -> None:
         try:
