@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
                                 ConnectionFailed, DeadLetter, Message, Receipt, WorkPlan, _BrokerCalls, _Call,
                                 _Consuming, _Endpoint, _MultiQueue, _NoAnswer, _NotSent, _plan, _QueueCalls,
-                                _Reconnects, _Retries, _Subscription, _unavailable, _Working, _DENIED,
-                                _QUEUES, _READY, _SETTINGS_ERRORS, _STATS)
+                                _Reconnects, _Retries, _Subscription, _unavailable, _worker_decorator,
+                                _Working, _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS, _STATS)
 
 __all__ = ["Queue", "Broker"]
 
@@ -395,15 +395,7 @@ class Queue(_QueueCalls):
         """HotQueue's decorator: ``@queue.worker`` or ``@queue.worker(limit=10, ...)``;
         calling the decorated function runs :meth:`work` with it (and answers how
         many messages it handled)."""
-        def decorate(function: Callable[[Message], Any]) -> Callable[..., int]:
-            def run(**more: Any) -> int:
-                return self.work(function, **dict(options, **more))
-            run.__name__ = getattr(function, "__name__", "worker")
-            run.__doc__ = function.__doc__
-            run.handler = function  # type: ignore[attr-defined]
-            return run
-
-        return decorate if handler is None else decorate(handler)
+        return _worker_decorator(self, handler, options)
 
     def _lease_seconds(self, group: Optional[str] = None) -> float:
         """The queue's lease, read once by a loop that must know when leases end."""
@@ -643,11 +635,9 @@ class Consumption(_Consuming["Queue"]):
                 return taken[0]
 
     def _settle_current(self, done: bool) -> None:
-        current, self._current = self._current, None
+        current = self._let_go()
         if current is None:
             return
-        if self._keeper is not None:
-            self._keeper.forget(current)
         try:
             if done:
                 self.queue.ack(current)

@@ -347,6 +347,21 @@ class WorkPlan:
 _SETTINGS_ERRORS = (ClientError, ConnectionFailed, KeyError, TypeError, ValueError)
 
 
+def _worker_decorator(queue: Any, handler: Optional[Callable[[Message], Any]],
+                      options: Dict[str, Any]) -> Any:
+    """HotQueue's ``@queue.worker`` for either flavour: calling the decorated
+    function runs ``queue.work`` with it (and the decorator's options)."""
+    def decorate(function: Callable[[Message], Any]) -> Callable[..., Any]:
+        def run(**more: Any) -> Any:
+            return queue.work(function, **dict(options, **more))
+        run.__name__ = getattr(function, "__name__", "worker")
+        run.__doc__ = function.__doc__
+        run.handler = function  # type: ignore[attr-defined]
+        return run
+
+    return decorate if handler is None else decorate(handler)
+
+
 def _plan(lease: Optional[float], concurrency: int, idle_timeout: Optional[float], limit: Optional[int],
           retry_delay: float, backoff: float, max_retry_delay: float, prefetch: int) -> WorkPlan:
     return WorkPlan(lease, concurrency, idle_timeout, limit, retry_delay, backoff, max_retry_delay, prefetch)
@@ -817,8 +832,17 @@ class _Consuming(Generic[_Q]):
         self._lease_length = lease
         self._closed = False
 
+    _keeper: Any = None  # the flavour's lease keeper, once a message is held
+
     def _now(self) -> float:
         raise NotImplementedError
+
+    def _let_go(self) -> Optional[Message]:
+        """The message the loop was on (None: none), from now on no longer kept leased."""
+        current, self._current = self._current, None
+        if current is not None and self._keeper is not None:
+            self._keeper.forget(current)
+        return current
 
     def _skipped(self, message: Message) -> None:
         """A prefetched message whose lease ran out while it waited (it comes back by itself)."""

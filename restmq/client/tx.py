@@ -19,8 +19,9 @@ from twisted.python.failure import Failure
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
                                 ConnectionFailed, Message, Receipt, WorkPlan, _BrokerCalls, _Call, _Consuming,
                                 _Endpoint, _failure, _MultiQueue, _NoAnswer, _NotSent, _plan, _QueueCalls,
-                                _Reconnects, _Retries, _SSEParser, _Subscription, _unavailable, _Working,
-                                _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS, _STATS)
+                                _Reconnects, _Retries, _SSEParser, _Subscription, _unavailable,
+                                _worker_decorator, _Working, _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS,
+                                _STATS)
 
 __all__ = ["TxQueue", "TxBroker", "TxConsumption"]
 
@@ -326,15 +327,7 @@ class TxQueue(_QueueCalls):
     def worker(self, handler: Optional[Callable[[Message], Any]] = None, **options: Any) -> Any:
         """``@queue.worker`` / ``@queue.worker(limit=10)``: calling the decorated
         function runs :meth:`work` with it (a Deferred)."""
-        def decorate(function: Callable[[Message], Any]) -> Callable[..., defer.Deferred]:
-            def run(**more: Any) -> defer.Deferred:
-                return self.work(function, **dict(options, **more))
-            run.__name__ = getattr(function, "__name__", "worker")
-            run.__doc__ = function.__doc__
-            run.handler = function  # type: ignore[attr-defined]
-            return run
-
-        return decorate if handler is None else decorate(handler)
+        return _worker_decorator(self, handler, options)
 
     async def _lease_seconds(self, group: Optional[str] = None) -> float:
         try:
@@ -537,11 +530,9 @@ class TxConsumption(_Consuming["TxQueue"]):
         return None
 
     async def _settle_current(self, done: bool) -> None:
-        current, self._current = self._current, None
+        current = self._let_go()
         if current is None:
             return
-        if self._keeper is not None:
-            self._keeper.forget(current)
         try:
             if done:
                 await self.queue.ack(current)
