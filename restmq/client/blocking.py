@@ -241,12 +241,7 @@ class Queue(_QueueCalls):
         :raises ClientError: the broker refused (e.g. 429 queue_full, 413 message_too_large).
         """
         calls = self._put_calls(messages, ttl, delay, idempotency_key, attributes, ordering_key)
-        if len(messages) == 1:
-            return self._execute(calls[0])
-        keys: List[str] = []
-        for call in calls:
-            keys += self._execute(call)
-        return keys
+        return self._put_answer([self._execute(call) for call in calls], len(messages) == 1)
 
     # consuming
 

@@ -1,10 +1,12 @@
 """What the blocking and the Twisted clients share: the HTTP call each operation
-makes and how its answer is read, which failures may be retried, the worker's
-retry schedule, the broker's address, the SSE parser.
+makes and how its answer is read, the broker's address and which failures are
+tried again, the calls of a queue, of a broker and of several queues at once,
+and what the loops (consume, work, subscribe) keep and decide: reconnection
+pauses, prefetched messages, claims and idleness, the SSE stream's resume point.
 
-Nothing here sends a byte; :mod:`restmq.client.blocking` and
-:mod:`restmq.client.tx` do, each with its own transport and loops, so that the
-two flavours keep the same names and the same semantics.
+Nothing here sends a byte or waits; :mod:`restmq.client.blocking` and
+:mod:`restmq.client.tx` do, each with its own transport, so that the two
+flavours keep the same names and the same semantics.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orjson
 
 __all__ = ["ClientError", "ConnectionFailed", "RequestTimeout", "Message", "DeadLetter", "Receipt",
            "DEFAULT_URL", "LONG_POLL_STEP", "BATCH_SIZE", "STREAM_IDLE", "Backoff", "WorkPlan"]
+
 
 DEFAULT_URL = "http://127.0.0.1:8888"
 #: a long-poll asks for at most this many seconds at a time (the server's max_wait is 60 by default)
@@ -41,6 +44,8 @@ _UNAVAILABLE = (502, 503, 504)
 #: refusals that defaults would not cure (a bad group name, no credentials, no access)
 _DENIED = (400, 401, 403)
 
+
+# What a user meets: errors and messages
 
 class ClientError(Exception):
     """RestMQ answered with an error: its HTTP status, error code and message."""
@@ -64,37 +69,6 @@ class ConnectionFailed(ConnectionError):
 
 class RequestTimeout(ConnectionFailed, TimeoutError):
     """The broker did not answer within the client's timeout."""
-
-
-class _NotSent(Exception):
-    """The request never reached the broker in full: any call may be sent again."""
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-
-
-class _NoAnswer(Exception):
-    """The request went out but no answer came back: only an idempotent call may be sent again."""
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-
-
-def _failure(url: str, cause: BaseException,
-             timeouts: Tuple[Type[BaseException], ...] = ()) -> ConnectionFailed:
-    """What a call that got no answer raises: RequestTimeout when ``cause`` is a
-    timeout (Python's, or one of the transport's ``timeouts``)."""
-    if isinstance(cause, (TimeoutError,) + timeouts):
-        return RequestTimeout(url, cause)
-    return ConnectionFailed(url, cause)
-
-
-def _unavailable(exc: BaseException) -> bool:
-    """Errors a loop rides out by reconnecting: the broker is away, restarting, or
-    cannot reach Redis."""
-    if isinstance(exc, ClientError):
-        return exc.status in _UNAVAILABLE
-    return isinstance(exc, ConnectionFailed)
 
 
 @attr.s(frozen=True)
@@ -171,6 +145,8 @@ class DeadLetter:
 
 Receipt = Union[str, Message]
 
+
+# One HTTP call, and how its request is written and its answer read
 
 @attr.s(frozen=True, auto_attribs=True)
 class _Call:
@@ -285,6 +261,29 @@ def _setting_value(value: Any) -> Any:
     raise TypeError("settings are numbers or strings, not %s" % type(value).__name__)
 
 
+def _receipt_items(receipts: Sequence[Any]) -> List[Any]:
+    """The messages or receipts of ack(m1, m2) or ack([m1, m2])."""
+    items = list(receipts)
+    if len(items) == 1 and isinstance(items[0], (list, tuple)):
+        items = list(items[0])
+    return items
+
+
+def _receipt_texts(action: str, receipts: Sequence[Any]) -> List[str]:
+    """Receipts from Message objects or strings: ack(m1, m2) or ack([m1, m2])."""
+    texts: List[str] = []
+    for item in _receipt_items(receipts):
+        text = item.receipt if isinstance(item, Message) else item
+        if not isinstance(text, str) or not text:
+            raise ValueError("%s() needs receipts (messages from reserve())" % action)
+        texts.append(text)
+    if not texts:
+        raise ValueError("%s() needs receipts (messages from reserve())" % action)
+    return texts
+
+
+# The broker's address, and which failures of a call are tried again
+
 @attr.s(auto_attribs=True)
 class Backoff:
     """Exponential backoff with jitter: ``first`` seconds, doubling, at most ``cap``."""
@@ -297,74 +296,6 @@ class Backoff:
         base = min(self.cap, self.first * (2 ** min(attempt, 30)))
         # jitter: many clients cut off by one broker restart do not come back in step
         return base * (0.5 + random.random() / 2)
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class WorkPlan:
-    """What :meth:`Queue.work` was asked to do, checked once.
-
-    A failed message is given back with a delay of ``retry_delay * backoff **
-    (deliveries - 1)`` seconds, at most ``max_retry_delay``.
-    """
-
-    lease: Optional[float] = None
-    concurrency: int = 1
-    idle_timeout: Optional[float] = None
-    limit: Optional[int] = None
-    retry_delay: float = 1.0
-    backoff: float = 2.0
-    max_retry_delay: float = 300.0
-    prefetch: int = 1
-
-    def __attrs_post_init__(self) -> None:
-        if self.lease is not None and self.lease <= 0:
-            raise ValueError("lease must be positive seconds")
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.idle_timeout is not None and self.idle_timeout < 0:
-            raise ValueError("idle_timeout must be 0 or more seconds")
-        if self.limit is not None and self.limit < 0:
-            raise ValueError("limit must be 0 or more")
-        if self.retry_delay < 0 or self.backoff < 1 or self.max_retry_delay < 0:
-            raise ValueError("retry_delay and max_retry_delay must be >= 0 and backoff >= 1")
-        if not 1 <= self.prefetch <= BATCH_SIZE:
-            raise ValueError("prefetch must be 1 to %d" % BATCH_SIZE)
-
-    def retry_delay_for(self, deliveries: int) -> float:
-        """Seconds before a message that failed on its ``deliveries``-th delivery comes back."""
-        exponent = max(0, deliveries - 1)
-        if self.backoff > 1 and exponent > 64:
-            return self.max_retry_delay
-        return min(self.max_retry_delay, self.retry_delay * self.backoff ** exponent)
-
-    @staticmethod
-    def extend_every(lease: float) -> float:
-        """How often a running handler's lease is extended: well before it ends."""
-        return max(0.05, lease / 3.0)
-
-
-#: what reading a queue's settings may meet, after which a loop goes on with defaults
-_SETTINGS_ERRORS = (ClientError, ConnectionFailed, KeyError, TypeError, ValueError)
-
-
-def _worker_decorator(queue: Any, handler: Optional[Callable[[Message], Any]],
-                      options: Dict[str, Any]) -> Any:
-    """HotQueue's ``@queue.worker`` for either flavour: calling the decorated
-    function runs ``queue.work`` with it (and the decorator's options)."""
-    def decorate(function: Callable[[Message], Any]) -> Callable[..., Any]:
-        def run(**more: Any) -> Any:
-            return queue.work(function, **dict(options, **more))
-        run.__name__ = getattr(function, "__name__", "worker")
-        run.__doc__ = function.__doc__
-        run.handler = function  # type: ignore[attr-defined]
-        return run
-
-    return decorate if handler is None else decorate(handler)
-
-
-def _plan(lease: Optional[float], concurrency: int, idle_timeout: Optional[float], limit: Optional[int],
-          retry_delay: float, backoff: float, max_retry_delay: float, prefetch: int) -> WorkPlan:
-    return WorkPlan(lease, concurrency, idle_timeout, limit, retry_delay, backoff, max_retry_delay, prefetch)
 
 
 class _Endpoint:
@@ -411,6 +342,37 @@ class _Endpoint:
 
     def read_timeout(self, call: _Call) -> float:
         return self.timeout + call.wait
+
+
+class _NotSent(Exception):
+    """The request never reached the broker in full: any call may be sent again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+
+
+class _NoAnswer(Exception):
+    """The request went out but no answer came back: only an idempotent call may be sent again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+
+
+def _failure(url: str, cause: BaseException,
+             timeouts: Tuple[Type[BaseException], ...] = ()) -> ConnectionFailed:
+    """What a call that got no answer raises: RequestTimeout when ``cause`` is a
+    timeout (Python's, or one of the transport's ``timeouts``)."""
+    if isinstance(cause, (TimeoutError,) + timeouts):
+        return RequestTimeout(url, cause)
+    return ConnectionFailed(url, cause)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Errors a loop rides out by reconnecting: the broker is away, restarting, or
+    cannot reach Redis."""
+    if isinstance(exc, ClientError):
+        return exc.status in _UNAVAILABLE
+    return isinstance(exc, ConnectionFailed)
 
 
 def retry_after_answer(call: _Call, status: int, attempt: int, retries: int) -> bool:
@@ -470,26 +432,7 @@ class _Retries:
         return pause
 
 
-def _receipt_items(receipts: Sequence[Any]) -> List[Any]:
-    """The messages or receipts of ack(m1, m2) or ack([m1, m2])."""
-    items = list(receipts)
-    if len(items) == 1 and isinstance(items[0], (list, tuple)):
-        items = list(items[0])
-    return items
-
-
-def _receipt_texts(action: str, receipts: Sequence[Any]) -> List[str]:
-    """Receipts from Message objects or strings: ack(m1, m2) or ack([m1, m2])."""
-    texts: List[str] = []
-    for item in _receipt_items(receipts):
-        text = item.receipt if isinstance(item, Message) else item
-        if not isinstance(text, str) or not text:
-            raise ValueError("%s() needs receipts (messages from reserve())" % action)
-        texts.append(text)
-    if not texts:
-        raise ValueError("%s() needs receipts (messages from reserve())" % action)
-    return texts
-
+# The calls of one queue, of a broker, of several queues at once
 
 class _QueueCalls:
     """The calls of one queue, shared by :class:`Queue` and :class:`TxQueue`."""
@@ -603,6 +546,16 @@ class _QueueCalls:
             return [post(_answer("key"), _form(value=texts[0]), _FORM, 0)]
         return [post(_answer("keys"), orjson.dumps(batch), _JSON, index)
                 for index, batch in enumerate(batches)]
+
+    @staticmethod
+    def _put_answer(answers: List[Any], single: bool) -> Any:
+        """What put() answers from its calls' answers: one message's key, or every key in order."""
+        if single:
+            return answers[0]
+        keys: List[str] = []
+        for answer in answers:
+            keys += answer
+        return keys
 
     def _pop_call(self, wait: float, lease: Optional[float], count: Optional[int] = None,
                   group: Optional[str] = None) -> _Call:
@@ -806,6 +759,67 @@ class _BrokerCalls(Generic[_Q]):
         return queue
 
 
+def _queue_names(queues: Union[str, Iterable[str]]) -> List[str]:
+    names = [queues] if isinstance(queues, str) else list(queues)
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise ValueError("queues is a list of queue names")
+    return names
+
+
+class _MultiQueue(_QueueCalls):
+    """The calls of ``/take?queues=`` and ``/sse/?queues=``, mixed into a queue
+    client of either flavour: each message answers from its own queue, and is
+    settled there (by the broker's client of that queue)."""
+
+    def __init__(self, broker: _BrokerCalls[Any], queues: List[str], group: Optional[str]) -> None:
+        names = _queue_names(queues)
+        super().__init__(",".join(names), group=group, **broker._client_options())
+        self._names = names
+        self._broker = broker
+
+    def _pop_path(self) -> str:
+        return "/take"
+
+    def _stream_path(self) -> str:
+        return "/sse/"
+
+    def _pop_query(self) -> List[Tuple[str, str]]:
+        return [("queues", ",".join(self._names))]
+
+    def _owner_for(self, payload: Dict[str, Any]) -> Any:
+        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)
+
+
+_QUEUES = _Call("GET", "/q/", _answer("queues"))
+_STATS = _Call("GET", "/stats/", _json)
+# a readiness probe answers what it sees now: a 503 is the answer, not a reason to retry
+_READY = _Call("GET", "/health/ready", _json, idempotent=False)
+
+
+# What the loops decide, whichever way they wait: consume, work, subscribe
+
+class _Reconnects:
+    """The pauses of a loop that rides out an unavailable broker (consume, work,
+    subscribe): 0.1 s, doubling with jitter up to RECONNECT_CAP, from the start
+    again once the broker answers."""
+
+    def __init__(self) -> None:
+        self.backoff = Backoff(0.1, RECONNECT_CAP)
+        self.attempt = 0
+
+    def answered(self) -> None:
+        self.attempt = 0
+
+    def pause(self) -> float:
+        pause = self.backoff.delay(self.attempt)
+        self.attempt += 1
+        return pause
+
+
+#: what reading a queue's settings may meet, after which a loop goes on with defaults
+_SETTINGS_ERRORS = (ClientError, ConnectionFailed, KeyError, TypeError, ValueError)
+
+
 def _held_until(sent: float, lease: float) -> float:
     """When a message reserved at ``sent`` for ``lease`` seconds is no longer worth
     starting: a little before its lease ends (half a second, a tenth of a short lease)."""
@@ -875,6 +889,70 @@ class _Consuming(Generic[_Q]):
         ``length`` seconds, each until its lease is nearly over."""
         deadline = _held_until(sent, length)
         self._pending = [(message, deadline) for message in taken[1:]]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class WorkPlan:
+    """What :meth:`Queue.work` was asked to do, checked once.
+
+    A failed message is given back with a delay of ``retry_delay * backoff **
+    (deliveries - 1)`` seconds, at most ``max_retry_delay``.
+    """
+
+    lease: Optional[float] = None
+    concurrency: int = 1
+    idle_timeout: Optional[float] = None
+    limit: Optional[int] = None
+    retry_delay: float = 1.0
+    backoff: float = 2.0
+    max_retry_delay: float = 300.0
+    prefetch: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.lease is not None and self.lease <= 0:
+            raise ValueError("lease must be positive seconds")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.idle_timeout is not None and self.idle_timeout < 0:
+            raise ValueError("idle_timeout must be 0 or more seconds")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError("limit must be 0 or more")
+        if self.retry_delay < 0 or self.backoff < 1 or self.max_retry_delay < 0:
+            raise ValueError("retry_delay and max_retry_delay must be >= 0 and backoff >= 1")
+        if not 1 <= self.prefetch <= BATCH_SIZE:
+            raise ValueError("prefetch must be 1 to %d" % BATCH_SIZE)
+
+    def retry_delay_for(self, deliveries: int) -> float:
+        """Seconds before a message that failed on its ``deliveries``-th delivery comes back."""
+        exponent = max(0, deliveries - 1)
+        if self.backoff > 1 and exponent > 64:
+            return self.max_retry_delay
+        return min(self.max_retry_delay, self.retry_delay * self.backoff ** exponent)
+
+    @staticmethod
+    def extend_every(lease: float) -> float:
+        """How often a running handler's lease is extended: well before it ends."""
+        return max(0.05, lease / 3.0)
+
+
+def _plan(lease: Optional[float], concurrency: int, idle_timeout: Optional[float], limit: Optional[int],
+          retry_delay: float, backoff: float, max_retry_delay: float, prefetch: int) -> WorkPlan:
+    return WorkPlan(lease, concurrency, idle_timeout, limit, retry_delay, backoff, max_retry_delay, prefetch)
+
+
+def _worker_decorator(queue: Any, handler: Optional[Callable[[Message], Any]],
+                      options: Dict[str, Any]) -> Any:
+    """HotQueue's ``@queue.worker`` for either flavour: calling the decorated
+    function runs ``queue.work`` with it (and the decorator's options)."""
+    def decorate(function: Callable[[Message], Any]) -> Callable[..., Any]:
+        def run(**more: Any) -> Any:
+            return queue.work(function, **dict(options, **more))
+        run.__name__ = getattr(function, "__name__", "worker")
+        run.__doc__ = function.__doc__
+        run.handler = function  # type: ignore[attr-defined]
+        return run
+
+    return decorate if handler is None else decorate(handler)
 
 
 class _Working(Generic[_Q]):
@@ -973,37 +1051,6 @@ class _Working(Generic[_Q]):
             self._last_work = self._now()
 
 
-def _queue_names(queues: Union[str, Iterable[str]]) -> List[str]:
-    names = [queues] if isinstance(queues, str) else list(queues)
-    if not names or not all(isinstance(name, str) and name for name in names):
-        raise ValueError("queues is a list of queue names")
-    return names
-
-
-class _MultiQueue(_QueueCalls):
-    """The calls of ``/take?queues=`` and ``/sse/?queues=``, mixed into a queue
-    client of either flavour: each message answers from its own queue, and is
-    settled there (by the broker's client of that queue)."""
-
-    def __init__(self, broker: _BrokerCalls[Any], queues: List[str], group: Optional[str]) -> None:
-        names = _queue_names(queues)
-        super().__init__(",".join(names), group=group, **broker._client_options())
-        self._names = names
-        self._broker = broker
-
-    def _pop_path(self) -> str:
-        return "/take"
-
-    def _stream_path(self) -> str:
-        return "/sse/"
-
-    def _pop_query(self) -> List[Tuple[str, str]]:
-        return [("queues", ",".join(self._names))]
-
-    def _owner_for(self, payload: Dict[str, Any]) -> Any:
-        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)
-
-
 class _SSEParser:
     """Splits a text/event-stream into (event, id, data) as bytes arrive; ``retry``
     keeps the reconnection delay the server asked for (milliseconds)."""
@@ -1039,24 +1086,6 @@ class _SSEParser:
                 self._event = value
             elif name == "retry" and value.isdigit():
                 self.retry = int(value)
-
-
-class _Reconnects:
-    """The pauses of a loop that rides out an unavailable broker (consume, work,
-    subscribe): 0.1 s, doubling with jitter up to RECONNECT_CAP, from the start
-    again once the broker answers."""
-
-    def __init__(self) -> None:
-        self.backoff = Backoff(0.1, RECONNECT_CAP)
-        self.attempt = 0
-
-    def answered(self) -> None:
-        self.attempt = 0
-
-    def pause(self) -> float:
-        pause = self.backoff.delay(self.attempt)
-        self.attempt += 1
-        return pause
 
 
 class _Subscription(_Reconnects):
@@ -1108,9 +1137,3 @@ class _Subscription(_Reconnects):
             self.attempt += 1
             return self.retry_ms / 1000.0
         return super().pause()
-
-
-_QUEUES = _Call("GET", "/q/", _answer("queues"))
-_STATS = _Call("GET", "/stats/", _json)
-# a readiness probe answers what it sees now: a 503 is the answer, not a reason to retry
-_READY = _Call("GET", "/health/ready", _json, idempotent=False)

@@ -184,12 +184,7 @@ class TxQueue(_QueueCalls):
         calls = self._put_calls(messages, ttl, delay, idempotency_key, attributes, ordering_key)
 
         async def run() -> Any:
-            if len(messages) == 1:
-                return await self._run(calls[0])
-            keys: List[str] = []
-            for call in calls:
-                keys += await self._run(call)
-            return keys
+            return self._put_answer([await self._run(call) for call in calls], len(messages) == 1)
 
         return defer.ensureDeferred(run())
 
