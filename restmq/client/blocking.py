@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
                                 ConnectionFailed, DeadLetter, Message, Receipt, WorkPlan, _BrokerCalls, _Call,
@@ -184,7 +184,26 @@ class _Transport:
             raise
 
 
-class Queue(_QueueCalls):
+_Self = TypeVar("_Self", bound="_Closing")
+
+
+class _Closing:
+    """A client of its transport's connections, and a context manager that closes them."""
+
+    _transport: _Transport
+
+    def close(self) -> None:
+        """Close the idle keep-alive connections."""
+        self._transport.close()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class Queue(_Closing, _QueueCalls):
     """One queue of a RestMQ broker, over blocking HTTP (http.client).
 
     :param serializer: an object with ``dumps``/``loads`` (``json``, ``pickle``);
@@ -212,16 +231,6 @@ class Queue(_QueueCalls):
 
     def _execute(self, call: _Call, cancel: Optional[threading.Event] = None) -> Any:
         return self._transport.execute(call, cancel)
-
-    def close(self) -> None:
-        """Close the idle keep-alive connections."""
-        self._transport.close()
-
-    def __enter__(self) -> "Queue":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     # producing
 
@@ -843,7 +852,7 @@ class _Worker(_Working["Queue"]):
             log.warning("Could not give back %d message(s): %s", len(messages), exc)
 
 
-class Broker(_BrokerCalls["Queue"]):
+class Broker(_Closing, _BrokerCalls["Queue"]):
     """What spans queues (blocking): their names, everyone's stats, readiness, and
     taking from several queues at once (``/take``, ``/sse/?queues=``).
 
@@ -889,15 +898,6 @@ class Broker(_BrokerCalls["Queue"]):
     def ready(self) -> Dict[str, Any]:
         """/health/ready: raises ClientError (503) when the broker cannot reach Redis."""
         return self._transport.execute(_READY)
-
-    def close(self) -> None:
-        self._transport.close()
-
-    def __enter__(self) -> "Broker":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
 
 class _Take(_MultiQueue, Queue):

@@ -389,13 +389,17 @@ class _Retries:
 
     :param timeouts: the transport's own timeout errors (beside Python's), which
         make a failure a :class:`RequestTimeout`.
+    :param chain_cause: whether a ConnectionFailed raised here also names its
+        ``cause`` as ``__cause__`` (the blocking client's way; the Twisted
+        client's tracebacks leave it out).
     """
 
-    def __init__(self, endpoint: _Endpoint, call: _Call,
-                 timeouts: Tuple[Type[BaseException], ...] = ()) -> None:
+    def __init__(self, endpoint: _Endpoint, call: _Call, timeouts: Tuple[Type[BaseException], ...] = (),
+                 chain_cause: bool = True) -> None:
         self.endpoint = endpoint
         self.call = call
         self.timeouts = timeouts
+        self.chain_cause = chain_cause
         self.attempt = 0
 
     def failure(self, cause: BaseException) -> ConnectionFailed:
@@ -407,7 +411,7 @@ class _Retries:
         :raises ConnectionFailed: the request went out and the call must not be sent twice.
         """
         if isinstance(failed, _NoAnswer) and not self.call.idempotent:
-            raise self.failure(failed.cause) from failed.cause
+            raise self.failure(failed.cause) from self._chained(failed.cause)
         return failed.cause
 
     def retry_after(self, status: int, body: bytes) -> Optional[ClientError]:
@@ -426,10 +430,13 @@ class _Retries:
         if self.attempt >= self.endpoint.retries or stopping:
             if isinstance(cause, ClientError):
                 raise cause
-            raise self.failure(cause) from cause
+            raise self.failure(cause) from self._chained(cause)
         pause = self.endpoint.backoff.delay(self.attempt)
         self.attempt += 1
         return pause
+
+    def _chained(self, cause: BaseException) -> Optional[BaseException]:
+        return cause if self.chain_cause else None
 
 
 # The calls of one queue, of a broker, of several queues at once

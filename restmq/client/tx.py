@@ -113,7 +113,7 @@ class _TxTransport:
         return response.code, body
 
     async def execute(self, call: _Call) -> Any:
-        retries = _Retries(self.endpoint, call, _TIMEOUTS)
+        retries = _Retries(self.endpoint, call, _TIMEOUTS, chain_cause=False)
         while True:
             try:
                 status, body = await self.exchange(call)
