@@ -20,9 +20,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Ty
 
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
                                 ConnectionFailed, DeadLetter, Message, Receipt, WorkPlan, _BrokerCalls, _Call,
-                                _Consuming, _Endpoint, _MultiQueue, _NoAnswer, _NotSent, _plan, _QueueCalls,
-                                _Reconnects, _Retries, _Subscription, _unavailable, _worker_decorator,
-                                _Working, _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS, _STATS)
+                                _Consuming, _Endpoint, _LeaseKeeping, _MultiQueue, _NoAnswer, _NotSent, _plan,
+                                _QueueCalls, _Reconnects, _Retries, _Subscription, _unavailable,
+                                _worker_decorator, _Working, _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS,
+                                _STATS)
 
 __all__ = ["Queue", "Broker"]
 
@@ -49,7 +50,8 @@ def _dropped(connection: http.client.HTTPConnection) -> bool:
 
 
 class _Transport:
-    """The keep-alive connections of one client and the retry rules."""
+    """The keep-alive connections of one client, and how it sends a call and waits
+    for the answer (:class:`core._Retries` decides what is sent again)."""
 
     def __init__(self, endpoint: _Endpoint) -> None:
         self.endpoint = endpoint
@@ -511,7 +513,7 @@ class Queue(_Closing, _QueueCalls):
         return self._execute(self._field_call("control", "status", "status", "start"))
 
 
-class _LeaseKeeper:
+class _LeaseKeeper(_LeaseKeeping["Queue"]):
     """Extends the leases of the messages being handled, from a thread of its own.
 
     It ticks every sixth of the lease and extends what was taken a third of a
@@ -519,10 +521,7 @@ class _LeaseKeeper:
     """
 
     def __init__(self, queue: Queue, lease: float, group: Optional[str] = None) -> None:
-        self.queue = queue
-        self.lease = lease
-        self.group = group
-        self.every = WorkPlan.extend_every(lease)
+        super().__init__(queue, lease, group)
         self._due: Dict[str, float] = {}
         self._stop = threading.Event()
         self._starting = threading.Lock()

@@ -947,6 +947,18 @@ def _plan(lease: Optional[float], concurrency: int, idle_timeout: Optional[float
     return WorkPlan(lease, concurrency, idle_timeout, limit, retry_delay, backoff, max_retry_delay, prefetch)
 
 
+class _LeaseKeeping(Generic[_Q]):
+    """What both lease keepers know (a thread of its own, reactor timers): the
+    queue and group whose leases they extend, by ``lease`` seconds each time, and
+    how often (:meth:`WorkPlan.extend_every`)."""
+
+    def __init__(self, queue: _Q, lease: float, group: Optional[str] = None) -> None:
+        self.queue = queue
+        self.lease = lease
+        self.group = group
+        self.every = WorkPlan.extend_every(lease)
+
+
 def _worker_decorator(queue: Any, handler: Optional[Callable[[Message], Any]],
                       options: Dict[str, Any]) -> Any:
     """HotQueue's ``@queue.worker`` for either flavour: calling the decorated

@@ -18,8 +18,8 @@ from twisted.python.failure import Failure
 
 from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
                                 ConnectionFailed, Message, Receipt, WorkPlan, _BrokerCalls, _Call, _Consuming,
-                                _Endpoint, _failure, _MultiQueue, _NoAnswer, _NotSent, _plan, _QueueCalls,
-                                _Reconnects, _Retries, _SSEParser, _Subscription, _unavailable,
+                                _Endpoint, _failure, _LeaseKeeping, _MultiQueue, _NoAnswer, _NotSent, _plan,
+                                _QueueCalls, _Reconnects, _Retries, _SSEParser, _Subscription, _unavailable,
                                 _worker_decorator, _Working, _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS,
                                 _STATS)
 
@@ -48,7 +48,8 @@ def _sleep(reactor: Any, seconds: float) -> defer.Deferred:
 
 
 class _TxTransport:
-    """One client's connection pool and its retry rules (those of the blocking client)."""
+    """One client's connection pool, and how it sends a call and waits for the answer
+    (:class:`core._Retries` decides what is sent again, as for the blocking client)."""
 
     def __init__(self, endpoint: _Endpoint, pool: Any, reactor: Any) -> None:
         import treq.client
@@ -397,14 +398,11 @@ class TxQueue(_QueueCalls):
         return self._execute(self._field_call("control", "status", "status", "start"))
 
 
-class _TxLeaseKeeper:
+class _TxLeaseKeeper(_LeaseKeeping["TxQueue"]):
     """Extends the lease of each message being handled every third of the lease."""
 
     def __init__(self, queue: TxQueue, lease: float, group: Optional[str] = None) -> None:
-        self.queue = queue
-        self.lease = lease
-        self.group = group
-        self.every = WorkPlan.extend_every(lease)
+        super().__init__(queue, lease, group)
         self._timers: Dict[str, Any] = {}
 
     def watch(self, message: Message) -> None:
