@@ -837,6 +837,8 @@ class _Consuming(Generic[_Q]):
     """What :class:`Consumption` and :class:`TxConsumption` share: their options,
     the prefetched messages that wait their turn leased, and the poll of each step."""
 
+    _keeper: Any = None  # the flavour's lease keeper, once a message is held
+
     def __init__(self, queue: _Q, ack: bool, timeout: Optional[float], lease: Optional[float],
                  prefetch: int, messages: bool, group: Optional[str] = None) -> None:
         if not 1 <= prefetch <= 1000:
@@ -852,8 +854,6 @@ class _Consuming(Generic[_Q]):
         self._pending: List[Tuple[Message, float]] = []
         self._lease_length = lease
         self._closed = False
-
-    _keeper: Any = None  # the flavour's lease keeper, once a message is held
 
     def _now(self) -> float:
         raise NotImplementedError
