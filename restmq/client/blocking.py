@@ -16,39 +16,20 @@ import socket
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
 
-import orjson
-
-from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, STREAM_IDLE, Backoff, ClientError,
-                                ConnectionFailed, DeadLetter, Message, Receipt, RequestTimeout, WorkPlan,
-                                _Call, _Endpoint, _error, _plan, _QueueCalls, _SSEParser, _QUEUES, _READY,
-                                _STATS, retry_after_answer)
+from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
+                                ConnectionFailed, DeadLetter, Message, Receipt, WorkPlan, _BrokerCalls, _Call,
+                                _Consuming, _Endpoint, _LeaseKeeping, _MultiQueue, _NoAnswer, _NotSent, _plan,
+                                _QueueCalls, _Reconnects, _Retries, _Subscription, _unavailable,
+                                _worker_decorator, _Working, _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS,
+                                _STATS)
 
 __all__ = ["Queue", "Broker"]
 
 log = logging.getLogger("restmq.client")
 
-#: idle keep-alive connections a client keeps (more threads open more, and close the extra)
-MAX_IDLE = 16
-#: how long the loops (consume, work, subscribe) wait before reconnecting, at most
-RECONNECT_CAP = 5.0
-
 _TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
-
-
-class _NotSent(Exception):
-    """The request never reached the broker in full: any call may be sent again."""
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-
-
-class _NoAnswer(Exception):
-    """The request went out but no answer came back: only an idempotent call may be sent again."""
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
 
 
 class _Cancelled(Exception):
@@ -69,7 +50,8 @@ def _dropped(connection: http.client.HTTPConnection) -> bool:
 
 
 class _Transport:
-    """The keep-alive connections of one client and the retry rules."""
+    """The keep-alive connections of one client, and how it sends a call and waits
+    for the answer (:class:`core._Retries` decides what is sent again)."""
 
     def __init__(self, endpoint: _Endpoint) -> None:
         self.endpoint = endpoint
@@ -170,32 +152,22 @@ class _Transport:
         :raises ClientError: the broker refused.
         :raises ConnectionFailed: it could not be reached, or did not answer.
         """
-        endpoint = self.endpoint
-        attempt = 0
+        retries = _Retries(self.endpoint, call)
         while True:
             try:
                 status, body = self.exchange(call, cancel=cancel)
-            except _NotSent as failed:
-                cause: BaseException = failed.cause
-            except _NoAnswer as failed:
-                cause = failed.cause
-                if not call.idempotent:
-                    raise _failure(endpoint.url, cause) from cause
+            except (_NotSent, _NoAnswer) as failed:
+                cause: BaseException = retries.unanswered(failed)
             else:
-                if not retry_after_answer(call, status, attempt, endpoint.retries):
+                refusal = retries.retry_after(status, body)
+                if refusal is None:
                     return call.parse(status, body)
-                cause = _error(status, body)
-            if attempt >= endpoint.retries or (cancel is not None and cancel.is_set()):
-                if isinstance(cause, ClientError):
-                    raise cause
-                raise _failure(endpoint.url, cause) from cause
-            pause = endpoint.backoff.delay(attempt)
-            attempt += 1
-            if cancel is not None:
-                if cancel.wait(pause):
-                    raise _failure(endpoint.url, cause) from cause
-            else:
+                cause = refusal
+            pause = retries.pause(cause, stopping=cancel is not None and cancel.is_set())
+            if cancel is None:
                 time.sleep(pause)
+            elif cancel.wait(pause):
+                raise retries.failure(cause) from cause
 
     def open_stream(self, call: _Call, headers: Dict[str, str]) -> Tuple[http.client.HTTPConnection,
                                                                          http.client.HTTPResponse]:
@@ -214,21 +186,26 @@ class _Transport:
             raise
 
 
-def _failure(url: str, cause: BaseException) -> ConnectionFailed:
-    if isinstance(cause, (socket.timeout, TimeoutError)):
-        return RequestTimeout(url, cause)
-    return ConnectionFailed(url, cause)
+_Self = TypeVar("_Self", bound="_Closing")
 
 
-def _unavailable(exc: BaseException) -> bool:
-    """Errors a loop rides out by reconnecting: the broker is away, restarting, or
-    cannot reach Redis."""
-    if isinstance(exc, ClientError):
-        return exc.status in (502, 503, 504)
-    return isinstance(exc, ConnectionFailed)
+class _Closing:
+    """A client of its transport's connections, and a context manager that closes them."""
+
+    _transport: _Transport
+
+    def close(self) -> None:
+        """Close the idle keep-alive connections."""
+        self._transport.close()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
-class Queue(_QueueCalls):
+class Queue(_Closing, _QueueCalls):
     """One queue of a RestMQ broker, over blocking HTTP (http.client).
 
     :param serializer: an object with ``dumps``/``loads`` (``json``, ``pickle``);
@@ -257,16 +234,6 @@ class Queue(_QueueCalls):
     def _execute(self, call: _Call, cancel: Optional[threading.Event] = None) -> Any:
         return self._transport.execute(call, cancel)
 
-    def close(self) -> None:
-        """Close the idle keep-alive connections."""
-        self._transport.close()
-
-    def __enter__(self) -> "Queue":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
     # producing
 
     def put(self, *messages: Any, ttl: Optional[int] = None, delay: Optional[float] = None,
@@ -285,23 +252,19 @@ class Queue(_QueueCalls):
         :raises ClientError: the broker refused (e.g. 429 queue_full, 413 message_too_large).
         """
         calls = self._put_calls(messages, ttl, delay, idempotency_key, attributes, ordering_key)
-        if len(messages) == 1:
-            return self._execute(calls[0])
-        keys: List[str] = []
-        for call in calls:
-            keys += self._execute(call)
-        return keys
+        return self._put_answer([self._execute(call) for call in calls], len(messages) == 1)
 
     # consuming
 
     def _pop(self, block: bool, timeout: Optional[float], lease: Optional[float],
-             count: Optional[int] = None, group: Optional[str] = None) -> List[Message]:
+             count: Optional[int] = None, group: Optional[str] = None) -> Any:
+        """A pop (``lease`` None) or a reserve: a Message or None, a list with ``count``."""
         deadline = self._pop_plan(block, timeout, time.monotonic())
         while True:
             wait = self._next_wait(deadline, time.monotonic())
             messages = self._execute(self._pop_call(wait, lease, count, group))
             if messages or (deadline is not None and time.monotonic() >= deadline):
-                return messages
+                return self._one_or_list(messages, count)
 
     def get(self, block: bool = False, timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
         """Take the oldest message's value; None when the queue is empty.
@@ -309,14 +272,13 @@ class Queue(_QueueCalls):
         :param block: wait for a message (long-poll), at most ``timeout`` seconds
             (None: as long as it takes).
         """
-        messages = self._pop(block, timeout, None, None, group)
-        return messages[0].value if messages else None
+        message = self._pop(block, timeout, None, None, group)
+        return None if message is None else message.value
 
     def get_message(self, block: bool = False, timeout: Optional[float] = None,
                     group: Optional[str] = None) -> Optional[Message]:
         """Like get(), with the message's key and attributes."""
-        messages = self._pop(block, timeout, None, None, group)
-        return messages[0] if messages else None
+        return self._pop(block, timeout, None, None, group)
 
     def reserve(self, lease: Optional[float] = None, count: Optional[int] = None, block: bool = False,
                 timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
@@ -327,8 +289,7 @@ class Queue(_QueueCalls):
             without it, one Message or None.
         :param block: wait (long-poll) up to ``timeout`` seconds (None: forever).
         """
-        messages = self._pop(block, timeout, lease if lease is not None else 0, count, group)
-        return self._one_or_list(messages, count)
+        return self._pop(block, timeout, lease if lease is not None else 0, count, group)
 
     def ack(self, *receipts: Receipt, group: Optional[str] = None) -> int:
         """Acknowledge reserved messages (Message objects or receipts); answers how many.
@@ -380,44 +341,33 @@ class Queue(_QueueCalls):
         :param messages: yield :class:`Message` objects instead of values.
         :param group: the stream of a consumer group (its members share the messages).
         """
-        group = self._group(group)
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
-        retry_ms: Optional[int] = None
+        stream = _Subscription(self, last_id, self._group(group))
+
+        def gap(data: str) -> None:
+            log.warning("Stream of %s resumed with a gap: %s", self.name, data)
+
         while True:
-            call, headers = self._stream_call(last_id, group)
-            parser = _SSEParser()
+            call, headers, parser = stream.connect()
             connection = None
             try:
                 connection, response = self._transport.open_stream(call, headers)
                 if response.status != 200:
-                    error = _error(response.status, response.read())
-                    if response.status not in (502, 503, 504):
-                        raise error
+                    error = stream.refusal(response.status, response.read())
                     log.warning("Stream of %s refused (%s); reconnecting", self.name, error)
                 else:
-                    attempt = 0
+                    stream.answered()
                     while True:
                         chunk = response.read1(65536)
                         if not chunk:
                             break
-                        for event, event_id, data in parser.feed(chunk):
-                            if event == "message":
-                                message = self._message(orjson.loads(data), group)
-                                last_id = event_id or message.key
-                                yield message if messages else message.value
-                            elif event == "gap":
-                                log.warning("Stream of %s resumed with a gap: %s", self.name, data)
+                        for message in stream.messages(parser, chunk, gap):
+                            yield message if messages else message.value
             except _TRANSPORT_ERRORS as exc:
                 log.warning("Stream of %s broke (%s); reconnecting", self.name, exc)
             finally:
                 if connection is not None:
                     connection.close()
-            retry_ms = parser.retry if parser.retry is not None else retry_ms
-            # the first reconnection waits what the broker asked for (retry:), later ones back off
-            pause = retry_ms / 1000.0 if attempt == 0 and retry_ms is not None else backoff.delay(attempt)
-            attempt += 1
-            time.sleep(pause)
+            time.sleep(stream.pause())
 
     def work(self, handler: Callable[[Message], Any], *, lease: Optional[float] = None,
              concurrency: int = 1, idle_timeout: Optional[float] = None, limit: Optional[int] = None,
@@ -451,21 +401,13 @@ class Queue(_QueueCalls):
         """HotQueue's decorator: ``@queue.worker`` or ``@queue.worker(limit=10, ...)``;
         calling the decorated function runs :meth:`work` with it (and answers how
         many messages it handled)."""
-        def decorate(function: Callable[[Message], Any]) -> Callable[..., int]:
-            def run(**more: Any) -> int:
-                return self.work(function, **dict(options, **more))
-            run.__name__ = getattr(function, "__name__", "worker")
-            run.__doc__ = function.__doc__
-            run.handler = function  # type: ignore[attr-defined]
-            return run
-
-        return decorate if handler is None else decorate(handler)
+        return _worker_decorator(self, handler, options)
 
     def _lease_seconds(self, group: Optional[str] = None) -> float:
         """The queue's lease, read once by a loop that must know when leases end."""
         try:
             return float(self.settings(group)["lease_seconds"])
-        except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
+        except _SETTINGS_ERRORS as exc:
             log.warning("Could not read the settings of %s (%s); assuming leases of %.0f s",
                         self.name, exc, DEFAULT_LEASE)
             return DEFAULT_LEASE
@@ -571,7 +513,7 @@ class Queue(_QueueCalls):
         return self._execute(self._field_call("control", "status", "status", "start"))
 
 
-class _LeaseKeeper:
+class _LeaseKeeper(_LeaseKeeping["Queue"]):
     """Extends the leases of the messages being handled, from a thread of its own.
 
     It ticks every sixth of the lease and extends what was taken a third of a
@@ -579,10 +521,7 @@ class _LeaseKeeper:
     """
 
     def __init__(self, queue: Queue, lease: float, group: Optional[str] = None) -> None:
-        self.queue = queue
-        self.lease = lease
-        self.group = group
-        self.every = WorkPlan.extend_every(lease)
+        super().__init__(queue, lease, group)
         self._due: Dict[str, float] = {}
         self._stop = threading.Event()
         self._starting = threading.Lock()
@@ -627,7 +566,7 @@ class _LeaseKeeper:
                 log.warning("Could not extend %d lease(s) of %s: %s", len(due), self.queue.name, exc)
 
 
-class Consumption:
+class Consumption(_Consuming["Queue"]):
     """The iterator :meth:`Queue.consume` answers; a context manager too.
 
     ``with queue.consume(ack=True) as jobs: for job in jobs: ...`` acks the last
@@ -636,22 +575,13 @@ class Consumption:
     asking for the next one.
     """
 
-    def __init__(self, queue: Queue, ack: bool, timeout: Optional[float], lease: Optional[float],
-                 prefetch: int, messages: bool, group: Optional[str] = None) -> None:
-        if not 1 <= prefetch <= 1000:
-            raise ValueError("prefetch must be 1 to 1000")
-        self.queue = queue
-        self.group = group
-        self.ack = ack
-        self.timeout = timeout
-        self.lease = lease
-        self.prefetch = prefetch if ack else 1
-        self.messages = messages
-        self._current: Optional[Message] = None
-        self._pending: List[Tuple[Message, float]] = []
-        self._keeper: Optional[_LeaseKeeper] = None
-        self._lease_length: Optional[float] = lease
-        self._closed = False
+    _keeper: Optional[_LeaseKeeper] = None
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def _skipped(self, message: Message) -> None:
+        log.debug("Skipped %s: its lease ran out while it waited", message.key)
 
     def __iter__(self) -> "Consumption":
         return self
@@ -669,58 +599,48 @@ class Consumption:
             self._keeper_for().watch(message)
         return message if self.messages else message.value
 
+    def _length(self) -> float:
+        """The lease of the messages (the queue's, read once, when not given)."""
+        if self._lease_length is None:
+            self._lease_length = self.queue._lease_seconds(self.group or "")
+        return self._lease_length
+
     def _keeper_for(self) -> _LeaseKeeper:
         if self._keeper is None:
-            if self._lease_length is None:
-                self._lease_length = self.queue._lease_seconds(self.group or "")
-            self._keeper = _LeaseKeeper(self.queue, self._lease_length, self.group)
+            self._keeper = _LeaseKeeper(self.queue, self._length(), self.group)
         return self._keeper
 
     def _next_message(self) -> Optional[Message]:
         queue = self.queue
         started = time.monotonic()
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
+        reconnects = _Reconnects()
         while True:
-            while self._pending:
-                message, deadline = self._pending.pop(0)
-                if time.monotonic() < deadline:
-                    return message
-                log.debug("Skipped %s: its lease ran out while it waited", message.key)
-            wait = LONG_POLL_STEP
-            if self.timeout is not None:
-                wait = min(wait, self.timeout - (time.monotonic() - started))
-                if wait <= 0:
-                    return None
+            message = self._prefetched()
+            if message is not None:
+                return message
+            wait = self._poll_wait(started)
+            if wait is None:
+                return None
             try:
-                lease = (self.lease if self.lease is not None else 0) if self.ack else None
-                count = self.prefetch if self.prefetch > 1 else None
                 sent = time.monotonic()
-                taken = queue._execute(queue._pop_call(wait, lease, count, self.group or ""))
-                attempt = 0
+                taken = queue._execute(self._poll_call(wait))
+                reconnects.answered()
             except (ClientError, ConnectionFailed) as exc:
                 if not _unavailable(exc):
                     raise
                 log.warning("Consumer of %s: %s; reconnecting", queue.name, exc)
-                time.sleep(backoff.delay(attempt))
-                attempt += 1
+                time.sleep(reconnects.pause())
                 continue
             if len(taken) > 1:
                 # the later ones wait here leased: skip any whose lease ran out meanwhile
-                length = self._lease_length
-                if length is None:
-                    length = self._lease_length = queue._lease_seconds(self.group or "")
-                deadline = sent + length - min(0.5, length / 10)
-                self._pending = [(m, deadline) for m in taken[1:]]
+                self._hold(taken, sent, self._length())
             if taken:
                 return taken[0]
 
     def _settle_current(self, done: bool) -> None:
-        current, self._current = self._current, None
+        current = self._let_go()
         if current is None:
             return
-        if self._keeper is not None:
-            self._keeper.forget(current)
         try:
             if done:
                 self.queue.ack(current)
@@ -760,42 +680,31 @@ class Consumption:
             pass
 
 
-class _Worker:
+class _Worker(_Working["Queue"]):
     """One run of :meth:`Queue.work`."""
 
     def __init__(self, queue: Queue, handler: Callable[[Message], Any], plan: WorkPlan,
                  group: Optional[str] = None) -> None:
-        self.queue = queue
-        self.handler = handler
-        self.plan = plan
-        self.group = group
+        super().__init__(queue, handler, plan, group)
         self.stopping = threading.Event()
-        self.processed = 0
-        self._claimed = 0
         self._lock = threading.Lock()
-        self._lease = plan.lease
-        self._max_receives: Optional[int] = None
         self._keeper: Optional[_LeaseKeeper] = None
-        self._last_work = time.monotonic()
-        self._busy = 0
         self._signal: Optional[int] = None
         self._errors: List[BaseException] = []
+
+    def _now(self) -> float:
+        return time.monotonic()
 
     def run(self) -> int:
         queue = self.queue
         try:
-            settings = queue.settings(self.group or "")
-            self._max_receives = int(settings["max_receives"])
-            if self._lease is None:
-                self._lease = float(settings["lease_seconds"])
-        except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ClientError) and exc.status in (400, 401, 403):
+            self._configure(queue.settings(self.group or ""))
+        except _SETTINGS_ERRORS as exc:
+            if isinstance(exc, ClientError) and exc.status in _DENIED:
                 raise
             log.warning("Could not read the settings of %s (%s); assuming leases of %.0f s",
                         queue.name, exc, DEFAULT_LEASE)
-        if self._lease is None:
-            self._lease = DEFAULT_LEASE
-        self._keeper = _LeaseKeeper(queue, self._lease, self.group)
+        self._keeper = _LeaseKeeper(queue, self._lease_or_default(), self.group)
         restore = self._install_signals()
         try:
             if self.plan.concurrency == 1:
@@ -854,57 +763,17 @@ class _Worker:
             self.stopping.set()
             self.queue._transport.interrupt()
 
-    def _claim(self) -> int:
-        """How many messages this loop may reserve now (0: the limit is reached)."""
-        with self._lock:
-            if self.plan.limit is None:
-                return self.plan.prefetch
-            room = self.plan.limit - self._claimed
-            count = max(0, min(self.plan.prefetch, room))
-            self._claimed += count
-            return count
-
-    def _unclaim(self, count: int) -> None:
-        if self.plan.limit is not None and count:
-            with self._lock:
-                self._claimed -= count
-
-    def _wait_budget(self) -> float:
-        """Seconds the next reserve may long-poll."""
-        idle_timeout = self.plan.idle_timeout
-        if idle_timeout is None:
-            return LONG_POLL_STEP
-        with self._lock:
-            busy, idle = self._busy, time.monotonic() - self._last_work
-        if busy:
-            # another thread is still on a message: this is not idleness yet
-            return min(LONG_POLL_STEP, max(idle_timeout, 1.0))
-        return min(LONG_POLL_STEP, max(0.0, idle_timeout - idle))
-
-    def _idle_over(self) -> bool:
-        idle_timeout = self.plan.idle_timeout
-        if idle_timeout is None:
-            return False
-        with self._lock:
-            return not self._busy and time.monotonic() - self._last_work >= idle_timeout
-
     def _loop(self) -> None:
-        queue, plan = self.queue, self.plan
-        lease = self._lease
-        assert lease is not None
-        margin = min(0.5, lease / 10)
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
+        queue = self.queue
+        reconnects = _Reconnects()
         while not self.stopping.is_set():
             count = self._claim()
             if not count:
                 return
             try:
                 sent = time.monotonic()
-                batch: List[Message] = queue._execute(
-                    queue._pop_call(self._wait_budget(), lease, count if plan.prefetch > 1 else None,
-                                    self.group or ""), self.stopping)
-                attempt = 0
+                batch: List[Message] = queue._execute(self._poll_call(count), self.stopping)
+                reconnects.answered()
             except (ClientError, ConnectionFailed, _Cancelled) as exc:
                 self._unclaim(count)
                 if self.stopping.is_set():
@@ -912,8 +781,7 @@ class _Worker:
                 if isinstance(exc, _Cancelled) or not _unavailable(exc):
                     raise
                 log.warning("Worker of %s: %s; reconnecting", queue.name, exc)
-                self.stopping.wait(backoff.delay(attempt))
-                attempt += 1
+                self.stopping.wait(reconnects.pause())
                 continue
             self._unclaim(count - len(batch))
             if not batch:
@@ -925,7 +793,7 @@ class _Worker:
                     self._give_back(batch[index:])
                     self._unclaim(len(batch) - index)
                     return
-                if index and time.monotonic() > sent + lease - margin:
+                if self._too_late(index, sent):
                     # its lease ran out while it waited: someone else may have it now
                     self._unclaim(1)
                     continue
@@ -936,14 +804,13 @@ class _Worker:
         keeper = self._keeper
         assert keeper is not None
         keeper.watch(message)
-        with self._lock:
-            self._busy += 1
+        self._started()
         try:
             self.handler(message)
         except Exception:
             keeper.forget(message)
             delay = self.plan.retry_delay_for(message.deliveries)
-            if self._max_receives is not None and message.deliveries >= self._max_receives:
+            if self._last_delivery(message):
                 log.exception("Handler failed on %s of %s (delivery %d of %d): to the dead letters",
                               message.key, queue.name, message.deliveries, self._max_receives)
             else:
@@ -960,12 +827,6 @@ class _Worker:
             keeper.forget(message)
             self._settle("ack", message, None)
         self._count()
-
-    def _count(self) -> None:
-        with self._lock:
-            self._busy -= 1
-            self.processed += 1
-            self._last_work = time.monotonic()
 
     def _settle(self, action: str, message: Message, delay: Optional[float]) -> None:
         try:
@@ -990,7 +851,7 @@ class _Worker:
             log.warning("Could not give back %d message(s): %s", len(messages), exc)
 
 
-class Broker:
+class Broker(_Closing, _BrokerCalls["Queue"]):
     """What spans queues (blocking): their names, everyone's stats, readiness, and
     taking from several queues at once (``/take``, ``/sse/?queues=``).
 
@@ -1001,40 +862,24 @@ class Broker:
                  token: Optional[str] = None, timeout: float = 10.0,
                  connect_timeout: Optional[float] = None, retries: int = 3, backoff: float = 0.1,
                  serializer: Any = None) -> None:
-        self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
-        self.serializer = serializer
-        self._credentials = (auth, token)
-        self._options = (timeout, connect_timeout, retries, backoff)
+        super().__init__(url, auth, token, timeout, connect_timeout, retries, backoff, serializer)
         self._transport = _Transport(self.endpoint)
-        self._queues: Dict[Tuple[str, Optional[str]], Queue] = {}
 
     def queue(self, name: str, serializer: Any = None, group: Optional[str] = None) -> Queue:
         """A :class:`Queue` on this broker's connections (the serializer defaults to the broker's)."""
-        auth, token = self._credentials
-        timeout, connect_timeout, retries, backoff = self._options
-        return Queue(name, self.endpoint.url, serializer if serializer is not None else self.serializer,
-                     auth, token, timeout, connect_timeout, retries, backoff, group,
-                     _transport=self._transport)
-
-    def _queue_of(self, name: str, group: Optional[str]) -> Queue:
-        queue = self._queues.get((name, group))
-        if queue is None:
-            queue = self._queues[(name, group)] = self.queue(name, group=group)
-        return queue
+        return Queue(name, group=group, **self._client_options(serializer))
 
     def take(self, queues: List[str], count: Optional[int] = None, block: bool = False,
              timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
         """Pop the oldest message of the first non-empty queue, in the order given
         (rq's and resque's priority queues): a Message with ``queue`` set, or None;
         with ``count``, a list filled from the queues in that order."""
-        messages = _Take(self, queues, group)._pop(block, timeout, None, count)
-        return _QueueCalls._one_or_list(messages, count)
+        return _Take(self, queues, group)._pop(block, timeout, None, count)
 
     def reserve(self, queues: List[str], lease: Optional[float] = None, count: Optional[int] = None,
                 block: bool = False, timeout: Optional[float] = None, group: Optional[str] = None) -> Any:
         """Like :meth:`take`, leasing: ``message.ack()`` settles it in its own queue."""
-        messages = _Take(self, queues, group)._pop(block, timeout, lease if lease is not None else 0, count)
-        return _QueueCalls._one_or_list(messages, count)
+        return _Take(self, queues, group)._pop(block, timeout, lease if lease is not None else 0, count)
 
     def subscribe(self, queues: List[str], last_id: Optional[str] = None,
                   group: Optional[str] = None) -> Iterator[Message]:
@@ -1053,39 +898,7 @@ class Broker:
         """/health/ready: raises ClientError (503) when the broker cannot reach Redis."""
         return self._transport.execute(_READY)
 
-    def close(self) -> None:
-        self._transport.close()
 
-    def __enter__(self) -> "Broker":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-
-class _Take(Queue):
-    """The calls of ``/take?queues=`` and ``/sse/?queues=``: each message answers
-    from its own queue, and is settled there."""
-
-    def __init__(self, broker: Broker, queues: List[str], group: Optional[str]) -> None:
-        names: List[str] = [queues] if isinstance(queues, str) else list(queues)  # type: ignore[list-item]
-        if not names or not all(isinstance(name, str) and name for name in names):
-            raise ValueError("queues is a list of queue names")
-        auth, token = broker._credentials
-        timeout, connect_timeout, retries, backoff = broker._options
-        super().__init__(",".join(names), broker.endpoint.url, broker.serializer, auth, token, timeout,
-                         connect_timeout, retries, backoff, group, _transport=broker._transport)
-        self._names = names
-        self._broker = broker
-
-    def _pop_path(self) -> str:
-        return "/take"
-
-    def _stream_path(self) -> str:
-        return "/sse/"
-
-    def _pop_query(self) -> List[Tuple[str, str]]:
-        return [("queues", ",".join(self._names))]
-
-    def _owner_for(self, payload: Dict[str, Any]) -> Any:
-        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)
+class _Take(_MultiQueue, Queue):
+    """The calls of ``/take?queues=`` and ``/sse/?queues=`` (blocking): each message
+    answers from its own queue, and is settled there."""

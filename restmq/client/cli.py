@@ -140,11 +140,16 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
+def _json(payload: Any) -> str:
+    """``payload`` as one line of JSON."""
+    return orjson.dumps(payload).decode()
+
+
 def _message_json(message: Message) -> str:
     payload: Dict[str, Any] = {"key": message.key, "value": message.value}
     if message.receipt is not None:
         payload.update(receipt=message.receipt, deliveries=message.deliveries)
-    return orjson.dumps(payload).decode()
+    return _json(payload)
 
 
 def _reserve(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
@@ -158,9 +163,9 @@ def _dead(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
     letters = queue.dead(args.count)
     if args.json:
         for letter in letters:
-            out.write(orjson.dumps({"key": letter.key, "value": letter.value, "reason": letter.reason,
-                                    "deliveries": letter.deliveries, "from": letter.source,
-                                    "died_at": letter.died_at}).decode() + "\n")
+            out.write(_json({"key": letter.key, "value": letter.value, "reason": letter.reason,
+                             "deliveries": letter.deliveries, "from": letter.source,
+                             "died_at": letter.died_at}) + "\n")
         return EXIT_OK
     rows: List[Tuple[str, ...]] = [("key", "deliveries", "reason", "from", "value")]
     for letter in letters:
@@ -183,7 +188,7 @@ def _settings(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
     else:
         settings = queue.settings()
     if args.json:
-        out.write(orjson.dumps(settings).decode() + "\n")
+        out.write(_json(settings) + "\n")
     else:
         for name in sorted(settings):
             out.write("%-14s %s\n" % (name, "-" if settings[name] is None else settings[name]))
@@ -253,7 +258,7 @@ def _get(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
     if message is None:
         return EXIT_EMPTY
     if args.json:
-        out.write(orjson.dumps({"key": message.key, "value": message.value}).decode() + "\n")
+        out.write(_json({"key": message.key, "value": message.value}) + "\n")
     else:
         out.write(message.value + "\n")
     return EXIT_OK
@@ -261,7 +266,7 @@ def _get(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
 
 def _tail(queue: Queue, args: argparse.Namespace, out: IO[str]) -> int:
     def show(key: str, value: str) -> None:
-        out.write((orjson.dumps({"key": key, "value": value}).decode() if args.json else value) + "\n")
+        out.write((_json({"key": key, "value": value}) if args.json else value) + "\n")
         out.flush()
 
     if not args.follow:
@@ -280,20 +285,43 @@ def _stats(broker: Broker, queue: Optional[Queue], args: argparse.Namespace, out
     if queue is not None:
         payload: Any = queue.stats()
         if args.json:
-            out.write(orjson.dumps(payload).decode() + "\n")
+            out.write(_json(payload) + "\n")
         else:
             for name in _COLUMNS + ("subscribers", "redis"):
                 out.write("%-12s %s\n" % (name, payload.get(name)))
         return EXIT_OK
     payload = broker.stats()
     if args.json:
-        out.write(orjson.dumps(payload).decode() + "\n")
+        out.write(_json(payload) + "\n")
         return EXIT_OK
     rows: List[Tuple[str, ...]] = [("queue",) + _COLUMNS]
     for name, entry in sorted(payload["queues"].items()):
         rows.append((name,) + tuple("-" if entry.get(c) is None else str(entry.get(c)) for c in _COLUMNS))
     _table(rows, out)
     return EXIT_OK
+
+
+#: the commands that show what they read: (queue, args, out) -> exit status
+_SHOWS: Dict[str, Callable[[Queue, argparse.Namespace, IO[str]], int]] = {
+    "get": _get, "tail": _tail, "reserve": _reserve, "dead": _dead, "settings": _settings}
+
+#: the commands that print the broker's one answer (a count, a status, a policy)
+_ANSWERS: Dict[str, Callable[[Queue, argparse.Namespace], str]] = {
+    "ack": lambda queue, args: "%d" % queue.ack(*args.receipts),
+    "nack": lambda queue, args: "%d" % queue.nack(*args.receipts, delay=args.delay),
+    "redrive": lambda queue, args: "%d" % queue.redrive(args.count),
+    "purge": lambda queue, args: "%d" % queue.purge(),
+    "pause": lambda queue, args: queue.pause(),
+    "resume": lambda queue, args: queue.resume(),
+    "policy": lambda queue, args: queue.set_policy(args.value) if args.value else queue.get_policy(),
+}
+
+
+def _queue_command(commands: Any, name: str, text: str, **options: Any) -> argparse.ArgumentParser:
+    """A command whose first argument names the queue."""
+    command: argparse.ArgumentParser = commands.add_parser(name, help=text, **options)
+    command.add_argument("queue")
+    return command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -310,8 +338,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    put = commands.add_parser("put", help="add messages: arguments, or one per line of a file or stdin")
-    put.add_argument("queue")
+    put = _queue_command(commands, "put", "add messages: arguments, or one per line of a file or stdin")
     put.add_argument("messages", nargs="*", help="messages (none: read lines from --file or stdin)")
     put.add_argument("-f", "--file", help="one message per line (- for stdin)")
     put.add_argument("--batch", type=int, default=500, help="messages per request (1-1000)")
@@ -321,34 +348,30 @@ def _parser() -> argparse.ArgumentParser:
                      "idempotency_window); retried safely after a connection error")
     put.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
-    get = commands.add_parser("get", help="take the oldest message")
-    get.add_argument("queue")
+    get = _queue_command(commands, "get", "take the oldest message")
     get.add_argument("-w", "--wait", type=float, default=0.0, help="long-poll up to this many seconds")
     get.add_argument("--json", action="store_true", help="print {key, value}")
 
-    reserve = commands.add_parser("reserve", help="lease messages: one JSON line each, with its receipt")
-    reserve.add_argument("queue")
+    reserve = _queue_command(commands, "reserve", "lease messages: one JSON line each, with its receipt")
     reserve.add_argument("-l", "--lease", type=float, help="seconds (default: the queue's lease_seconds)")
     reserve.add_argument("-n", "--count", type=int, help="up to this many (1-1000)")
     reserve.add_argument("-w", "--wait", type=float, default=0.0, help="long-poll up to this many seconds")
 
-    ack = commands.add_parser("ack", help="done with reserved messages (prints how many)")
-    ack.add_argument("queue")
+    ack = _queue_command(commands, "ack", "done with reserved messages (prints how many)")
     ack.add_argument("receipts", nargs="+", metavar="RECEIPT")
 
-    nack = commands.add_parser("nack", help="give reserved messages back (prints how many)")
-    nack.add_argument("queue")
+    nack = _queue_command(commands, "nack", "give reserved messages back (prints how many)")
     nack.add_argument("receipts", nargs="+", metavar="RECEIPT")
     nack.add_argument("--delay", type=float, help="seconds before they come back")
 
-    work = commands.add_parser(
-        "work", help="run COMMAND once per message, the body on its stdin: ack on exit 0, else retry later",
+    work = _queue_command(
+        commands, "work",
+        "run COMMAND once per message, the body on its stdin: ack on exit 0, else retry later",
         description="Run COMMAND once per message with the message on its standard input and "
                     "RESTMQ_QUEUE, RESTMQ_KEY, RESTMQ_RECEIPT, RESTMQ_DELIVERIES in its environment. "
                     "Exit 0 acks the message; any other status gives it back after the retry delay "
                     "(until the queue's max_receives sends it to the dead letters). SIGTERM or Ctrl-C "
                     "lets the running command finish, then stops.")
-    work.add_argument("queue")
     work.add_argument("--lease", type=float, help="seconds of each lease, extended while the command runs")
     work.add_argument("-c", "--concurrency", type=int, default=1, help="commands running at once")
     work.add_argument("--limit", type=int, help="stop after this many messages")
@@ -360,23 +383,19 @@ def _parser() -> argparse.ArgumentParser:
     work.add_argument("--max-retry-delay", type=float, default=300.0, help="at most (default 300)")
     work.add_argument("argv", nargs="*", metavar="-- COMMAND [ARGS...]")
 
-    dead = commands.add_parser("dead", help="the dead letters, with why they died")
-    dead.add_argument("queue")
+    dead = _queue_command(commands, "dead", "the dead letters, with why they died")
     dead.add_argument("-n", "--count", type=int, default=10, help="how many (1-1000)")
     dead.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    redrive = commands.add_parser("redrive", help="dead letters back to the queue (prints how many)")
-    redrive.add_argument("queue")
+    redrive = _queue_command(commands, "redrive", "dead letters back to the queue (prints how many)")
     redrive.add_argument("-n", "--count", type=int, help="at most this many (default: all)")
 
-    settings = commands.add_parser("settings", help="show the queue's settings, or set NAME=VALUE ...")
-    settings.add_argument("queue")
+    settings = _queue_command(commands, "settings", "show the queue's settings, or set NAME=VALUE ...")
     settings.add_argument("changes", nargs="*", metavar="NAME=VALUE",
                           help="maxlen, overflow, max_receives, lease_seconds, history_size, ttl")
     settings.add_argument("--json", action="store_true")
 
-    tail = commands.add_parser("tail", help="the newest waiting messages; -f streams new ones")
-    tail.add_argument("queue")
+    tail = _queue_command(commands, "tail", "the newest waiting messages; -f streams new ones")
     tail.add_argument("-n", "--lines", type=int, default=10, help="how many (without -f)")
     tail.add_argument("-f", "--follow", action="store_true",
                       help="stream messages as they come (a streaming consumer: it takes them)")
@@ -388,10 +407,9 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, text in (("purge", "remove every message"), ("pause", "stop delivering to consumers"),
                        ("resume", "deliver again")):
-        commands.add_parser(name, help=text).add_argument("queue")
+        _queue_command(commands, name, text)
 
-    policy = commands.add_parser("policy", help="show or set the distribution policy")
-    policy.add_argument("queue")
+    policy = _queue_command(commands, "policy", "show or set the distribution policy")
     policy.add_argument("value", nargs="?", choices=("broadcast", "roundrobin"))
     return parser
 
@@ -426,39 +444,16 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[bytes]] = None
         assert queue is not None  # every other command names a queue
         if args.command == "put":
             return _put(queue, args, stdin or sys.stdin.buffer, err, out)
-        if args.command == "get":
-            return _get(queue, args, out)
-        if args.command == "tail":
-            return _tail(queue, args, out)
-        if args.command == "reserve":
-            return _reserve(queue, args, out)
         if args.command == "work":
             return _work(queue, args, err)
-        if args.command == "dead":
-            return _dead(queue, args, out)
-        if args.command == "settings":
-            return _settings(queue, args, out)
-        if args.command == "ack":
-            out.write("%d\n" % queue.ack(*args.receipts))
-        elif args.command == "nack":
-            out.write("%d\n" % queue.nack(*args.receipts, delay=args.delay))
-        elif args.command == "redrive":
-            out.write("%d\n" % queue.redrive(args.count))
-        elif args.command == "purge":
-            out.write("%d\n" % queue.purge())
-        elif args.command == "pause":
-            out.write(queue.pause() + "\n")
-        elif args.command == "resume":
-            out.write(queue.resume() + "\n")
-        elif args.command == "policy":
-            out.write((queue.set_policy(args.value) if args.value else queue.get_policy()) + "\n")
+        if args.command in _SHOWS:
+            return _SHOWS[args.command](queue, args, out)
+        out.write(_ANSWERS[args.command](queue, args) + "\n")
         return EXIT_OK
     except _UsageError as exc:
         err.write("restmq-cli: %s\n" % exc)
         return EXIT_USAGE
-    except ClientError as exc:
-        err.write("restmq-cli: %s\n" % exc)
-    except ConnectionFailed as exc:
+    except (ClientError, ConnectionFailed) as exc:
         err.write("restmq-cli: %s\n" % exc)
     except (ConnectionError, TimeoutError, socket.gaierror, http.client.HTTPException) as exc:
         err.write("restmq-cli: cannot talk to %s: %s\n" % (args.url, exc or type(exc).__name__))

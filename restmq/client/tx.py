@@ -12,32 +12,23 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-import orjson
 from twisted.internet import defer, error as internet_error, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, LONG_POLL_STEP, STREAM_IDLE, Backoff, ClientError,
-                                ConnectionFailed, Message, Receipt, RequestTimeout, WorkPlan, _Call,
-                                _Endpoint, _error, _plan, _QueueCalls, _SSEParser, _QUEUES, _READY, _STATS,
-                                retry_after_answer)
+from restmq.client.core import (DEFAULT_LEASE, DEFAULT_URL, MAX_IDLE, STREAM_IDLE, ClientError,
+                                ConnectionFailed, Message, Receipt, WorkPlan, _BrokerCalls, _Call, _Consuming,
+                                _Endpoint, _failure, _LeaseKeeping, _MultiQueue, _NoAnswer, _NotSent, _plan,
+                                _QueueCalls, _Reconnects, _Retries, _SSEParser, _Subscription, _unavailable,
+                                _worker_decorator, _Working, _DENIED, _QUEUES, _READY, _SETTINGS_ERRORS,
+                                _STATS)
 
 __all__ = ["TxQueue", "TxBroker", "TxConsumption"]
 
 log = Logger(namespace="restmq.client")
 
-MAX_IDLE = 16
-RECONNECT_CAP = 5.0
-
-
-class _NotSent(Exception):
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-
-
-class _NoAnswer(Exception):
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
+#: Twisted's timeouts (beside Python's), which make a failure a RequestTimeout
+_TIMEOUTS = (internet_error.TimeoutError,)
 
 
 def _not_sent_errors() -> Tuple[type[BaseException], ...]:
@@ -52,18 +43,13 @@ def _no_answer_errors() -> Tuple[type[BaseException], ...]:
             internet_error.ConnectionDone, defer.CancelledError, OSError)
 
 
-def _unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, ClientError):
-        return exc.status in (502, 503, 504)
-    return isinstance(exc, ConnectionFailed)
-
-
 def _sleep(reactor: Any, seconds: float) -> defer.Deferred:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
 class _TxTransport:
-    """One client's connection pool and its retry rules (those of the blocking client)."""
+    """One client's connection pool, and how it sends a call and waits for the answer
+    (:class:`core._Retries` decides what is sent again, as for the blocking client)."""
 
     def __init__(self, endpoint: _Endpoint, pool: Any, reactor: Any) -> None:
         import treq.client
@@ -117,8 +103,7 @@ class _TxTransport:
             raise _NotSent(exc) from None
         except _no_answer_errors() as exc:
             if expired:
-                raise _NoAnswer(RequestTimeout(endpoint.url, TimeoutError("no answer within %.1f s"
-                                                                          % endpoint.read_timeout(call))))
+                raise _NoAnswer(TimeoutError("no answer within %.1f s" % endpoint.read_timeout(call)))
             if isinstance(exc, defer.CancelledError):
                 raise
             raise _NoAnswer(exc) from None
@@ -129,27 +114,18 @@ class _TxTransport:
         return response.code, body
 
     async def execute(self, call: _Call) -> Any:
-        endpoint = self.endpoint
-        attempt = 0
+        retries = _Retries(self.endpoint, call, _TIMEOUTS, chain_cause=False)
         while True:
             try:
                 status, body = await self.exchange(call)
-            except _NotSent as failed:
-                cause: BaseException = failed.cause
-            except _NoAnswer as failed:
-                cause = failed.cause
-                if not call.idempotent:
-                    raise _failure(endpoint.url, cause) from None
+            except (_NotSent, _NoAnswer) as failed:
+                cause: BaseException = retries.unanswered(failed)
             else:
-                if not retry_after_answer(call, status, attempt, endpoint.retries):
+                refusal = retries.retry_after(status, body)
+                if refusal is None:
                     return call.parse(status, body)
-                cause = _error(status, body)
-            if attempt >= endpoint.retries:
-                if isinstance(cause, ClientError):
-                    raise cause
-                raise _failure(endpoint.url, cause) from None
-            await _sleep(self.reactor, endpoint.backoff.delay(attempt))
-            attempt += 1
+                cause = refusal
+            await _sleep(self.reactor, retries.pause(cause))
 
     def run(self, call: _Call) -> defer.Deferred:
         return defer.ensureDeferred(self.execute(call))
@@ -160,15 +136,7 @@ class _TxTransport:
         except _not_sent_errors() + _no_answer_errors() as exc:
             if isinstance(exc, defer.CancelledError):
                 raise
-            raise _failure(self.endpoint.url, exc) from None
-
-
-def _failure(url: str, cause: BaseException) -> ConnectionFailed:
-    if isinstance(cause, ConnectionFailed):
-        return cause
-    if isinstance(cause, (internet_error.TimeoutError, TimeoutError)):
-        return RequestTimeout(url, cause)
-    return ConnectionFailed(url, cause)
+            raise _failure(self.endpoint.url, exc, _TIMEOUTS) from None
 
 
 async def _call_handler(handler: Callable[[Any], Any], argument: Any) -> Any:
@@ -217,52 +185,41 @@ class TxQueue(_QueueCalls):
         calls = self._put_calls(messages, ttl, delay, idempotency_key, attributes, ordering_key)
 
         async def run() -> Any:
-            if len(messages) == 1:
-                return await self._run(calls[0])
-            keys: List[str] = []
-            for call in calls:
-                keys += await self._run(call)
-            return keys
+            return self._put_answer([await self._run(call) for call in calls], len(messages) == 1)
 
         return defer.ensureDeferred(run())
 
     # consuming
 
     async def _pop(self, block: bool, timeout: Optional[float], lease: Optional[float],
-                   count: Optional[int] = None, group: Optional[str] = None) -> List[Message]:
+                   count: Optional[int] = None, group: Optional[str] = None) -> Any:
+        """A pop (``lease`` None) or a reserve: a Message or None, a list with ``count``."""
         deadline = self._pop_plan(block, timeout, self.reactor.seconds())
         while True:
             wait = self._next_wait(deadline, self.reactor.seconds())
             messages = await self._run(self._pop_call(wait, lease, count, group))
             if messages or (deadline is not None and self.reactor.seconds() >= deadline):
-                return messages
+                return self._one_or_list(messages, count)
 
     def get(self, block: bool = False, timeout: Optional[float] = None,
             group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Queue.get`; fires with the value or None."""
         async def run() -> Any:
-            messages = await self._pop(block, timeout, None, None, group)
-            return messages[0].value if messages else None
+            message = await self._pop(block, timeout, None, None, group)
+            return None if message is None else message.value
 
         return defer.ensureDeferred(run())
 
     def get_message(self, block: bool = False, timeout: Optional[float] = None,
                     group: Optional[str] = None) -> defer.Deferred:
         """Like get(), firing with a Message (or None)."""
-        async def run() -> Optional[Message]:
-            messages = await self._pop(block, timeout, None, None, group)
-            return messages[0] if messages else None
-
-        return defer.ensureDeferred(run())
+        return defer.ensureDeferred(self._pop(block, timeout, None, None, group))
 
     def reserve(self, lease: Optional[float] = None, count: Optional[int] = None, block: bool = False,
                 timeout: Optional[float] = None, group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Queue.reserve`; fires with a Message (or None), or with a list given ``count``."""
-        async def run() -> Any:
-            messages = await self._pop(block, timeout, lease if lease is not None else 0, count, group)
-            return self._one_or_list(messages, count)
-
-        return defer.ensureDeferred(run())
+        lease_seconds = lease if lease is not None else 0
+        return defer.ensureDeferred(self._pop(block, timeout, lease_seconds, count, group))
 
     def ack(self, *receipts: Receipt, group: Optional[str] = None) -> defer.Deferred:
         return self._execute(self._settle_call("ack", receipts, group))
@@ -304,35 +261,27 @@ class TxQueue(_QueueCalls):
         (``callback(Message)`` with ``messages``) for each message; reconnects with
         ``Last-Event-ID``. Cancel the Deferred to hang up."""
         import treq
-        group = self._group(group)
-        state: Dict[str, Any] = {"last_id": last_id, "retry": None}
+        stream = _Subscription(self, last_id, self._group(group))
         current: List[Any] = []
 
+        def gap(data: str) -> None:
+            log.warn("Stream of {queue} resumed with a gap: {gap}", queue=self.name, gap=data)
+
         def deliver(parser: _SSEParser, chunk: bytes) -> None:
-            for event, event_id, data in parser.feed(chunk):
-                if event == "message":
-                    message = self._message(orjson.loads(data), group)
-                    state["last_id"] = event_id or message.key
-                    callback(message if messages else message.value)
-                elif event == "gap":
-                    log.warn("Stream of {queue} resumed with a gap: {gap}", queue=self.name, gap=data)
+            for message in stream.messages(parser, chunk, gap):
+                callback(message if messages else message.value)
 
         async def run() -> None:
-            backoff = Backoff(0.1, RECONNECT_CAP)
-            attempt = 0
             while True:
-                call, headers = self._stream_call(state["last_id"], group)
-                parser = _SSEParser()
+                call, headers, parser = stream.connect()
                 try:
                     response = await self._transport.open_stream(call, headers)
                     if response.code != 200:
-                        refusal = _error(response.code, await treq.content(response))
-                        if response.code not in (502, 503, 504):
-                            raise refusal
+                        refusal = stream.refusal(response.code, await treq.content(response))
                         log.warn("Stream of {queue} refused ({error}); reconnecting", queue=self.name,
                                  error=refusal)
                     else:
-                        attempt = 0
+                        stream.answered()
                         body = _StreamBody(lambda chunk: deliver(parser, chunk), self.reactor)
                         current[:] = [body]
                         response.deliverBody(body)
@@ -345,11 +294,7 @@ class TxQueue(_QueueCalls):
                                      queue=self.name, error=exc)
                 except ConnectionFailed as exc:
                     log.warn("Stream of {queue}: {error}; reconnecting", queue=self.name, error=exc)
-                state["retry"] = parser.retry if parser.retry is not None else state["retry"]
-                retry_ms = state["retry"]
-                pause = retry_ms / 1000.0 if attempt == 0 and retry_ms is not None else backoff.delay(attempt)
-                attempt += 1
-                await _sleep(self.reactor, pause)
+                await _sleep(self.reactor, stream.pause())
 
         def hang_up(failure: Failure) -> Failure:
             for body in current:
@@ -378,20 +323,12 @@ class TxQueue(_QueueCalls):
     def worker(self, handler: Optional[Callable[[Message], Any]] = None, **options: Any) -> Any:
         """``@queue.worker`` / ``@queue.worker(limit=10)``: calling the decorated
         function runs :meth:`work` with it (a Deferred)."""
-        def decorate(function: Callable[[Message], Any]) -> Callable[..., defer.Deferred]:
-            def run(**more: Any) -> defer.Deferred:
-                return self.work(function, **dict(options, **more))
-            run.__name__ = getattr(function, "__name__", "worker")
-            run.__doc__ = function.__doc__
-            run.handler = function  # type: ignore[attr-defined]
-            return run
-
-        return decorate if handler is None else decorate(handler)
+        return _worker_decorator(self, handler, options)
 
     async def _lease_seconds(self, group: Optional[str] = None) -> float:
         try:
             return float((await self._run(self._settings_call(None, group)))["lease_seconds"])
-        except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
+        except _SETTINGS_ERRORS as exc:
             log.warn("Could not read the settings of {queue} ({error}); assuming leases of {lease} s",
                      queue=self.name, error=exc, lease=DEFAULT_LEASE)
             return DEFAULT_LEASE
@@ -461,14 +398,11 @@ class TxQueue(_QueueCalls):
         return self._execute(self._field_call("control", "status", "status", "start"))
 
 
-class _TxLeaseKeeper:
+class _TxLeaseKeeper(_LeaseKeeping["TxQueue"]):
     """Extends the lease of each message being handled every third of the lease."""
 
     def __init__(self, queue: TxQueue, lease: float, group: Optional[str] = None) -> None:
-        self.queue = queue
-        self.lease = lease
-        self.group = group
-        self.every = WorkPlan.extend_every(lease)
+        super().__init__(queue, lease, group)
         self._timers: Dict[str, Any] = {}
 
     def watch(self, message: Message) -> None:
@@ -506,29 +440,18 @@ class _TxLeaseKeeper:
             self.forget_receipt(receipt)
 
 
-class TxConsumption:
+class TxConsumption(_Consuming["TxQueue"]):
     """What :meth:`TxQueue.consume` answers without a callback: ``async for value in
     consumption``; ``async with`` acks the last message on a clean exit and gives
     it back on an exception. :meth:`close` gives back what is still held."""
 
-    def __init__(self, queue: TxQueue, ack: bool, timeout: Optional[float], lease: Optional[float],
-                 prefetch: int, messages: bool, group: Optional[str] = None) -> None:
-        if not 1 <= prefetch <= 1000:
-            raise ValueError("prefetch must be 1 to 1000")
-        self.queue = queue
-        self.group = group
-        self.ack = ack
-        self.timeout = timeout
-        self.lease = lease
-        self.prefetch = prefetch if ack else 1
-        self.messages = messages
-        self.count = 0
-        self._current: Optional[Message] = None
-        self._pending: List[Tuple[Message, float]] = []
-        self._keeper: Optional[_TxLeaseKeeper] = None
-        self._lease_length = lease
-        self._closed = False
-        self._polling: Optional[defer.Deferred] = None
+    #: how many messages it took
+    count = 0
+    _keeper: Optional[_TxLeaseKeeper] = None
+    _polling: Optional[defer.Deferred] = None
+
+    def _now(self) -> float:
+        return self.queue.reactor.seconds()
 
     def __aiter__(self) -> "TxConsumption":
         return self
@@ -559,60 +482,50 @@ class TxConsumption:
         if self.ack:
             self._current = message
             if self._keeper is None:
-                if self._lease_length is None:
-                    self._lease_length = await self.queue._lease_seconds(self.group or "")
-                self._keeper = _TxLeaseKeeper(self.queue, self._lease_length, self.group)
+                self._keeper = _TxLeaseKeeper(self.queue, await self._length(), self.group)
             self._keeper.watch(message)
         return message
 
+    async def _length(self) -> float:
+        """The lease of the messages (the queue's, read once, when not given)."""
+        if self._lease_length is None:
+            self._lease_length = await self.queue._lease_seconds(self.group or "")
+        return self._lease_length
+
     async def _next(self) -> Optional[Message]:
         queue = self.queue
-        reactor = queue.reactor
-        started = reactor.seconds()
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
+        started = self._now()
+        reconnects = _Reconnects()
         while not self._closed:
-            while self._pending:
-                message, deadline = self._pending.pop(0)
-                if reactor.seconds() < deadline:
-                    return message
-            wait = LONG_POLL_STEP
-            if self.timeout is not None:
-                wait = min(wait, self.timeout - (reactor.seconds() - started))
-                if wait <= 0:
-                    return None
-            lease = (self.lease if self.lease is not None else 0) if self.ack else None
-            count = self.prefetch if self.prefetch > 1 else None
-            sent = reactor.seconds()
+            message = self._prefetched()
+            if message is not None:
+                return message
+            wait = self._poll_wait(started)
+            if wait is None:
+                return None
+            sent = self._now()
             try:
-                self._polling = queue._transport.run(queue._pop_call(wait, lease, count, self.group or ""))
+                self._polling = queue._transport.run(self._poll_call(wait))
                 taken = await self._polling
-                attempt = 0
+                reconnects.answered()
             except (ClientError, ConnectionFailed) as exc:
                 if not _unavailable(exc):
                     raise
                 log.warn("Consumer of {queue}: {error}; reconnecting", queue=queue.name, error=exc)
-                await _sleep(reactor, backoff.delay(attempt))
-                attempt += 1
+                await _sleep(queue.reactor, reconnects.pause())
                 continue
             finally:
                 self._polling = None
             if len(taken) > 1:
-                if self._lease_length is None:
-                    self._lease_length = await queue._lease_seconds(self.group or "")
-                length = self._lease_length
-                deadline = sent + length - min(0.5, length / 10)
-                self._pending = [(m, deadline) for m in taken[1:]]
+                self._hold(taken, sent, await self._length())
             if taken:
                 return taken[0]
         return None
 
     async def _settle_current(self, done: bool) -> None:
-        current, self._current = self._current, None
+        current = self._let_go()
         if current is None:
             return
-        if self._keeper is not None:
-            self._keeper.forget(current)
         try:
             if done:
                 await self.queue.ack(current)
@@ -665,27 +578,20 @@ class TxConsumption:
         return defer.ensureDeferred(loop())
 
 
-class _TxWorker:
+class _TxWorker(_Working["TxQueue"]):
     """One run of :meth:`TxQueue.work`."""
 
     def __init__(self, queue: TxQueue, handler: Callable[[Message], Any], plan: WorkPlan,
                  group: Optional[str] = None) -> None:
-        self.queue = queue
-        self.handler = handler
-        self.plan = plan
-        self.group = group
         self.reactor = queue.reactor
-        self.processed = 0
+        super().__init__(queue, handler, plan, group)
         self.stopping = False
-        self._claimed = 0
-        self._busy = 0
-        self._last_work = self.reactor.seconds()
-        self._lease = plan.lease
-        self._max_receives: Optional[int] = None
         self._keeper: Optional[_TxLeaseKeeper] = None
         self._polls: Set[defer.Deferred] = set()
-        self._wakeup: Optional[defer.Deferred] = None
         self._loops: Optional[defer.Deferred] = None
+
+    def _now(self) -> float:
+        return self.reactor.seconds()
 
     def start(self) -> defer.Deferred:
         # cancelling fails ``done`` at once; the loops still stop after their current messages
@@ -706,18 +612,13 @@ class _TxWorker:
     async def _run(self) -> int:
         queue = self.queue
         try:
-            settings = await queue._run(queue._settings_call(None, self.group or ""))
-            self._max_receives = int(settings["max_receives"])
-            if self._lease is None:
-                self._lease = float(settings["lease_seconds"])
-        except (ClientError, ConnectionFailed, KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ClientError) and exc.status in (400, 401, 403):
+            self._configure(await queue._run(queue._settings_call(None, self.group or "")))
+        except _SETTINGS_ERRORS as exc:
+            if isinstance(exc, ClientError) and exc.status in _DENIED:
                 raise
             log.warn("Could not read the settings of {queue} ({error}); assuming leases of {lease} s",
                      queue=queue.name, error=exc, lease=DEFAULT_LEASE)
-        if self._lease is None:
-            self._lease = DEFAULT_LEASE
-        self._keeper = _TxLeaseKeeper(queue, self._lease, self.group)
+        self._keeper = _TxLeaseKeeper(queue, self._lease_or_default(), self.group)
         trigger = self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         try:
             loops = [defer.ensureDeferred(self._loop()) for _ in range(self.plan.concurrency)]
@@ -751,49 +652,19 @@ class _TxWorker:
         self._loops.addBoth(done)
         return finished
 
-    def _claim(self) -> int:
-        if self.plan.limit is None:
-            return self.plan.prefetch
-        count = max(0, min(self.plan.prefetch, self.plan.limit - self._claimed))
-        self._claimed += count
-        return count
-
-    def _unclaim(self, count: int) -> None:
-        if self.plan.limit is not None:
-            self._claimed -= count
-
-    def _wait_budget(self) -> float:
-        idle_timeout = self.plan.idle_timeout
-        if idle_timeout is None:
-            return LONG_POLL_STEP
-        if self._busy:
-            return min(LONG_POLL_STEP, max(idle_timeout, 1.0))
-        return min(LONG_POLL_STEP, max(0.0, idle_timeout - (self.reactor.seconds() - self._last_work)))
-
-    def _idle_over(self) -> bool:
-        idle_timeout = self.plan.idle_timeout
-        return (idle_timeout is not None and not self._busy
-                and self.reactor.seconds() - self._last_work >= idle_timeout)
-
     async def _loop(self) -> None:
-        queue, plan = self.queue, self.plan
-        lease = self._lease
-        assert lease is not None
-        margin = min(0.5, lease / 10)
-        backoff = Backoff(0.1, RECONNECT_CAP)
-        attempt = 0
+        queue = self.queue
+        reconnects = _Reconnects()
         while not self.stopping:
             count = self._claim()
             if not count:
                 return
             sent = self.reactor.seconds()
-            poll = queue._transport.run(queue._pop_call(self._wait_budget(), lease,
-                                                        count if plan.prefetch > 1 else None,
-                                                        self.group or ""))
+            poll = queue._transport.run(self._poll_call(count))
             self._polls.add(poll)
             try:
                 batch: List[Message] = await poll
-                attempt = 0
+                reconnects.answered()
             except (ClientError, ConnectionFailed, defer.CancelledError) as exc:
                 self._unclaim(count)
                 if self.stopping:
@@ -801,8 +672,7 @@ class _TxWorker:
                 if not _unavailable(exc):
                     raise
                 log.warn("Worker of {queue}: {error}; reconnecting", queue=queue.name, error=exc)
-                await _sleep(self.reactor, backoff.delay(attempt))
-                attempt += 1
+                await _sleep(self.reactor, reconnects.pause())
                 continue
             finally:
                 self._polls.discard(poll)
@@ -816,7 +686,7 @@ class _TxWorker:
                     await self._give_back(batch[index:])
                     self._unclaim(len(batch) - index)
                     return
-                if index and self.reactor.seconds() > sent + lease - margin:
+                if self._too_late(index, sent):
                     self._unclaim(1)
                     continue
                 await self._handle(message)
@@ -826,13 +696,13 @@ class _TxWorker:
         keeper = self._keeper
         assert keeper is not None
         keeper.watch(message)
-        self._busy += 1
+        self._started()
         try:
             await _call_handler(self.handler, message)
         except Exception:
             keeper.forget(message)
             delay = self.plan.retry_delay_for(message.deliveries)
-            if self._max_receives is not None and message.deliveries >= self._max_receives:
+            if self._last_delivery(message):
                 log.failure("Handler failed on {key} of {queue} (delivery {deliveries} of {max_receives}): "
                             "to the dead letters", key=message.key, queue=queue.name,
                             deliveries=message.deliveries, max_receives=self._max_receives)
@@ -845,9 +715,7 @@ class _TxWorker:
             keeper.forget(message)
             await self._settle("ack", message, None)
         finally:
-            self._busy -= 1
-            self.processed += 1
-            self._last_work = self.reactor.seconds()
+            self._count()
 
     async def _settle(self, action: str, message: Message, delay: Optional[float]) -> None:
         try:
@@ -929,44 +797,32 @@ class _StreamBody:
             self.finished.errback(reason)
 
 
-class TxBroker:
+class TxBroker(_BrokerCalls["TxQueue"]):
     """:class:`Broker` for Twisted (Deferreds); ``broker.queue(name)`` shares its connections."""
 
     def __init__(self, url: str = DEFAULT_URL, auth: Optional[Tuple[str, str]] = None,
                  token: Optional[str] = None, timeout: float = 10.0, pool: Any = None,
                  reactor: Any = None, connect_timeout: Optional[float] = None, retries: int = 3,
                  backoff: float = 0.1, serializer: Any = None) -> None:
-        self.endpoint = _Endpoint(url, auth, token, timeout, connect_timeout, retries, backoff)
+        super().__init__(url, auth, token, timeout, connect_timeout, retries, backoff, serializer)
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self.serializer = serializer
-        self._credentials = (auth, token)
-        self._options = (timeout, connect_timeout, retries, backoff)
         self._transport = _TxTransport(self.endpoint, pool, reactor)
         self.pool = self._transport.pool
-        self._queues: Dict[Tuple[str, Optional[str]], TxQueue] = {}
 
     def queue(self, name: str, serializer: Any = None, group: Optional[str] = None) -> TxQueue:
         """A :class:`TxQueue` sharing this broker's connections."""
-        auth, token = self._credentials
-        timeout, connect_timeout, retries, backoff = self._options
-        return TxQueue(name, self.endpoint.url, serializer if serializer is not None else self.serializer,
-                       auth, token, timeout, None, self.reactor, connect_timeout, retries, backoff, group,
-                       _transport=self._transport)
+        return TxQueue(name, group=group, **self._client_options(serializer))
 
-    def _queue_of(self, name: str, group: Optional[str]) -> TxQueue:
-        queue = self._queues.get((name, group))
-        if queue is None:
-            queue = self._queues[(name, group)] = self.queue(name, group=group)
-        return queue
+    def _client_options(self, serializer: Any = None) -> Dict[str, Any]:
+        return dict(super()._client_options(serializer), reactor=self.reactor)
 
     def take(self, queues: List[str], count: Optional[int] = None, block: bool = False,
              timeout: Optional[float] = None, group: Optional[str] = None) -> defer.Deferred:
         """See :meth:`Broker.take`."""
         async def run() -> Any:
-            messages = await _TxTake(self, queues, group)._pop(block, timeout, None, count)
-            return _QueueCalls._one_or_list(messages, count)
+            return await _TxTake(self, queues, group)._pop(block, timeout, None, count)
 
         return defer.ensureDeferred(run())
 
@@ -976,8 +832,7 @@ class TxBroker:
         """See :meth:`Broker.reserve`."""
         async def run() -> Any:
             lease_seconds = lease if lease is not None else 0
-            messages = await _TxTake(self, queues, group)._pop(block, timeout, lease_seconds, count)
-            return _QueueCalls._one_or_list(messages, count)
+            return await _TxTake(self, queues, group)._pop(block, timeout, lease_seconds, count)
 
         return defer.ensureDeferred(run())
 
@@ -999,29 +854,5 @@ class TxBroker:
         return self._transport.close()
 
 
-class _TxTake(TxQueue):
+class _TxTake(_MultiQueue, TxQueue):
     """``/take?queues=`` and ``/sse/?queues=`` for Twisted (see blocking._Take)."""
-
-    def __init__(self, broker: TxBroker, queues: List[str], group: Optional[str]) -> None:
-        names: List[str] = [queues] if isinstance(queues, str) else list(queues)  # type: ignore[list-item]
-        if not names or not all(isinstance(name, str) and name for name in names):
-            raise ValueError("queues is a list of queue names")
-        auth, token = broker._credentials
-        timeout, connect_timeout, retries, backoff = broker._options
-        super().__init__(",".join(names), broker.endpoint.url, broker.serializer, auth, token, timeout, None,
-                         broker.reactor, connect_timeout, retries, backoff, group,
-                         _transport=broker._transport)
-        self._names = names
-        self._broker = broker
-
-    def _pop_path(self) -> str:
-        return "/take"
-
-    def _stream_path(self) -> str:
-        return "/sse/"
-
-    def _pop_query(self) -> List[Tuple[str, str]]:
-        return [("queues", ",".join(self._names))]
-
-    def _owner_for(self, payload: Dict[str, Any]) -> Any:
-        return self._broker._queue_of(payload.get("queue") or self._names[0], self.group)
