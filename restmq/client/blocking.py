@@ -415,7 +415,7 @@ class Queue(_Closing, _QueueCalls):
     # dead letters and settings
 
     def dead(self, count: int = 10, group: Optional[str] = None) -> List[DeadLetter]:
-        """The oldest ``count`` dead letters, with why they died and how often they
+        """The newest ``count`` dead letters (newest first), with why they died and how often they
         had been delivered (they stay in ``<queue>:dead``, ``<queue>:dead@<group>``)."""
         return self._execute(self._dead_call(count, group))
 

@@ -336,7 +336,7 @@ class TxQueue(_QueueCalls):
     # dead letters and settings
 
     def dead(self, count: int = 10, group: Optional[str] = None) -> defer.Deferred:
-        """Fires with the oldest dead letters (:class:`DeadLetter`)."""
+        """Fires with the newest dead letters, newest first (:class:`DeadLetter`)."""
         return self._execute(self._dead_call(count, group))
 
     def redrive(self, count: Optional[int] = None, group: Optional[str] = None) -> defer.Deferred:
