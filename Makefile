@@ -8,8 +8,11 @@ BIN := $(VENV)/bin
 ARGS ?=
 WORKERS ?= 1
 PORT ?= 8888
+# the Amazon SQS-compatible API of `make run`: on ElasticMQ's port 9324 beside the
+# default PORT (another PORT leaves it off unless SQS_PORT is given); SQS_PORT=0: off
+SQS_PORT ?= $(if $(filter 8888,$(PORT)),9324,0)
 
-.PHONY: run test install install-test browser proxy bench bench-tools bench-instructions lint clean
+.PHONY: run test install install-test browser proxy curl-dev bench bench-tools bench-instructions lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +28,7 @@ $(VENV)/.installed: $(BIN)/python requirements.txt setup.cfg pyproject.toml
 	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --no-deps --config-settings editable_mode=compat -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt | curl-dev
 	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $@
 
@@ -40,6 +43,14 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "make test: could not install chromium (needs root and apt)"; exit 1; }; }
 
+# Debian's libcurl4-openssl-dev: pycurl (kombu's SQS transport, for the Celery
+# test) is built against it when requirements-test.txt is installed.
+curl-dev:
+	@command -v curl-config >/dev/null 2>&1 || { \
+	  echo "installing Debian's libcurl4-openssl-dev to build pycurl for the SQS tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcurl4-openssl-dev >/dev/null) \
+	  || { echo "make test: could not install libcurl4-openssl-dev (needs root and apt)"; exit 1; }; }
+
 # Debian's nginx and openssl: the dashboard is tested behind etc/nginx/restmq.conf over TLS.
 proxy:
 	@missing=""; \
@@ -52,7 +63,7 @@ proxy:
 	fi
 
 run: install
-	$(BIN)/restmq --workers $(WORKERS) -- --port $(PORT) $(ARGS)
+	$(BIN)/restmq --workers $(WORKERS) -- --port $(PORT) --sqs-port $(SQS_PORT) $(ARGS)
 
 # lint runs only once the tests passed, so a test failure is the first thing shown
 # lint first (seconds), then the tests, whose summary ends the output

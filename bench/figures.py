@@ -22,6 +22,7 @@ from bench.loads import (SMALL_MESSAGE, Wrk, form_stamp, hotqueue_puts, longpoll
                          nchan_next, paced_publish, post_on, text_stamp)
 from bench.procs import (ROOT, BenchError, CpuMeter, Proc, Procs, children_of, cpu_seconds, free_port,
                          percentile, rss_kb)
+from bench.sqsbench import SQS_FIGURES, phase_sqs, phase_sqs_boto3
 
 __all__ = ["Plan", "Row", "Bench", "PHASES"]
 
@@ -49,12 +50,14 @@ class Plan:
     # to the server on a 2-core machine
     client_processes: int = 1
     longpoll_samples: int = 1200  # per long-poll latency figure, in `runs` interleaved rounds
+    client_messages: int = 3000   # messages per run of each client loop (figure w)
     mode: str = "full"
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(runs=1, wrk_seconds=1.0, warm_seconds=0.5, latency_seconds=2.0, laps=1,
-                   lap_seconds=1.5, idle_connections=1000, longpoll_samples=200, mode="quick")
+                   lap_seconds=1.5, idle_connections=1000, longpoll_samples=200,
+                   client_messages=500, mode="quick")
 
     def describe(self) -> str:
         return ("%s: wrk %d x %.0f s per target (median), %d connections; streaming floods "
@@ -766,7 +769,7 @@ class Bench:
         nchan = found.get("nchan")
         nchan_rows = []
         for stat, fraction in (("p50", 0.50), ("p99", 0.99)):
-            row = self._row("q-%s" % stat, restmq=percentile(found["same"]["latencies"], fraction) * 1000)
+            row = self._row("u-%s" % stat, restmq=percentile(found["same"]["latencies"], fraction) * 1000)
             if nchan is None:
                 row.note = "baseline n/a: %s" % nchan_error
             else:
@@ -775,7 +778,7 @@ class Bench:
                 if nchan["misses"]:
                     row.note += "; nchan answered %d rounds with another message" % nchan["misses"]
             nchan_rows.append(row)
-        for key, name in (("n", "same"), ("o", "cross"), ("p", "reserve")):
+        for key, name in (("r", "same"), ("s", "cross"), ("t", "reserve")):
             entry = found[name]
             samples = entry["latencies"]
             rounds = max(1, entry["rounds"])
@@ -796,6 +799,49 @@ class Bench:
         self.log("  long-poll p50/p99 ms: " + ", ".join(
             "%s %.3f/%.3f" % (name, percentile(e["latencies"], 0.5) * 1000,
                               percentile(e["latencies"], 0.99) * 1000) for name, e in found.items()))
+
+    # issue 17: the SQS API (bench/sqsbench.py)
+
+    def phase_sqs(self) -> List[Row]:
+        return phase_sqs(self)
+
+    def phase_sqs_boto3(self) -> List[Row]:
+        return phase_sqs_boto3(self)
+
+    # issue 14: the Python client's worker loop
+
+    def phase_client(self) -> List[Row]:
+        """work() and consume(ack=True) with a no-op body beside a bare reserve()/ack()
+        loop, all in this process on one connection, the loops interleaved per round."""
+        from bench.client import LOOPS, fill
+        proc, port = self._broker(profile="client")
+        url = "http://127.0.0.1:%d" % port
+        count = self.plan.client_messages
+        fill(url, "cw", 200)
+        for measure in LOOPS.values():  # warm: connections, scripts, the worker's threads
+            measure(url, "cw", 50)
+        rates: Dict[str, List[float]] = {name: [] for name in LOOPS}
+        # this process's CPU per message: steadier than a rate on a shared machine
+        costs: Dict[str, List[float]] = {name: [] for name in LOOPS}
+        meter = CpuMeter({"server": lambda: [proc.pid], "redis": lambda: [self.redis.proc.pid],
+                          "clients": lambda: [os.getpid()]})
+        for _ in range(self.plan.runs):
+            for name, measure in LOOPS.items():
+                fill(url, "cw", count)
+                used = time.process_time()
+                rates[name].append(measure(url, "cw", count))
+                costs[name].append((time.process_time() - used) * 1e6 / count)
+        cpu = meter.percent()
+        rate = {name: _median(values) for name, values in rates.items()}
+        cost = {name: _median(values) for name, values in costs.items()}
+        self.log("  client loops: " + ", ".join(
+            "%s %.0f msg/s (%.0f us CPU/msg)" % (name, rate[name], cost[name]) for name in LOOPS))
+        cpu_text = _cpu_note(cpu, None).replace("clients", "client")
+        rows = []
+        for key, name in (("w1", "work"), ("w2", "consume"), ("w3", "work10"), ("w4", "work4")):
+            note = "client CPU %.0f us/message vs %.0f; %d messages a run, median of %d; %s" % (
+                cost[name], cost["bare"], count, self.plan.runs, cpu_text)
+            rows.append(self._row(key, restmq=rate[name], baseline=rate["bare"], note=note))
         return rows
 
     def _row(self, key: str, **fields: Any) -> Row:
@@ -824,16 +870,22 @@ FIGURES: Dict[str, tuple] = {
     "l1": ("l. POST /q to a queue with 1 consumer group; vs the same with none", "req/s"),
     "l4": ("l. POST /q to a queue with 4 consumer groups; vs the same with none", "req/s"),
     "m": ("m. GET /q?group= pop from a consumer group; vs GET /q pop of a plain queue", "req/s"),
-    "n-p50": ("n. publish->long-poll latency p50, consumer waiting, same process; vs bare Cyclone "
+    "r-p50": ("r. publish->long-poll latency p50, consumer waiting, same process; vs bare Cyclone "
               "long-poll", "ms"),
-    "n-p99": ("n. publish->long-poll latency p99, same run; vs bare Cyclone long-poll", "ms"),
-    "o-p50": ("o. publish->long-poll latency p50, publisher on another process; vs bare Cyclone "
+    "r-p99": ("r. publish->long-poll latency p99, same run; vs bare Cyclone long-poll", "ms"),
+    "s-p50": ("s. publish->long-poll latency p50, publisher on another process; vs bare Cyclone "
               "(one process)", "ms"),
-    "o-p99": ("o. publish->long-poll latency p99, same run; vs bare Cyclone (one process)", "ms"),
-    "p-p50": ("p. publish->reserve with wait= latency p50, same process; vs bare Cyclone long-poll", "ms"),
-    "p-p99": ("p. publish->reserve with wait= latency p99, same run; vs bare Cyclone long-poll", "ms"),
-    "q-p50": ("q. publish->long-poll latency p50, same process (as n); vs nginx + nchan long-poll", "ms"),
-    "q-p99": ("q. publish->long-poll latency p99, same run; vs nginx + nchan long-poll", "ms"),
+    "s-p99": ("s. publish->long-poll latency p99, same run; vs bare Cyclone (one process)", "ms"),
+    "t-p50": ("t. publish->reserve with wait= latency p50, same process; vs bare Cyclone long-poll", "ms"),
+    "t-p99": ("t. publish->reserve with wait= latency p99, same run; vs bare Cyclone long-poll", "ms"),
+    "u-p50": ("u. publish->long-poll latency p50, same process (as r); vs nginx + nchan long-poll", "ms"),
+    "u-p99": ("u. publish->long-poll latency p99, same run; vs nginx + nchan long-poll", "ms"),
+    "w1": ("w. Python client work(), no-op handler, one process; vs a bare reserve()/ack() loop",
+           "messages/s"),
+    "w2": ("w. Python client consume(ack=True), one process; vs the same bare loop", "messages/s"),
+    "w3": ("w. Python client work(prefetch=10), one process; vs the same bare loop", "messages/s"),
+    "w4": ("w. Python client work(concurrency=4), one process; vs the same bare loop", "messages/s"),
+    **SQS_FIGURES,
 }
 
 # phase -> (method, the rows it produces), in the order they run
@@ -847,6 +899,9 @@ PHASES: Dict[str, tuple] = {
     "roundrobin": ("phase_roundrobin", ["c"]),
     "idle": ("phase_idle", ["d", "k"]),
     "groups": ("phase_groups", ["l1", "l4", "m"]),
-    "longpoll": ("phase_longpoll", ["n-p50", "n-p99", "o-p50", "o-p99", "p-p50", "p-p99",
-                                    "q-p50", "q-p99"]),
+    "longpoll": ("phase_longpoll", ["r-p50", "r-p99", "s-p50", "s-p99", "t-p50", "t-p99",
+                                    "u-p50", "u-p99"]),
+    "sqs": ("phase_sqs", ["n1", "n2"]),
+    "sqs-boto3": ("phase_sqs_boto3", ["o"]),
+    "client": ("phase_client", ["w1", "w2", "w3", "w4"]),
 }

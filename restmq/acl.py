@@ -5,20 +5,27 @@ Sections ``rest:producer``, ``rest:consumer``, ``comet:consumer`` and
 hold ``hosts_allow``, ``hosts_deny`` (addresses or CIDR networks, or ``all``),
 ``username``/``password`` (HTTP Basic) and ``token`` (Bearer header or
 ``token`` query parameter). A missing section allows everyone.
+
+The SQS listener's access keys live in their own file (``[sqs] credentials``):
+one section per access key id with its ``secret`` and the queues it may
+``send`` to and ``receive`` from (space separated names or fnmatch patterns).
 """
 
 from __future__ import annotations
 
 import configparser
+import fnmatch
 import hmac
 import ipaddress
+import re
 from typing import Dict, Optional, Tuple, Union
 
 import attr
 
 from restmq.errors import AddressDenied, ConfigError, Unauthorized
 
-__all__ = ["CATEGORIES", "Rule", "Credentials", "Acl", "load_acl"]
+__all__ = ["CATEGORIES", "Rule", "Credentials", "Acl", "load_acl",
+           "SqsKey", "SqsKeys", "load_sqs_credentials", "SQS_RIGHTS"]
 
 CATEGORIES = ("rest:producer", "rest:consumer", "comet:consumer", "websocket:consumer", "ops")
 
@@ -194,3 +201,75 @@ def load_acl(path: str) -> Acl:
             username=username, password=password,
             token=values.get("token", "").strip() or None)
     return Acl(rules)
+
+
+#: what an SQS access key may do with a queue: ``send`` (produce and manage, as
+#: rest:producer does) and ``receive`` (consume, as rest:consumer does)
+SQS_RIGHTS = ("send", "receive")
+
+_ACCESS_KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}\Z")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class SqsKey:
+    """One access key of the SQS listener: its secret and its queue patterns."""
+
+    access_key: str
+    secret: str = attr.ib(repr=False)
+    send: Tuple[str, ...] = ()
+    receive: Tuple[str, ...] = ()
+
+    def may(self, right: str, queue: str) -> bool:
+        """Whether this key has ``right`` ("send" or "receive") on ``queue``."""
+        patterns = self.send if right == "send" else self.receive
+        return any(fnmatch.fnmatchcase(queue, pattern) for pattern in patterns)
+
+    def sees(self, queue: str) -> bool:
+        """Any right on ``queue``: it may learn the queue's URL and attributes."""
+        return self.may("send", queue) or self.may("receive", queue)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class SqsKeys:
+    """The SQS access keys by id. Empty: no signature is checked (as ElasticMQ)."""
+
+    keys: Dict[str, SqsKey] = attr.Factory(dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def get(self, access_key: str) -> Optional[SqsKey]:
+        return self.keys.get(access_key)
+
+
+def load_sqs_credentials(path: str) -> SqsKeys:
+    """Read an SQS credentials file (see etc/sqs-credentials.conf).
+
+    :raises ConfigError: naming the file, section and key at fault.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep the case of keys
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError("%s: %s" % (path, str(exc).splitlines()[0])) from None
+    keys = {}
+    for section in parser.sections():
+        if not _ACCESS_KEY_ID.match(section):
+            raise ConfigError("%s: [%s]: an access key id is 1-128 letters and digits" % (path, section))
+        values = dict(parser.items(section))
+        unknown = set(values) - {"secret", "send", "receive"}
+        if unknown:
+            raise ConfigError("%s: [%s] %s: unknown key" % (path, section, sorted(unknown)[0]))
+        secret = values.get("secret", "").strip()
+        if not secret:
+            raise ConfigError("%s: [%s]: secret is missing" % (path, section))
+        keys[section] = SqsKey(section, secret, tuple(values.get("send", "").split()),
+                               tuple(values.get("receive", "").split()))
+    if not keys:
+        raise ConfigError("%s: no access key (one [ACCESS_KEY_ID] section per key)" % path)
+    return SqsKeys(keys)

@@ -18,8 +18,8 @@ from restmq.errors import ConfigError
 
 __all__ = [
     "Config", "ServerConfig", "RedisConfig", "RedisTarget", "DispatchConfig",
-    "DeliveryConfig", "CollectdConfig", "COLLECTD_FORMATS", "load_config", "parse_redis_url",
-    "OPTION_TABLE", "default_data_dir", "checkout_root",
+    "DeliveryConfig", "CollectdConfig", "COLLECTD_FORMATS", "SqsConfig", "load_config",
+    "parse_redis_url", "OPTION_TABLE", "default_data_dir", "checkout_root",
 ]
 
 MiB = 1024 * 1024
@@ -127,12 +127,29 @@ class CollectdConfig:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class SqsConfig:
+    """The Amazon SQS-compatible listener (restmq/web/sqs); port 0 = off."""
+
+    port: int = 0
+    listen: str = "127.0.0.1"
+    account_id: str = "000000000000"
+    region: str = "us-east-1"
+    credentials: str = ""
+    base_url: str = ""
+    allowed_hosts: Tuple[str, ...] = ()
+    max_message_bytes: int = 256 * 1024
+    max_inflight: int = 120000
+    signature_max_age: float = 900.0
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class Config:
     server: ServerConfig = ServerConfig()
     redis: RedisConfig = RedisConfig()
     dispatch: DispatchConfig = DispatchConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     collectd: CollectdConfig = CollectdConfig()
+    sqs: SqsConfig = SqsConfig()
     acl_file: str = ""
     source: str = "<defaults>"
 
@@ -234,6 +251,27 @@ def _words(text: str) -> Tuple[str, ...]:
     return tuple(text.split())
 
 
+def _account_id(text: str) -> str:
+    text = text.strip()
+    if len(text) != 12 or not text.isdigit():
+        raise ValueError("must be 12 digits, as an AWS account id")
+    return text
+
+
+def _region(text: str) -> str:
+    text = text.strip()
+    if not text or not all(c.isalnum() or c == "-" for c in text) or len(text) > 50:
+        raise ValueError("must be letters, digits and '-' (e.g. us-east-1)")
+    return text
+
+
+def _base_url(text: str) -> str:
+    text = text.strip().rstrip("/")
+    if text and urllib.parse.urlsplit(text).scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL, or empty")
+    return text
+
+
 def _host_names(text: str) -> Tuple[str, ...]:
     names = _words(text)
     for name in names:
@@ -296,6 +334,16 @@ OPTION_TABLE: Dict[Tuple[str, str], Tuple[Callable[[str], Any], str]] = {
     ("delivery", "popped_ttl"): (_non_negative_seconds, "delivery.popped_ttl"),
     ("collectd", "format"): (_collectd_format, "collectd.format"),
     ("acl", "file"): (_text, "acl.file"),
+    ("sqs", "port"): (_port, "sqs.port"),
+    ("sqs", "listen"): (_text, "sqs.listen"),
+    ("sqs", "account_id"): (_account_id, "sqs.account_id"),
+    ("sqs", "region"): (_region, "sqs.region"),
+    ("sqs", "credentials"): (_text, "sqs.credentials"),
+    ("sqs", "base_url"): (_base_url, "sqs.base_url"),
+    ("sqs", "allowed_hosts"): (_host_names, "sqs.allowed_hosts"),
+    ("sqs", "max_message_bytes"): (_positive_int, "sqs.max_message_bytes"),
+    ("sqs", "max_inflight"): (_positive_int, "sqs.max_inflight"),
+    ("sqs", "signature_max_age"): (_seconds, "sqs.signature_max_age"),
 }
 
 
@@ -380,7 +428,8 @@ def load_config(path: Optional[str] = None,
         raw[item] = (value, "command line")
 
     sections: Dict[str, Dict[str, Any]] = {
-        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "collectd": {}, "acl": {}}
+        "server": {}, "redis": {}, "dispatch": {}, "delivery": {}, "collectd": {}, "acl": {},
+        "sqs": {}}
     for (section, key), (text, origin) in raw.items():
         convert, field = OPTION_TABLE[(section, key)]
         try:
@@ -420,12 +469,17 @@ def load_config(path: Optional[str] = None,
     if acl_file and not os.path.isfile(acl_file):
         origin = raw[("acl", "file")][1]
         raise ConfigError("%s: [acl] file = %r: no such file" % (origin, acl_file))
+    sqs = SqsConfig(**sections["sqs"])
+    if sqs.credentials and not os.path.isfile(sqs.credentials):
+        origin = raw[("sqs", "credentials")][1]
+        raise ConfigError("%s: [sqs] credentials = %r: no such file" % (origin, sqs.credentials))
     return Config(
         server=server,
         redis=RedisConfig(target=target, **redis_values),
         dispatch=DispatchConfig(**sections["dispatch"]),
         delivery=DeliveryConfig(**sections["delivery"]),
         collectd=CollectdConfig(**sections["collectd"]),
+        sqs=sqs,
         acl_file=acl_file,
         source=path or "<defaults>",
     )

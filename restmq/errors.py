@@ -6,7 +6,7 @@ __all__ = [
     "RestMQError", "BadRequest", "InvalidQueueName", "QueueNotFound",
     "MessageNotFound", "MessageTooLarge", "Unauthorized", "Forbidden", "AddressDenied",
     "BackendUnavailable", "ConfigError", "QueueFull", "LeaseLost", "GroupNotFound",
-    "ReplyTimeout",
+    "ReplyTimeout", "TooManyInFlight",
 ]
 
 
@@ -48,6 +48,10 @@ class MessageTooLarge(RestMQError):
 
 class QueueFull(RestMQError):
     """The queue reached its max length and refuses new messages."""
+
+
+class TooManyInFlight(RestMQError):
+    """The queue has as many messages in flight (leased) as it may."""
 
 
 class LeaseLost(RestMQError):

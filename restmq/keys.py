@@ -106,6 +106,25 @@ Original keys kept as the original wrote them::
     <q>:<n>:refcount      STRING  how many times the JSON protocol's "get" looked at
                                   message <q>:<n> (INCR, shared with the original's brokers)
 
+The SQS front-end (restmq/web/sqs) keeps a queue's SQS-only attributes beside
+them; the attributes that mean the same as a RestMQ setting live in
+<q>:settings (VisibilityTimeout = lease_seconds, MessageRetentionPeriod = ttl,
+RedrivePolicy = max_receives + dead_letter_queue)::
+
+    SQSQUEUESET           SET     queues created (or configured) through the SQS API
+    <q>:sqs               HASH    SQS attribute name -> value (DelaySeconds, FifoQueue, ...)
+    <q>:sqstags           HASH    tag key -> tag value
+    <q>:sqssources        SET     (on a dead-letter target) queues whose RedrivePolicy names it
+    <q>:sqsfirst          HASH    message key -> first ReceiveMessage time (ms); removed with the body
+    <q>:sqsattempts       HASH    FIFO ReceiveRequestAttemptId -> JSON [key, token, ...] it leased
+    <q>:sqsattemptsexp    ZSET    ReceiveRequestAttemptId -> expiry (ms)
+    <q>:sqsmove           HASH    (on a dead-letter queue) its message move task: handle, status,
+                                  destination, rate, moved, to_move, started, updated, failure
+
+SQS message attributes, MessageGroupId (= ordering key) and the deduplication id
+travel in the message's <q>:meta blob; a MessageDeduplicationId is remembered in
+<q>:idempotency / <q>:idempotencyexp beside the REST Idempotency-Keys.
+
 Pub/sub channels::
 
     restmq:notify             "w<q>" wake consumers of <q> ("w<q>#<g>": of group g);
@@ -129,9 +148,11 @@ __all__ = [
     "GROUP_SEPARATOR", "MAX_GROUP_NAME_BYTES", "is_valid_group_name", "namespace",
     "split_namespace", "history_meta", "groups", "refs", "meta", "ordering_keys", "rpc",
     "PURGES", "purge_job", "purge_trash_prefix", "purge_entry", "parse_purge_entry",
+    "SQS_QUEUESET", "sqs_attributes", "sqs_tags", "sqs_sources", "sqs_move",
 ]
 
 QUEUESET = "QUEUESET"
+SQS_QUEUESET = "SQSQUEUESET"
 NOTIFY_CHANNEL = "restmq:notify"
 PURGES = "restmq:purges"
 BROADCAST_CHANNEL_PREFIX = "restmq:broadcast:"
@@ -333,3 +354,19 @@ def parse_purge_entry(entry: str) -> tuple:
 
 def broadcast_channel(queue: str) -> str:
     return BROADCAST_CHANNEL_PREFIX + queue
+
+
+def sqs_attributes(queue: str) -> str:
+    return queue + ":sqs"
+
+
+def sqs_tags(queue: str) -> str:
+    return queue + ":sqstags"
+
+
+def sqs_sources(queue: str) -> str:
+    return queue + ":sqssources"
+
+
+def sqs_move(queue: str) -> str:
+    return queue + ":sqsmove"

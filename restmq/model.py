@@ -9,8 +9,8 @@ import attr
 import orjson
 
 __all__ = ["Policy", "QueueState", "Message", "MessageMeta", "Batch", "QueueInfo", "GroupInfo",
-           "Taker", "SETTINGS", "parse_setting", "MAX_TTL_SECONDS", "WaitingMessage", "ConsumerInfo",
-           "RedisMemory"]
+           "Taker", "SETTINGS", "TEXT_SETTINGS", "parse_setting", "MAX_TTL_SECONDS", "WaitingMessage",
+           "ConsumerInfo", "RedisMemory"]
 
 #: the longest ``ttl`` a message may be given (Redis refuses absurd expiry times)
 MAX_TTL_SECONDS = 10 * 365 * 86400
@@ -400,6 +400,13 @@ def _ttl(text: str) -> str:
     return str(value)
 
 
+def _queue_name(text: str) -> str:
+    from restmq.keys import is_valid_queue_name
+    if not is_valid_queue_name(text):
+        raise ValueError("must be a queue name (1-200 letters, digits and _ - . : @)")
+    return text
+
+
 def _overflow(text: str) -> str:
     if text not in ("reject", "drop_oldest"):
         raise ValueError("must be reject or drop_oldest")
@@ -414,7 +421,11 @@ SETTINGS = {
     "lease_seconds": _positive_seconds,  # default lease of reserve and acked streaming
     "history_size": _non_negative_int,  # broadcast history kept for SSE resume
     "ttl": _ttl,                        # default ttl of new messages, seconds
+    "dead_letter_queue": _queue_name,   # where dead letters go (default "<q>:dead")
 }
+
+#: settings whose value is text, not a number
+TEXT_SETTINGS = ("overflow", "dead_letter_queue")
 
 
 def parse_setting(name: str, text: str) -> str:

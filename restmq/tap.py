@@ -36,6 +36,9 @@ _FLAG_KEYS: Dict[str, Tuple[str, str]] = {
     "redis-wait": ("redis", "wait_replicas"),
     "acl": ("acl", "file"),
     "data-dir": ("redis", "data_dir"),
+    "sqs-port": ("sqs", "port"),
+    "sqs-listen": ("sqs", "listen"),
+    "sqs-credentials": ("sqs", "credentials"),
 }
 
 
@@ -101,6 +104,9 @@ class Options(OneLineErrors):
         ["data-dir", None, None, "where the embedded redis-server keeps its files [var/redis in "
                                  "a checkout, /var/lib/restmq/redis for root, else "
                                  "~/.local/share/restmq/redis]"],
+        ["sqs-port", None, None, "port of the Amazon SQS-compatible API (0 = off) [0]"],
+        ["sqs-listen", None, None, "interface of the SQS API [127.0.0.1]"],
+        ["sqs-credentials", None, None, "SQS access keys file (see etc/sqs-credentials.conf)"],
     ]
     optFlags = [
         ["access-log", None, "log one line per request"],
@@ -128,6 +134,8 @@ class Options(OneLineErrors):
             if self.config.acl_file:
                 from restmq.acl import load_acl
                 load_acl(self.config.acl_file)
+            if self.config.sqs.port:
+                _check_sqs_access(self.config)
             if self.config.redis.target is None:
                 from restmq.server.redisproc import EmbeddedRedis
                 EmbeddedRedis(self.config.redis.data_dir, self.config.redis.server_binary)
@@ -155,8 +163,30 @@ class Options(OneLineErrors):
             parent["pidfile"] = ""
 
 
+def _check_sqs_access(config: Config) -> None:
+    """The SQS listener must not open what the REST ACL closes: where REST needs
+    credentials, the SQS API needs its own (signed) access keys.
+
+    :raises ConfigError: naming what to set.
+    """
+    from restmq.acl import load_acl, load_sqs_credentials
+    if config.sqs.credentials:
+        load_sqs_credentials(config.sqs.credentials)
+        return
+    if not config.acl_file:
+        return
+    acl = load_acl(config.acl_file)
+    for category in ("rest:producer", "rest:consumer"):
+        rule = acl.rules.get(category)
+        if rule is not None and rule.needs_credentials:
+            raise ConfigError("%s: [%s] needs credentials, so the SQS API (port %d) needs its own: "
+                              "set [sqs] credentials (see etc/sqs-credentials.conf)"
+                              % (config.acl_file, category, config.sqs.port))
+
+
 def makeService(options: Options) -> service.MultiService:
-    """redis (embedded only), pool, dispatcher, http: started in this order."""
+    """redis (embedded only), pool, dispatcher, http, sqs (when [sqs] port is set):
+    started in this order."""
     from twisted.internet import reactor
 
     from restmq.acl import Acl, load_acl
@@ -212,6 +242,19 @@ def makeService(options: Options) -> service.MultiService:
         http = internet.TCPServer(config.server.port, app, interface=config.server.listen)
     http.setName("http")
     http.setServiceParent(top)
+    if config.sqs.port:
+        from restmq.acl import SqsKeys, load_sqs_credentials
+        from restmq.web.sqs.app import make_sqs_app
+        keys = load_sqs_credentials(config.sqs.credentials) if config.sqs.credentials else SqsKeys()
+        sqs_app = make_sqs_app(context, keys)
+        sqs: Any
+        if config.server.reuse_port:
+            from restmq.server.reuseport import ReusePortServer
+            sqs = ReusePortServer(config.sqs.port, sqs_app, config.sqs.listen)
+        else:
+            sqs = internet.TCPServer(config.sqs.port, sqs_app, interface=config.sqs.listen)
+        sqs.setName("sqs")
+        sqs.setServiceParent(top)
     Banner(http, config, data_dir).setServiceParent(top)
     return top
 

@@ -158,7 +158,7 @@ class SentinelCluster:
                      "replicas in sync with the master")
             for sentinel in self.sentinels:
                 sentinel.start()
-            wait_for(self._sentinels_agree, "sentinels know the replicas and each other")
+            wait_for(self._sentinels_agree, "sentinels know the replicas and each other", timeout=90.0)
         except BaseException:
             self.stop()
             raise

@@ -105,3 +105,100 @@ async def test_errors_are_one_line_and_status_3(app):
                                                 "http://127.0.0.1:1", "get", "q"],
                                capture_output=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
     assert gone.returncode == 3 and b"cannot talk to http://127.0.0.1:1" in gone.stderr
+
+
+JOB = r"""
+import os, sys
+value = sys.stdin.read()
+with open(sys.argv[1], "a") as out:
+    out.write("%s %s %s\n" % (value, os.environ["RESTMQ_KEY"], os.environ["RESTMQ_DELIVERIES"]))
+sys.exit(1 if value == "bad" else 0)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_work_runs_a_command_per_message_acking_on_success(app, tmp_path):
+    assert (await run(app, "settings", "cliwork", "max_receives=2")).returncode == 0
+    await run(app, "put", "cliwork", "ok-1", "bad", "ok-2")
+    record = tmp_path / "done.txt"
+    worked = await run(app, "work", "cliwork", "--idle-timeout", "1", "--retry-delay", "0", "--",
+                       sys.executable, "-c", JOB, str(record))
+    assert worked.returncode == 0, worked.stderr
+    runs = sorted(record.read_text().splitlines())
+    assert runs == ["bad cliwork:2 1", "bad cliwork:2 2", "ok-1 cliwork:1 1", "ok-2 cliwork:3 1"]
+    log = worked.stderr.decode()
+    assert "exited with status 1" in log and "to the dead letters" in log
+    assert "Traceback" not in log  # a failed command is one line, not a traceback
+    assert log.splitlines()[-1] == "restmq-cli work: 4 message(s) handled"
+    stats = await app.store.stats("cliwork")
+    assert (stats[0].length, stats[0].inflight) == (0, 0)
+
+    dead = await run(app, "dead", "cliwork", "--json")
+    letter = json.loads(dead.stdout)
+    assert (letter["value"], letter["reason"], letter["deliveries"], letter["from"]) == \
+        ("bad", "max_receives", 2, "cliwork:2")
+    table = (await run(app, "dead", "cliwork")).stdout.decode().splitlines()
+    assert table[0].split() == ["key", "deliveries", "reason", "from", "value"]
+    assert table[1].split() == ["cliwork:dead:1", "2", "max_receives", "cliwork:2", "bad"]
+    assert (await run(app, "redrive", "cliwork")).stdout == b"1\n"
+    assert (await run(app, "dead", "cliwork", "--json")).stdout == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_work_refuses_a_missing_command(app):
+    none = await run(app, "work", "q")
+    assert none.returncode == 2 and b"work needs a command" in none.stderr
+    missing = await run(app, "work", "q", "--", "no-such-command-here")
+    assert missing.returncode == 2 and b"command not found" in missing.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_reserve_ack_nack_and_settings(app):
+    await run(app, "put", "leases", "a", "b", "c")
+    reserved = await run(app, "reserve", "leases", "--count", "2", "--lease", "60")
+    first, second = [json.loads(line) for line in reserved.stdout.decode().splitlines()]
+    assert (first["value"], first["deliveries"]) == ("a", 1) and second["receipt"].startswith("leases:2:")
+    assert (await run(app, "ack", "leases", first["receipt"])).stdout == b"1\n"
+    assert (await run(app, "nack", "leases", second["receipt"], "--delay", "3600")).stdout == b"1\n"
+    lost = await run(app, "ack", "leases", first["receipt"])
+    assert lost.returncode == 3 and b"409 lease_lost" in lost.stderr
+    assert json.loads((await run(app, "reserve", "leases")).stdout)["value"] == "c"
+    assert (await run(app, "reserve", "leases")).returncode == 1  # "b" is delayed
+    shown = (await run(app, "settings", "leases", "lease_seconds=45", "maxlen=10")).stdout.decode()
+    assert "lease_seconds  45" in shown and "maxlen         10" in shown
+    assert json.loads((await run(app, "settings", "leases", "--json")).stdout)["maxlen"] == 10
+    assert (await run(app, "settings", "leases", "maxlen=")).returncode == 0
+    assert json.loads((await run(app, "settings", "leases", "--json")).stdout)["maxlen"] == 0
+    bad = await run(app, "settings", "leases", "maxlen")
+    assert bad.returncode == 2 and b"NAME=VALUE" in bad.stderr
+    refused = await run(app, "settings", "leases", "max_receives=0")
+    assert refused.returncode == 3 and b"400 bad_request" in refused.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_version(app):
+    from restmq import __version__
+    done = await run(app, "--version")
+    assert done.returncode == 0 and done.stdout.decode().strip() == "restmq-cli " + __version__
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_from_a_terminal_says_it_reads_stdin(app):
+    import pty
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(command(app, "put", "typed"), stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    os.close(slave)
+    try:
+        notice = await deferToThread(proc.stderr.readline)
+        assert notice.startswith(b"restmq-cli: reading messages from standard input")
+        os.write(master, b"by hand\n\x04")  # a line, then Ctrl-D
+        assert await deferToThread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        proc.stdout.close()
+        proc.stderr.close()
+    length, messages = await app.store.jobs("typed", 10)
+    assert length == 1 and messages[0].value == "by hand"

@@ -63,12 +63,12 @@ async def test_blocking_get_long_polls_until_a_message_comes(app):
 
 
 @pytest_twisted.ensureDeferred
-async def test_consume_iterates_the_event_stream(app):
+async def test_subscribe_iterates_the_event_stream(app):
     queue = Queue("stream", url=app.url)
 
     def first_three():
         values = []
-        for value in queue.consume():
+        for value in queue.subscribe():
             values.append(value)
             if len(values) == 3:
                 return values
@@ -178,10 +178,10 @@ async def test_txqueue_put_get_and_long_poll(app):
 
 
 @pytest_twisted.ensureDeferred
-async def test_txqueue_consume_until_cancelled(app):
+async def test_txqueue_subscribe_until_cancelled(app):
     queue = TxQueue("txstream", url=app.url, pool=app.http_pool, serializer=json)
     received = []
-    consuming = queue.consume(received.append)
+    consuming = queue.subscribe(received.append)
     await wait_until(lambda: app.dispatcher.subscriber_counts("txstream").get("sse") == 1)
     await queue.put({"n": 1}, {"n": 2})
     await wait_until(lambda: len(received) == 2)

@@ -47,11 +47,13 @@ def _read(name: str) -> bytes:
     return resources.files("restmq.storage").joinpath("lua", name).read_bytes()
 
 
-def load_scripts() -> Dict[str, Script]:
-    """Read every script of lua/ once, each prefixed with lib.lua."""
-    lib = _read("lib.lua")
+def load_scripts(names: Sequence[str] = SCRIPT_NAMES,
+                 libs: Sequence[str] = ("lib",)) -> Dict[str, Script]:
+    """Read the scripts ``names`` of lua/ once, each prefixed with the ``libs``
+    (lib.lua; the SQS scripts add sqs_lib.lua)."""
+    lib = b"\n".join(_read(name + ".lua") for name in libs)
     scripts = {}
-    for name in SCRIPT_NAMES:
+    for name in names:
         try:
             body = _read(name + ".lua")
         except FileNotFoundError:

@@ -20,6 +20,7 @@ ERROR_TABLE: Tuple[Tuple[Type[Exception], int, str], ...] = (
     (errors.LeaseLost, 409, "lease_lost"),
     (errors.MessageTooLarge, 413, "message_too_large"),
     (errors.QueueFull, 429, "queue_full"),
+    (errors.TooManyInFlight, 429, "too_many_in_flight"),
     (StorageFull, 507, "storage_full"),
     (errors.BackendUnavailable, 503, "backend_unavailable"),
     (errors.ReplyTimeout, 504, "timeout"),

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 
 from restmq.errors import BadRequest, LeaseLost
 from restmq.storage.store import dead_letter_queue
-from restmq.model import SETTINGS, parse_setting
+from restmq.model import SETTINGS, TEXT_SETTINGS, parse_setting
 from restmq.storage.store import check_group
 from restmq.web.base import BaseHandler, async_handler
 
@@ -76,7 +76,7 @@ class RedriveHandler(BaseHandler):
 
 
 class DeadLettersHandler(BaseHandler):
-    """GET /q/<q>/dead: the oldest dead letters with why they died."""
+    """GET /q/<q>/dead: the newest dead letters (newest first) with why they died."""
 
     acl_categories = {"GET": "rest:consumer"}
 
@@ -106,7 +106,7 @@ def _number(text: str) -> object:
 
 class SettingsHandler(BaseHandler):
     """GET /settings/<q>; POST any of maxlen, overflow, max_receives, lease_seconds,
-    history_size, ttl (an empty value removes that setting)."""
+    history_size, ttl, dead_letter_queue (an empty value removes that setting)."""
 
     # maxlen with overflow=drop_oldest makes the queue drop messages (a consumer's power),
     # and every setting shapes what producers get: changing them takes both
@@ -117,9 +117,10 @@ class SettingsHandler(BaseHandler):
         defaults: Dict[str, object] = {
             "maxlen": 0, "overflow": "reject", "max_receives": delivery.max_receives,
             "lease_seconds": delivery.lease_seconds,
-            "history_size": self.config.dispatch.history_size, "ttl": None}
+            "history_size": self.config.dispatch.history_size, "ttl": None,
+            "dead_letter_queue": None}
         for name, value in own.items():
-            defaults[name] = value if name == "overflow" else _number(value)
+            defaults[name] = value if name in TEXT_SETTINGS else _number(value)
         return defaults
 
     @async_handler

@@ -91,6 +91,7 @@ local function release(q, key, keep_ms)
   drop_body(key, keep_ms)
   redis.call('HDEL', q .. ':meta', key)
   redis.call('HDEL', q .. ':okey', key)
+  redis.call('HDEL', q .. ':sqsfirst', key)
   return true
 end
 
@@ -124,6 +125,9 @@ local function release_many(q, keys, keep_ms)
     end
     if redis.call('EXISTS', q .. ':okey') == 1 then
       redis.call('HDEL', q .. ':okey', unpack(part))
+    end
+    if redis.call('EXISTS', q .. ':sqsfirst') == 1 then
+      redis.call('HDEL', q .. ':sqsfirst', unpack(part))
     end
   end
 end
@@ -159,9 +163,9 @@ local function finish(q, g, key)
   return release(q, key)
 end
 
--- Move a message body to the dead-letter queue of group g (an ordinary queue),
--- keeping its delivery count and metadata and recording why. Group g is done with
--- the original key.
+-- Move a message body to the dead-letter queue of group g (an ordinary queue; the
+-- dead_letter_queue setting of <q> or of the group names another), keeping its
+-- delivery count and metadata and recording why. Group g is done with the original key.
 local function dead_letter(q, g, key, count, reason, now)
   local body = redis.call('GET', key)
   local meta = redis.call('HGET', q .. ':meta', key)
@@ -169,7 +173,7 @@ local function dead_letter(q, g, key, count, reason, now)
   if not body then
     return nil
   end
-  local dq = dlq_of(q, g)
+  local dq = redis.call('HGET', ns_of(q, g) .. ':settings', 'dead_letter_queue') or dlq_of(q, g)
   local newkey = dq .. ':' .. redis.call('INCR', dq .. ':UUID')
   redis.call('SET', newkey, body)
   if meta then
