@@ -165,7 +165,7 @@ async def test_work_retries_then_dead_letters_at_max_receives_then_redrive_bring
         raise RuntimeError("cannot do job %s" % message.value["job"])
 
     with caplog.at_level(logging.ERROR, logger="restmq.client"):
-        handled = await in_thread(queue.work, broken, retry_delay=0.05, backoff=2, idle_timeout=1.0)
+        handled = await in_thread(queue.work, broken, retry_delay=0.05, backoff=2, idle_timeout=5.0)
     assert handled == 3 and attempts == [1, 2, 3]
     failures = [r for r in caplog.records if r.name == "restmq.client" and r.exc_info]
     assert len(failures) == 3 and "cannot do job 1" in caplog.text and "to the dead letters" in caplog.text
@@ -208,7 +208,7 @@ async def test_work_with_threads_handles_each_message_exactly_once(app):
             handled.append(message.value)
             threads.add(threading.current_thread().name)
 
-    assert await in_thread(queue.work, handler, concurrency=4, idle_timeout=0.5) == 120
+    assert await in_thread(queue.work, handler, concurrency=4, idle_timeout=2.0) == 120
     assert sorted(handled) == sorted("j%d" % i for i in range(120))
     assert len(threads) > 1
     stats = await in_thread(queue.stats)
@@ -349,7 +349,7 @@ async def test_txqueue_work_retries_dead_letters_and_redrive(app):
         if message.value == "x":
             raise RuntimeError("x always fails")
 
-    assert await queue.work(handler, retry_delay=0.05, idle_timeout=0.5, concurrency=2) == 3
+    assert await queue.work(handler, retry_delay=0.05, idle_timeout=5.0, concurrency=2) == 3
     assert sorted(attempts) == [("x", 1), ("x", 2), ("y", 1)]
     letters = await queue.dead()
     assert [(d.value, d.reason, d.deliveries) for d in letters] == [("x", "max_receives", 2)]

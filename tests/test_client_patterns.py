@@ -52,7 +52,7 @@ async def test_each_group_gets_every_message_and_its_members_compete(app):
     await in_thread(orders.put, "order-1", "order-2", "order-3")
 
     billed: List[Message] = []
-    assert await in_thread(orders.work, billed.append, group="billing", idle_timeout=0.2) == 3
+    assert await in_thread(orders.work, billed.append, group="billing", idle_timeout=2.0) == 3
     assert [(m.value, m.group) for m in billed] == \
         [("order-1", "billing"), ("order-2", "billing"), ("order-3", "billing")]
     audit = Queue("orders", url=app.url, group="audit")
@@ -82,7 +82,7 @@ async def test_group_dead_letters_and_redrive(app):
     def broken(message: Message) -> None:
         raise RuntimeError("no")
 
-    assert await in_thread(jobs.work, broken, idle_timeout=0.3, retry_delay=0) == 1
+    assert await in_thread(jobs.work, broken, idle_timeout=2.0, retry_delay=0) == 1
     letters = await in_thread(jobs.dead)
     assert [(d.value, d.reason) for d in letters] == [("bad", "max_receives")]
     assert await in_thread(jobs.dead, group="") == []  # the default consumers' own dead letters
