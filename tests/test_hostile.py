@@ -135,11 +135,18 @@ async def test_configured_public_names_are_served(redis, redis_server):
     ("Example.ORG", ("example.org", None)), ("example.org:8888", ("example.org", 8888)),
     ("[::1]:80", ("[::1]", 80)), ("127.0.0.1", ("127.0.0.1", None)), ("a.b.", ("a.b", None)),
     ("::1", None), ("x:99999", None), ("x:", None), ("http://x", None), ("x/y", None), ("", None),
-    ("a@b", None), ("[zz]:1", None),
+    ("a@b", None), ("[zz]:1", None), ("x:\u00b2", None), ("x:\u0663", None),
 ])
 def test_parse_host(value, parsed):
     from restmq.web.hosts import parse_host
     assert parse_host(value) == parsed
+
+
+@pytest_twisted.ensureDeferred
+async def test_host_with_a_non_ascii_digit_port_is_421(app):
+    # "\xb2" is "²" in latin-1: str.isdigit() says yes, int() refuses it
+    raw = await raw_exchange(app.port, b"GET /q/ HTTP/1.1\r\nHost: localhost:\xb2\r\nConnection: close\r\n\r\n")
+    assert split_response(raw)[0] == 421, raw
 
 
 # items 3 and 4: what a client costs the broker is bounded

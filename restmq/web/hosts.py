@@ -45,7 +45,7 @@ def parse_host(text: str) -> Optional[Tuple[str, Optional[int]]]:
         if ":" in rest[1:]:
             return None  # a bare IPv6 address must be bracketed
     if rest:
-        if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+        if not rest.startswith(":") or not (rest[1:].isascii() and rest[1:].isdigit()) or len(rest) > 6:
             return None
         port = int(rest[1:])
         if port > 65535:
