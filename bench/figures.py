@@ -799,6 +799,7 @@ class Bench:
         self.log("  long-poll p50/p99 ms: " + ", ".join(
             "%s %.3f/%.3f" % (name, percentile(e["latencies"], 0.5) * 1000,
                               percentile(e["latencies"], 0.99) * 1000) for name, e in found.items()))
+        return rows
 
     # issue 17: the SQS API (bench/sqsbench.py)
 
