@@ -142,10 +142,34 @@ def test_parse_host(value, parsed):
     assert parse_host(value) == parsed
 
 
+def test_request_headers_read_in_any_casing():
+    # the parser stores Http-Header-Case; lookups take a well-cased name in one probe
+    from restmq.web.http import RequestHeaders
+    headers = RequestHeaders()
+    dict.__setitem__(headers, "Content-Type", "application/json")
+    headers._as_list["Content-Type"] = ["application/json"]
+    for name in ("Content-Type", "content-type", "CONTENT-type"):
+        assert headers.get(name) == "application/json"
+    assert "content-type" in headers and "Content-Type" in headers and "Accept" not in headers
+    assert headers.get("Accept", "x") == "x" and headers.get("accept") is None
+    assert headers.get_list("content-type") == ["application/json"] and headers.get_list("Accept") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_lowercase_header_names_are_read(app):
+    raw = await raw_exchange(app.port, b"POST /q/lower HTTP/1.1\r\nhost: localhost\r\n"
+                             b"content-type: application/json\r\naccept: application/json\r\n"
+                             b"content-length: 7\r\nconnection: close\r\n\r\n[\"a\",1]")
+    status, _, body = split_response(raw)
+    assert status == 200, raw
+    assert json.loads(body)["keys"] == ["lower:1", "lower:2"]
+
+
 @pytest_twisted.ensureDeferred
 async def test_host_with_a_non_ascii_digit_port_is_421(app):
     # "\xb2" is "²" in latin-1: str.isdigit() says yes, int() refuses it
-    raw = await raw_exchange(app.port, b"GET /q/ HTTP/1.1\r\nHost: localhost:\xb2\r\nConnection: close\r\n\r\n")
+    raw = await raw_exchange(app.port, b"GET /q/ HTTP/1.1\r\nHost: localhost:\xb2\r\n"
+                                       b"Connection: close\r\n\r\n")
     assert split_response(raw)[0] == 421, raw
 
 

@@ -218,7 +218,9 @@ class BaseHandler(cyclone.web.RequestHandler):
 
     def arguments(self, name: str) -> List[str]:
         """Every value of a query or form field, decoded as strict UTF-8, exact."""
-        raw = getattr(self.request, "raw_arguments", {}).get(name, [])
+        raw = getattr(self.request, "raw_arguments", {}).get(name)
+        if not raw:
+            return []
         try:
             return [value.decode("utf-8") for value in raw]
         except UnicodeDecodeError:
@@ -226,8 +228,9 @@ class BaseHandler(cyclone.web.RequestHandler):
 
     def argument(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The last value of a field, or ``default``."""
-        values = self.arguments(name)
-        return values[-1] if values else default
+        if not getattr(self.request, "raw_arguments", {}).get(name):
+            return default  # most fields are absent from most requests
+        return self.arguments(name)[-1]
 
     def required(self, name: str) -> str:
         value = self.argument(name)
@@ -323,9 +326,10 @@ class BaseHandler(cyclone.web.RequestHandler):
         if callback:
             self.finish(self._jsonp(callback, orjson.dumps(payload), b";" + terminator))
             return
-        self.set_header("Content-Type", content_type)
+        # constant values of this module's callers: set_header's checks would find nothing
+        self._headers["Content-Type"] = content_type
         if content_type.startswith("text/"):
-            self.set_header("X-Content-Type-Options", "nosniff")
+            self._headers["X-Content-Type-Options"] = "nosniff"
         self.finish(body + terminator)
 
     def _jsonp(self, callback: str, body: bytes, end: bytes) -> bytes:

@@ -170,6 +170,36 @@ def fast_write(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
+_ABSENT = object()
+
+
+class RequestHeaders(httputil.HTTPHeaders):
+    """cyclone's HTTPHeaders, read without normalizing a name that is already in
+    Http-Header-Case (the parser stores every name so): one dict probe for each of
+    the dozen lookups a request makes; any other casing is normalized as before."""
+
+    def __init__(self) -> None:  # what HTTPHeaders() does for no arguments
+        dict.__init__(self)
+        self._as_list: Dict[str, List[str]] = {}
+        self._last_key = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = dict.get(self, name, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        norm = httputil.HTTPHeaders._normalize_name(name)
+        return default if norm == name else dict.get(self, norm, default)
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or (
+            isinstance(name, str) and dict.__contains__(self, httputil.HTTPHeaders._normalize_name(name)))
+
+    def get_list(self, name: str) -> List[str]:
+        values = self._as_list.get(name)
+        return values if values is not None else self._as_list.get(
+            httputil.HTTPHeaders._normalize_name(name), [])
+
+
 _HEADER_NAMES: Dict[bytes, str] = {}
 
 
@@ -522,7 +552,7 @@ class HTTPConnection(protocol.Protocol):
             target_text = urllib.parse.quote_from_bytes(target, safe=_PRINTABLE_ASCII)
         if len(lines) - 1 > _MAX_HEADERS:
             raise _Rejected(431, "headers_too_large", "more than %d header fields" % _MAX_HEADERS)
-        headers = httputil.HTTPHeaders()
+        headers = RequestHeaders()
         as_list = headers._as_list
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
