@@ -17,7 +17,7 @@ from typing import List
 
 from bench.figures import PHASES, Bench, Plan
 from bench.machine import load, machine, versions
-from bench.procs import ROOT, BenchError, Procs
+from bench.procs import ROOT, BenchError, Pinning, Procs
 from bench.report import render
 
 RESULTS = os.path.join(ROOT, "bench", "results")
@@ -40,6 +40,9 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="record the broker with py-spy in each phase (bench/results/profile-*); "
                              "slows it, so the figures of such a run are not comparable")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave CPU placement to the scheduler (by default the server measured "
+                             "gets the first CPU, everything else the others)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs)")
     return parser.parse_args(argv)
 
@@ -72,11 +75,13 @@ def main(argv: List[str]) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # unix socket paths must stay short: a work folder in /tmp, not in the checkout
     workdir = tempfile.mkdtemp(prefix="restmq-bench-")
-    procs = Procs(workdir)
+    pinning = Pinning(enabled=not args.no_pin)
+    pinning.harness()
+    procs = Procs(workdir, pinning)
     fields = machine()
     load_before = load()
     started = time.monotonic()
-    _log("%s; work folder %s" % (plan.describe(), workdir))
+    _log("%s; %s; work folder %s" % (plan.describe(), pinning.describe(), workdir))
     bench = Bench(plan, procs, _log, RESULTS if args.profile else None)
     failed = False
     try:
@@ -91,13 +96,16 @@ def main(argv: List[str]) -> int:
             ("versions", versions(bench.redis.version)),
             ("load average", "%s before, %s after (1, 5, 15 min)" % (load_before, load())),
             ("plan", plan.describe()),
+            ("CPUs", pinning.describe()),
             ("run time", "%d min %02d s" % divmod(round(elapsed), 60)),
         ]
         footnotes = [
             "ratio = RestMQ / baseline (for latency and RSS, lower is better).",
             "One CPython process per server; wrk for plain HTTP; SSE subscribers are "
-            "bench/sseclient.py processes; all on this machine, so the load generators share "
-            "its cores with the servers.",
+            "bench/sseclient.py processes; all on this machine: "
+            + ("the server measured on a CPU of its own, the load generators and Redis on the "
+               "others (figure j: two workers, nothing pinned)."
+               if pinning.enabled else "the load generators share its cores with the servers."),
         ]
         if args.profile:
             footnotes.append("Recorded under py-spy (--profile): the broker was slowed; "

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 __all__ = ["BenchError", "Proc", "Procs", "ClientProc", "free_port", "wait_port", "rss_kb",
            "ROOT", "NOFILE", "ClientGroup", "percentile",
-           "CpuMeter", "cpu_seconds"]
+           "CpuMeter", "cpu_seconds", "Pinning"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOFILE = 65536
@@ -47,9 +47,59 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _child_setup(nofile: int) -> Callable[[], None]:
+class Pinning:
+    """Which CPUs the servers measured run on, and which the rest (the harness,
+    its load generators, clients and Redis).
+
+    On a machine of two or more CPUs the server under test gets the first one to
+    itself and everything else shares the others: a single-threaded server then
+    runs at the speed of one whole core in every run instead of wherever the
+    scheduler puts it beside the load generators, which is what made the same
+    figure move by 30 %% from run to run on two cores. The baselines are pinned the
+    same way. ``--no-pin`` (or one CPU) leaves the scheduler alone.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        self.all = set(cpus)
+        self.enabled = enabled and len(cpus) >= 2
+        self.server = {cpus[0]} if self.enabled else set(cpus)
+        self.load = set(cpus[1:]) if self.enabled else set(cpus)
+
+    def harness(self) -> None:
+        """Pin this process (and so every child it starts) to the load CPUs."""
+        os.sched_setaffinity(0, self.load)
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "not pinned"
+        return "server measured on CPU %s, harness, load generators and Redis on CPU %s" % (
+            ",".join(map(str, sorted(self.server))), ",".join(map(str, sorted(self.load))))
+
+    def unpinned(self) -> "_Unpinned":
+        """Within: servers and harness on every CPU (a phase of several workers)."""
+        return _Unpinned(self)
+
+
+class _Unpinned:
+    def __init__(self, pinning: Pinning) -> None:
+        self.pinning = pinning
+        self.saved = (pinning.server, pinning.load)
+
+    def __enter__(self) -> None:
+        self.pinning.server = self.pinning.load = self.pinning.all
+        os.sched_setaffinity(0, self.pinning.all)
+
+    def __exit__(self, *exc: object) -> None:
+        self.pinning.server, self.pinning.load = self.saved
+        os.sched_setaffinity(0, self.pinning.load)
+
+
+def _child_setup(nofile: int, cpus: Optional[set] = None) -> Callable[[], None]:
     def setup() -> None:  # runs in the child, between fork and exec
         die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         if nofile:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             try:
@@ -111,8 +161,9 @@ class Proc:
 
     def __init__(self, name: str, argv: Sequence[str], log_path: str,
                  env: Optional[Dict[str, str]] = None, nofile: int = NOFILE,
-                 pipes: bool = False) -> None:
+                 pipes: bool = False, cpus: Optional[set] = None) -> None:
         self.name = name
+        self.cpus = cpus  # None: those of the harness
         self.argv = list(argv)
         self.log_path = log_path
         self.env = env
@@ -127,7 +178,7 @@ class Proc:
                 self.argv, stdin=subprocess.PIPE if self.pipes else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if self.pipes else log,
                 stderr=log, env=self.env, cwd=ROOT, start_new_session=True,
-                preexec_fn=_child_setup(self.nofile), close_fds=True)
+                preexec_fn=_child_setup(self.nofile, self.cpus), close_fds=True)
         except OSError as exc:
             raise BenchError("cannot start %s: %s" % (self.name, exc)) from None
         finally:
@@ -320,8 +371,9 @@ def wait_port(port: int, proc: Proc, timeout: float = 15.0) -> None:
 class Procs:
     """Starts children and guarantees they are stopped."""
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, pinning: Optional[Pinning] = None) -> None:
         self.workdir = workdir
+        self.pinning = pinning or Pinning(enabled=False)
         self.started: List[Proc] = []
         self.python = sys.executable
         self.env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -380,14 +432,15 @@ class Procs:
         proc = self.start(Proc(name, [
             self.python, "-c", "from twisted.scripts.twistd import run; run()",
             "--pidfile=", "-n", "restmq", "--port", str(port), "--config", conf,
-            "--redis", "unix://" + redis.sock, *extra], self.path(name + ".log"), env=self.env))
+            "--redis", "unix://" + redis.sock, *extra], self.path(name + ".log"), env=self.env,
+            cpus=self.pinning.server))
         wait_port(port, proc)
         return proc
 
     def bare(self, redis: "Redis", port: int) -> Proc:
         proc = self.start(Proc("bare-cyclone", [
             self.python, "-m", "bench.bare", "--port", str(port), "--redis", redis.sock],
-            self.path("bare.log"), env=self.env))
+            self.path("bare.log"), env=self.env, cpus=self.pinning.server))
         wait_port(port, proc)
         return proc
 
@@ -406,7 +459,7 @@ class Procs:
                                   "nofile": NOFILE})
         proc = self.start(Proc("nginx", [binary, "-p", prefix + "/", "-c", conf,
                                          "-e", os.path.join(prefix, "error.log")],
-                               os.path.join(prefix, "stderr.log")))
+                               os.path.join(prefix, "stderr.log"), cpus=self.pinning.server))
         wait_port(port, proc)
         return proc
 

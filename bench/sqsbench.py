@@ -199,7 +199,7 @@ def phase_sqs_boto3(bench: Any) -> List[Any]:
     wait_port(sqs_port, broker)
     moto_port = free_port()
     moto_proc = bench.procs.start(Proc("moto_server", [moto, "-H", "127.0.0.1", "-p", str(moto_port)],
-                                       bench.procs.path("moto.log")))
+                                       bench.procs.path("moto.log"), cpus=bench.procs.pinning.server))
     wait_port(moto_port, moto_proc)
     loops: Dict[str, Callable[[float], float]] = {
         "restmq": lambda s: _boto3_loop("http://127.0.0.1:%d" % sqs_port, s),
