@@ -95,7 +95,9 @@ def activemq_versions() -> List[str]:
 
 def start_activemq(procs: Procs, port: int) -> Proc:
     """Debian's ActiveMQ broker with only a STOMP connector on ``port``, its own folder
-    under the bench's work folder, in its own process group."""
+    under the bench's work folder, in its own process group, on the CPU of the server
+    measured (all its threads: the JIT and the collector too), as RestMQ and the other
+    baselines are."""
     if not os.path.exists(ACTIVEMQ_JAR):
         raise BenchError("activemq not installed (Debian activemq; make bench installs it)")
     if not os.path.exists(STOMP_JAR):
@@ -115,7 +117,8 @@ def start_activemq(procs: Procs, port: int) -> Proc:
         "-Djava.io.tmpdir=" + os.path.join(base, "tmp"),
         "-Dactivemq.home=" + ACTIVEMQ_HOME, "-Dactivemq.base=" + base,
         "-Dactivemq.conf=" + conf, "-Dactivemq.data=" + data,
-        "-jar", ACTIVEMQ_JAR, "start", "xbean:file:" + xml], os.path.join(base, "activemq.log")))
+        "-jar", ACTIVEMQ_JAR, "start", "xbean:file:" + xml], os.path.join(base, "activemq.log"),
+        cpus=procs.pinning.server))
     wait_port(port, proc, timeout=90.0)
     return proc
 
