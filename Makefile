@@ -75,13 +75,15 @@ $(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	touch $@
 
-# Debian's wrk (HTTP load) and nginx with nchan (the fan-out baseline); a row
-# whose tool is missing reads "n/a" instead of failing the run.
+# Debian's wrk (HTTP load), nginx with nchan (the fan-out baseline) and activemq
+# (ActiveMQ's STOMP broker, figure v; a JRE comes with it); a row whose tool is
+# missing reads "n/a" instead of failing the run.
 bench-tools:
 	@missing=""; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing="$$missing libnginx-mod-nchan"; \
+	[ -e /usr/share/activemq/bin/activemq.jar ] || missing="$$missing activemq"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian's$$missing for the benchmarks"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

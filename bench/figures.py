@@ -22,6 +22,7 @@ from bench.loads import (SMALL_MESSAGE, Wrk, form_stamp, hotqueue_puts, longpoll
                          nchan_next, paced_publish, post_on, text_stamp)
 from bench.procs import (ROOT, BenchError, CpuMeter, Proc, Procs, children_of, cpu_seconds, free_port,
                          percentile, rss_kb)
+from bench.activemq import ACTIVEMQ_FIGURES, phase_activemq
 from bench.sqsbench import SQS_FIGURES, phase_sqs, phase_sqs_boto3
 
 __all__ = ["Plan", "Row", "Bench", "PHASES"]
@@ -827,6 +828,11 @@ class Bench:
                               percentile(e["latencies"], 0.99) * 1000) for name, e in found.items()))
         return rows
 
+    # issue 18: ActiveMQ's waiting consumer (bench/activemq.py)
+
+    def phase_activemq(self) -> List[Row]:
+        return phase_activemq(self)
+
     # issue 17: the SQS API (bench/sqsbench.py)
 
     def phase_sqs(self) -> List[Row]:
@@ -912,6 +918,7 @@ FIGURES: Dict[str, tuple] = {
     "w2": ("w. Python client consume(ack=True), one process; vs the same bare loop", "messages/s"),
     "w3": ("w. Python client work(prefetch=10), one process; vs the same bare loop", "messages/s"),
     "w4": ("w. Python client work(concurrency=4), one process; vs the same bare loop", "messages/s"),
+    **ACTIVEMQ_FIGURES,
     **SQS_FIGURES,
 }
 
@@ -928,6 +935,7 @@ PHASES: Dict[str, tuple] = {
     "groups": ("phase_groups", ["l1", "l4", "m"]),
     "longpoll": ("phase_longpoll", ["r-p50", "r-p99", "s-p50", "s-p99", "t-p50", "t-p99",
                                     "u-p50", "u-p99"]),
+    "activemq": ("phase_activemq", ["v-p50", "v-p99"]),
     "sqs": ("phase_sqs", ["n1", "n2"]),
     "sqs-boto3": ("phase_sqs_boto3", ["o"]),
     "client": ("phase_client", ["w1", "w2", "w3", "w4"]),

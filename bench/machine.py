@@ -88,6 +88,8 @@ def versions(redis_version: str) -> str:
     nchan = _output(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"])
     if nchan and "no packages" not in nchan:
         parts.append("nchan %s" % nchan.split(":")[-1])
+    from bench.activemq import activemq_versions
+    parts += activemq_versions()
     if shutil.which("wrk"):
         found = re.search(r"wrk ([\d.]+)", _output(["wrk", "-v"]))
         if found:
