@@ -99,7 +99,7 @@ bench-instructions: $(VENV)/.installed-bench
 	  || { echo "make bench-instructions: could not install valgrind (needs root and apt)"; exit 1; }; }
 	PYTHONPATH=. $(BIN)/python -m bench.instructions $(BENCH_ARGS)
 
-# `make bench` (about 5 minutes; BENCH_ARGS=--quick for a one-minute smoke run)
+# `make bench` (every phase, about 11 minutes; BENCH_ARGS=--quick for a one-minute smoke run)
 bench: $(VENV)/.installed-bench bench-tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

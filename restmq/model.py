@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional
 import attr
 import orjson
 
+_dumps = orjson.dumps
+
 __all__ = ["Policy", "QueueState", "Message", "MessageMeta", "Batch", "QueueInfo", "GroupInfo",
            "Taker", "SETTINGS", "TEXT_SETTINGS", "parse_setting", "MAX_TTL_SECONDS", "WaitingMessage",
            "ConsumerInfo", "RedisMemory"]
@@ -177,7 +179,8 @@ class Message:
             if cached is not None:
                 return cached
         if self.receipt is None and self.meta is None:
-            cached = orjson.dumps({"key": self.key, "value": self.value})
+            # the bytes orjson.dumps({"key": ..., "value": ...}) gives, in half its time
+            cached = b'{"key":%s,"value":%s}' % (_dumps(self.key), _dumps(self.value))
         else:
             cached = orjson.dumps(self.as_dict())
         if encoded is not None:  # cached once the message has a cache (a broadcast)
@@ -221,6 +224,16 @@ class Batch:
             else:
                 joined = b"".join([encode(m) for m in self.messages])
             self._joined[name] = joined
+        return joined
+
+    def wrapped(self, name: str, encode, wrap) -> bytes:
+        """``wrap(encoded(name, encode))``: one frame around the whole batch (a
+        transport's framing, such as an HTTP chunk), made once and shared."""
+        key = name + "\x00wrapped"
+        joined = self._joined.get(key)
+        if joined is None:
+            data = self.encoded(name, encode)
+            joined = self._joined[key] = wrap(data) if data else b""
         return joined
 
 

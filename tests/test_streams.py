@@ -72,6 +72,35 @@ async def test_sse_frames_have_id_and_data(app):
     assert events[1] == {"id": "ev:1", "data": '{"key":"ev:1","value":"hello"}'}
 
 
+def _chunks(stream):
+    """The HTTP chunks of a chunked response body, as sent."""
+    rest, chunks = stream.client.data.partition(b"\r\n\r\n")[2], []
+    while rest:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if not sep or size == 0 or len(rest) < size + 2:
+            break
+        chunks.append(rest[:size])
+        rest = rest[size + 2:]
+    return chunks
+
+
+@pytest_twisted.ensureDeferred
+async def test_sse_batch_goes_out_as_one_chunk_and_unchunked_to_http10(app):
+    chunked = await Stream.open(app.port, "/c/batch", headers=SSE)
+    plain = await Stream.open(app.port, "/c/batch", headers=SSE, http10=True)
+    await subscribed(app, "batch", 2)
+    response = await app.post("/q/batch", json=["a", "b", "c"])
+    assert response.code == 200
+    await wait_until(lambda: len(chunked.messages()) == 3 and len(plain.messages()) == 3)
+    want = [{"key": "batch:%d" % n, "value": v} for n, v in ((1, "a"), (2, "b"), (3, "c"))]
+    assert chunked.messages() == want and plain.messages() == want
+    # the retry line, then the whole batch in one chunk
+    chunks = _chunks(chunked)
+    assert len(chunks) == 2 and chunks[1].count(b"\ndata: ") == 3, chunks
+    assert b"chunked" not in plain.head.lower() and plain.body.count(b"\ndata: ") == 3
+
+
 @pytest_twisted.ensureDeferred
 async def test_sse_route_is_sse_without_accept_header(app):
     stream = await Stream.open(app.port, "/sse/ev2")

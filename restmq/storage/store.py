@@ -122,7 +122,7 @@ def _add_result(queue: str, reply: Sequence[Any], takers: int, bodies: Sequence[
     count = int(reply[1])
     if count < 0:
         first = int(reply[2])
-        new_keys = ["%s:%d" % (queue, first + i) for i in range(-count)]
+        new_keys = [f"{queue}:{n}" for n in range(first, first - count)]
         at = 3
     else:
         at = 2 + count

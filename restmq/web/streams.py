@@ -40,10 +40,6 @@ def _comet_line_queue(message: Message) -> bytes:
     return message.json_with_queue() + b"\r\n"
 
 
-def _comet_chunked_queue(message: Message) -> bytes:
-    return _chunk(_comet_line_queue(message))
-
-
 def sse_frame(message: Message) -> bytes:
     return b"id: %s\ndata: %s\n\n" % (message.key.encode("utf-8"), message.json())
 
@@ -52,27 +48,16 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def _comet_chunked(message: Message) -> bytes:
-    return _chunk(comet_line(message))
-
-
-def _sse_chunked(message: Message) -> bytes:
-    frame = b"id: %s\ndata: %s\n\n" % (message.key.encode("utf-8"), message.json())
-    return b"%x\r\n%s\r\n" % (len(frame), frame)
-
-
 class _Jsonp:
     """Encoder for one JSONP callback name (cached per name, not per connection)."""
 
-    __slots__ = ("prefix", "chunked")
+    __slots__ = ("prefix",)
 
-    def __init__(self, callback: str, chunked: bool) -> None:
+    def __init__(self, callback: str) -> None:
         self.prefix = callback.encode()
-        self.chunked = chunked
 
     def __call__(self, message: Message) -> bytes:
-        line = b"%s(%s);\r\n" % (self.prefix, message.json())
-        return _chunk(line) if self.chunked else line
+        return b"%s(%s);\r\n" % (self.prefix, message.json())
 
 
 class _JsonpQueue(_Jsonp):
@@ -81,8 +66,7 @@ class _JsonpQueue(_Jsonp):
     __slots__ = ()
 
     def __call__(self, message: Message) -> bytes:
-        line = b"%s(%s);\r\n" % (self.prefix, message.json_with_queue())
-        return _chunk(line) if self.chunked else line
+        return b"%s(%s);\r\n" % (self.prefix, message.json_with_queue())
 
 
 _SSE_HEARTBEAT = b":\n\n"
@@ -95,19 +79,22 @@ class StreamConsumer:
 
     ``encode`` turns a message into this transport's bytes; the result is
     cached on the message under ``cache_name`` so a broadcast encodes once.
+    ``chunked``: what one write carries (a batch, a message) goes out as one HTTP
+    chunk, made once per batch and shared by every subscriber of a broadcast.
     ``closer(reason)`` ends the stream when the broker ends it. Kept small:
     with 10,000 idle streams every byte of it counts.
     """
 
     __slots__ = ("transport", "_write", "_encode", "_cache_name", "_buffer_limit", "_dispatcher",
                  "_queues", "_closer", "heartbeat_frame", "paused", "closed", "_behind", "backlog",
-                 "acked", "prefetch", "_held", "remote", "since")
+                 "acked", "prefetch", "_held", "remote", "since", "_chunked")
 
     def __init__(self, transport_name: str, write: Callable[[bytes], None],
                  encode: Callable[[Message], bytes], cache_name: str, buffer_limit: int,
                  dispatcher: Any, queue: Any, closer: Callable[[str], None],
-                 heartbeat_frame: Optional[bytes] = None) -> None:
+                 heartbeat_frame: Optional[bytes] = None, chunked: bool = False) -> None:
         self.transport = transport_name
+        self._chunked = chunked
         self._write = write
         self._encode = encode
         self._cache_name = cache_name
@@ -169,10 +156,14 @@ class StreamConsumer:
         if self.backlog is not None:
             self.backlog.extend(batch.messages)
             return
-        self.write_raw(batch.encoded(self._cache_name, self._encode))
+        if self._chunked:
+            self.write_raw(batch.wrapped(self._cache_name, self._encode, _chunk))
+        else:
+            self.write_raw(batch.encoded(self._cache_name, self._encode))
 
     def write_message(self, message: Message) -> None:
-        self.write_raw(message.encoded(self._cache_name, self._encode))
+        data = message.encoded(self._cache_name, self._encode)
+        self.write_raw(_chunk(data) if self._chunked and data else data)
 
     def write_raw(self, data: bytes) -> None:
         if not self.closed:
@@ -224,13 +215,12 @@ class _MuxSseConsumer(StreamConsumer):
     ("n1,n2,..." in the order of ``queues=``, "" for a queue not seen yet), so a
     Last-Event-ID resumes each queue where it was. Frames differ per connection."""
 
-    __slots__ = ("_order", "_positions", "_chunked")
+    __slots__ = ("_order", "_positions")
 
-    def __init__(self, names: Sequence[str], chunked: bool, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, names: Sequence[str], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._order = list(names)
         self._positions: Dict[str, str] = {}
-        self._chunked = chunked
 
     def resume_from(self, last_id: str) -> Dict[str, str]:
         """Positions from a Last-Event-ID: queue -> last key seen (bad parts ignored)."""
@@ -249,9 +239,9 @@ class _MuxSseConsumer(StreamConsumer):
             if queue in self._positions or queue in self._order:
                 self._positions[queue] = number
             event_id = ",".join(self._positions.get(name, "") for name in self._order)
-            frame = b"id: %s\ndata: %s\n\n" % (event_id.encode("utf-8"), message.json_with_queue())
-            out.append(_chunk(frame) if self._chunked else frame)
-        return b"".join(out)
+            out.append(b"id: %s\ndata: %s\n\n" % (event_id.encode("utf-8"), message.json_with_queue()))
+        frames = b"".join(out)
+        return _chunk(frames) if self._chunked and frames else frames
 
     def send_batch(self, batch: Batch) -> None:
         if self.closed:
@@ -332,31 +322,31 @@ class CometHandler(BaseHandler):
         chunked = self.request.supports_http_1_1()
         if sse:
             name = "sse"
-            encode: Callable[[Message], bytes] = _sse_chunked if chunked else sse_frame
+            encode: Callable[[Message], bytes] = sse_frame
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         elif callback:
             name = ("jsonp+queue:" if several else "jsonp:") + callback
-            encode = (_JsonpQueue if several else _Jsonp)(callback, chunked)
+            encode = (_JsonpQueue if several else _Jsonp)(callback)
             self.set_header("Content-Type", "application/javascript; charset=utf-8")
         elif several:
             name = "comet+queue"
-            encode = _comet_chunked_queue if chunked else _comet_line_queue
+            encode = _comet_line_queue
             self.set_header("Content-Type", "text/plain; charset=utf-8")
         else:
             name = "comet"
-            encode = _comet_chunked if chunked else comet_line
+            encode = comet_line
             self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
 
         dispatcher = self.context.dispatcher
         targets = [dispatcher.target(name, group) for name in names]
-        args = ("sse" if sse else "comet", connection.write, encode, name + ("/chunked" if chunked else ""),
+        args = ("sse" if sse else "comet", connection.write, encode, name,
                 dispatch.buffer_limit, dispatcher, targets, _HttpStreamEnd(connection, chunked),
-                _HEARTBEATS[chunked] if sse else None)
+                _HEARTBEATS[chunked] if sse else None, chunked)
         consumer: StreamConsumer
         if sse and several:
-            consumer = _MuxSseConsumer(names, chunked, *args)
+            consumer = _MuxSseConsumer(names, *args)
         else:
             consumer = StreamConsumer(*args)
         _ack_options(self, consumer)
