@@ -279,6 +279,29 @@ async def test_long_poll_gets_a_local_publish_in_the_publish_call_itself(redis, 
 
 
 @pytest_twisted.ensureDeferred
+async def test_long_poll_gets_a_queue_command_or_collectd_add_in_the_publish_call(redis, redis_server):
+    # the original's JSON protocol and collectd's write_http publish like POST /q does
+    app = await start_app(redis_server.target, _quiet_config())
+    try:
+        for queue, post in (
+                ("lq", lambda: app.post("/queue", data={"body": json.dumps(
+                    {"cmd": "add", "queue": "lq", "value": "by /queue"})})),
+                ("collectd_event", lambda: app.post(
+                    "/collectd/event", data=b"PUTNOTIF severity=okay time=1 message=up",
+                    headers={"Content-Type": "text/plain"}))):
+            pending = app.get("/q/%s?wait=30" % queue)
+            await wait_until(lambda: _parked(app, queue))
+            scripts, publishes = await _calls(redis, "evalsha"), await _calls(redis, "publish")
+            assert (await post()).code == 200
+            response = await pending
+            assert response.code == 200 and json.loads(await response.text())["key"] == queue + ":1"
+            assert await _calls(redis, "evalsha") - scripts == 1
+            assert await _calls(redis, "publish") == publishes
+    finally:
+        await stop_app(app)
+
+
+@pytest_twisted.ensureDeferred
 async def test_long_poll_of_a_group_gets_a_local_publish_in_the_publish_call(redis, redis_server):
     app = await start_app(redis_server.target, _quiet_config())
     try:

@@ -44,7 +44,7 @@ class _CollectdHandler(BaseHandler):
             raise BadRequest("one request holds at most %d value lists or notifications "
                              "(lower write_http's BufferSize)" % limit)
         bodies = [self.message_body(text) for text in texts]
-        result = await self.store.add(self.queue, bodies)
+        result = await self.context.dispatcher.publish(self.queue, bodies)
         if self.context.metrics is not None:
             self.context.metrics.published(self.queue, len(bodies))
         if fmt == "original" and len(result.keys) == 1 and not self.wants_json():

@@ -115,7 +115,8 @@ class ProtocolHandler(BaseHandler):
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
                                 or not 1 <= ttl <= MAX_TTL_SECONDS):
             raise BadRequest("ttl must be an integer from 1 to %d" % MAX_TTL_SECONDS)
-        result = await self.store.add(queue, [self.message_body(value)], ttl=ttl)
+        # through the dispatcher: a consumer waiting here gets it in the same call
+        result = await self.context.dispatcher.publish(queue, [self.message_body(value)], ttl=ttl)
         self._answer({"queue": queue, "value": value, "key": result.keys[0]})
 
     async def _get(self, queue: str, command: Dict[str, Any]) -> None:
