@@ -418,11 +418,15 @@ class Bench:
     def _stop_system(self) -> None:
         self._stop_servers()
 
-    def _on_each_stream_system(self, measure: Callable[[str, Any], Any]) -> Dict[str, Any]:
-        """``measure(system, start)`` for RestMQ and each baseline, servers stopped after
-        each; a baseline that cannot run gives its BenchError (its rows read n/a)."""
+    def _on_each_stream_system(self, measure: Callable[[str, Any], Any],
+                               systems: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """``measure(system, start)`` for RestMQ and each baseline (or those of
+        ``systems``), servers stopped after each; a baseline that cannot run gives its
+        BenchError (its rows read n/a)."""
         found: Dict[str, Any] = {}
-        for system, start in self._stream_targets().items():
+        targets = self._stream_targets()
+        for system in systems if systems is not None else list(targets):
+            start = targets[system]
             try:
                 found[system] = measure(system, start)
             except BenchError as exc:
@@ -580,22 +584,19 @@ class Bench:
     def phase_roundrobin(self) -> List[Row]:
         # alternating rounds (RestMQ, bare, RestMQ, bare ...), each on fresh servers: the
         # median round of each, so a slow spell of the machine hits both
-        found: Dict[str, Any] = {}
+        found: Dict[str, Any] = {}  # a system's median round, or why it could not run
         series: Dict[str, List[Dict[str, Any]]] = {"restmq": [], "bare": []}
-        targets = self._stream_targets()
+
+        def flood(system: str, start: Callable[[str], Dict[str, Any]]) -> Dict[str, Any]:
+            return self._flood(system, start, "rr", self.plan.rr_subscribers, roundrobin=True)
+
         for _ in range(max(1, self.plan.runs)):
-            for system in ("restmq", "bare"):
-                if isinstance(found.get(system), Exception):
-                    continue
-                try:
-                    series[system].append(self._flood(system, targets[system], "rr",
-                                                      self.plan.rr_subscribers, roundrobin=True))
-                except BenchError as exc:
-                    if system == "restmq":
-                        raise
-                    found[system] = exc
-                finally:
-                    self._stop_system()
+            got = self._on_each_stream_system(flood, [name for name in series if name not in found])
+            for system, result in got.items():
+                if isinstance(result, Exception):
+                    found[system] = result
+                else:
+                    series[system].append(result)
         for system, runs in series.items():
             if runs and system not in found:
                 found[system] = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
