@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -120,6 +121,31 @@ def wait_http(port: int, process: Process, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError("restmq did not answer on port %d:\n%s" % (port, process.log()))
             time.sleep(0.05)
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0,
+                   log: Optional[str] = None) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:``port``; fails
+    if ``proc`` exits first or ``timeout`` passes, with the tail of ``log`` (a file)
+    or, once it has exited, of the process's own output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            pass
+        exited = proc.poll() is not None
+        if exited or time.monotonic() > deadline:
+            if log is not None:
+                with open(log, encoding="utf-8", errors="replace") as handle:
+                    output = handle.read()
+            else:
+                output = proc.stdout.read().decode(errors="replace") if exited and proc.stdout else ""
+            raise AssertionError("%s %s port %d: %s" % (
+                os.path.basename(str(proc.args[0] if isinstance(proc.args, list) else proc.args)),
+                "exited before listening on" if exited else "did not listen on", port, output[-2000:]))
+        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
 from typing import Any, List
 
 import pytest
@@ -18,6 +16,7 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from tests.helpers import free_port
+from tests.processes import wait_listening
 from tests.test_dashboard_browser import UPDATE_TIMEOUT_MS, _in_browser, _redis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,20 +74,6 @@ def _self_signed(folder: str) -> tuple:
     return cert, key
 
 
-def _wait_listening(port: int, proc: subprocess.Popen, log: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            with open(log, encoding="utf-8", errors="replace") as handle:
-                raise AssertionError("nginx did not listen on %d: %s" % (port, handle.read()[-2000:]))
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(180)
 @pytest_twisted.ensureDeferred
 async def test_dashboard_actions_work_behind_the_nginx_tls_recipe(app, redis, tmp_path):
@@ -104,7 +89,7 @@ async def test_dashboard_actions_work_behind_the_nginx_tls_recipe(app, redis, tm
     log = os.path.join(prefix, "error.log")
     proc = subprocess.Popen([NGINX, "-p", prefix + "/", "-c", main, "-e", log],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    await deferToThread(_wait_listening, https, proc, log)
+    await deferToThread(wait_listening, https, proc, 10.0, log)
     await app.post("/q/behind-tls", data={"value": "first"})
     base = "https://127.0.0.1:%d" % https
 

@@ -37,7 +37,7 @@ from twisted.internet.threads import deferToThread
 
 from restmq.acl import load_acl
 from tests.helpers import free_port, raw_exchange, sleep, start_app, stop_app, test_config, wait_until
-from tests.processes import spawn_twistd
+from tests.processes import spawn_twistd, wait_listening
 from tests.streaming import Stream, WsClient
 
 TEXT = "text/plain; charset=utf-8"
@@ -782,20 +782,6 @@ async def test_collectd_parsed_format_on_request(app):
 
 # the three twistd plugins (QUICKSTART: "run restmq_server (or collectd or syslogd)")
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError("twistd exited: %s" % proc.stdout.read().decode())
-            if time.monotonic() > deadline:
-                raise AssertionError("nothing listened on port %d" % port)
-            time.sleep(0.05)
-
-
 def _stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
@@ -815,7 +801,7 @@ async def test_start_script_flags_of_twistd_restmq(redis, redis_server):
     proc = spawn_twistd("--redis-host", "127.0.0.1", "--redis-port", str(redis_server.port),
                         "--redis-pool", "10", "--port", str(port), "--listen", "127.0.0.1", plugin="restmq")
     try:
-        await deferToThread(_wait_port, port, proc)
+        await deferToThread(wait_listening, port, proc)
         key = await deferToThread(_urlopen, "http://127.0.0.1:%d/q/script" % port, b"value=v")
         assert key == b"script:1\r\n"
         stats = json.loads(await deferToThread(_urlopen, "http://127.0.0.1:%d/stats/" % port))
@@ -832,7 +818,7 @@ async def test_twistd_collectd_plugin(redis, redis_server):
     proc = spawn_twistd("--port", str(port), "--redis", "redis://127.0.0.1:%d/0" % redis_server.port,
                         plugin="collectd")
     try:
-        await deferToThread(_wait_port, port, proc)
+        await deferToThread(wait_listening, port, proc)
         answer = await deferToThread(_urlopen, "http://127.0.0.1:%d/collectd/data" % port, README_PUTVAL,
                                      {"Content-Type": "text/plain"})
         assert answer == b"collectd_data:1\r\n"
@@ -851,7 +837,7 @@ async def test_twistd_syslogd_plugin(store, redis_server):
     proc = spawn_twistd("--port", str(port), "--redis-host", "127.0.0.1", "--redis-port",
                         str(redis_server.port), plugin="syslogd")
     try:
-        await deferToThread(_wait_port, port, proc)
+        await deferToThread(wait_listening, port, proc)
         sender = socket.create_connection(("127.0.0.1", port))
         # the line in syslogd.py's own comment, then one without a priority
         sender.sendall(b"<22>Nov  1 00:12:04 gleicon-vm1 postfix/smtpd[4880]: "

@@ -24,7 +24,7 @@ from restmq.storage.pool import RedisPool
 from restmq.storage.store import QueueStore
 from restmq.server.redisproc import redis_answers
 from tests.helpers import free_port, sleep
-from tests.processes import alive, spawn_twistd, wait_dead
+from tests.processes import alive, spawn_twistd, wait_dead, wait_listening
 from tests.test_embedded import redis_pid, wait_http
 from tests.test_embedded import twistd as restmq_twistd
 
@@ -34,20 +34,6 @@ QUEUE = "syslogd:127.0.0.1"
 
 def syslogd(*args: str) -> subprocess.Popen:
     return spawn_twistd(*args, plugin="restmq-syslogd")
-
-
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError("restmq-syslogd exited: %s" % proc.stdout.read().decode())
-            if time.monotonic() > deadline:
-                raise AssertionError("restmq-syslogd did not listen on port %d" % port)
-            time.sleep(0.05)
 
 
 def stop(proc: subprocess.Popen) -> str:
