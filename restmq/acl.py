@@ -13,7 +13,6 @@ one section per access key id with its ``secret`` and the queues it may
 
 from __future__ import annotations
 
-import configparser
 import fnmatch
 import hmac
 import ipaddress
@@ -22,6 +21,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import attr
 
+from restmq.config import read_ini
 from restmq.errors import AddressDenied, ConfigError, Unauthorized
 
 __all__ = ["CATEGORIES", "Rule", "Credentials", "Acl", "load_acl",
@@ -169,14 +169,7 @@ def load_acl(path: str) -> Acl:
 
     :raises ConfigError: naming the file, section and key at fault.
     """
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError("%s: %s" % (path, str(exc).splitlines()[0])) from None
+    parser = read_ini(path)
     rules = {}
     for section in parser.sections():
         if section not in CATEGORIES:
@@ -248,15 +241,7 @@ def load_sqs_credentials(path: str) -> SqsKeys:
 
     :raises ConfigError: naming the file, section and key at fault.
     """
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep the case of keys
-    try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError("%s: %s" % (path, str(exc).splitlines()[0])) from None
+    parser = read_ini(path, keep_case=True)  # access key ids and secrets keep their case
     keys = {}
     for section in parser.sections():
         if not _ACCESS_KEY_ID.match(section):

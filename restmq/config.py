@@ -19,7 +19,7 @@ from restmq.errors import ConfigError
 __all__ = [
     "Config", "ServerConfig", "RedisConfig", "RedisTarget", "DispatchConfig",
     "DeliveryConfig", "CollectdConfig", "COLLECTD_FORMATS", "SqsConfig", "load_config",
-    "parse_redis_url", "OPTION_TABLE", "default_data_dir", "checkout_root",
+    "parse_redis_url", "OPTION_TABLE", "default_data_dir", "checkout_root", "read_ini",
 ]
 
 MiB = 1024 * 1024
@@ -393,8 +393,15 @@ def parse_redis_url(url: str) -> RedisTarget:
     raise ValueError("scheme must be redis://, unix:// or sentinel://")
 
 
-def _read_file(path: str) -> Dict[Tuple[str, str], str]:
+def read_ini(path: str, keep_case: bool = False) -> configparser.ConfigParser:
+    """An INI file (the configuration, the ACL, the SQS credentials) parsed, no
+    interpolation; ``keep_case`` keeps the case of keys.
+
+    :raises ConfigError: one line naming the file and what is wrong with it.
+    """
     parser = configparser.ConfigParser(interpolation=None)
+    if keep_case:
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
@@ -402,6 +409,11 @@ def _read_file(path: str) -> Dict[Tuple[str, str], str]:
         raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise ConfigError("%s: %s" % (path, str(exc).splitlines()[0])) from None
+    return parser
+
+
+def _read_file(path: str) -> Dict[Tuple[str, str], str]:
+    parser = read_ini(path)
     values = {}
     for section in parser.sections():
         for key, value in parser.items(section):
