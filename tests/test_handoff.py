@@ -75,6 +75,34 @@ async def test_add_passes_through_with_attributes(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_requeue_stores_again_a_body_only_kept_for_popped_ttl(store, redis):
+    # a long-poll's pop leaves the body at its key for popped_ttl; if its client left
+    # before the answer, requeue must not leave the message to expire with that body
+    from restmq.model import MessageMeta
+    await store.add("rk", ["popped"], metas=[MessageMeta({"color": "red"})])
+    taken = await store.take("rk", keep_ms=60000)
+    passed = (await store.add("rk", ["passed"], takers=[Taker(keep_ms=60000)])).handed[0]
+    assert int(await redis.execute_command("PTTL", "rk:1")) > 0
+    assert await store.requeue("rk", taken + passed) == 2
+    for key in ("rk:1", "rk:2"):
+        assert int(await redis.execute_command("PTTL", key)) == -1  # no expiry left
+    again = await store.take("rk", 10)
+    assert [m.value for m in again] == ["popped", "passed"]
+    assert again[0].attributes == {"color": "red"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_requeue_gives_a_group_held_body_its_holder_back(store, redis):
+    await store.create_group("rg", "g")
+    await store.add("rg", ["x"])
+    taken = await store.take("rg", keep_ms=60000)  # the default consumers; group g still holds it
+    assert await store.requeue("rg", taken) == 1
+    assert [m.value for m in await store.take("rg", group="g")] == ["x"]
+    assert [m.value for m in await store.take("rg")] == ["x"]
+    assert await redis.exists("rg:1") == 0  # both holders done: the body is gone
+
+
+@pytest_twisted.ensureDeferred
 async def test_add_hands_each_taker_its_count_in_order(store):
     result = await store.add("h2", ["a", "b", "c", "d"], takers=[Taker(count=3), Taker(count=3)])
     assert [[m.value for m in got] for got in result.handed] == [["a", "b", "c"], ["d"]]

@@ -3,14 +3,15 @@
 -- KEYS[1] = <ns>:queue
 -- ARGV[1] = queue name  ARGV[2] = consumer group or ""
 -- ARGV[3..] = key, body, metadata, key, body, metadata ... in the order they were popped
--- A body still held by another group gets its holder back; one that is gone is stored again.
+-- A body still held by another group gets its holder back; one that is gone, or only
+-- left at its key for popped_ttl (no holder: it would expire), is stored again.
 -- Returns how many were put back (they no longer count as delivered: <ns>:delivered).
 local queue = ARGV[1]
 local n = 0
 for i = #ARGV - 2, 3, -3 do
   local key = ARGV[i]
   if owns(queue, key) then
-    if redis.call('EXISTS', key) == 1 then
+    if tonumber(redis.call('HGET', queue .. ':refs', key) or '0') > 0 then
       redis.call('HINCRBY', queue .. ':refs', key, 1)
     else
       redis.call('SET', key, ARGV[i + 1])
