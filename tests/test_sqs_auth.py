@@ -120,6 +120,29 @@ def test_rights_are_per_queue(brokers):
     assert any(u.endswith("/auth-private") for u in worker.list_queues()["QueueUrls"])
 
 
+def test_a_dead_letter_target_needs_the_send_right(brokers):
+    # a key that may send only to auth-* must not route its dead letters elsewhere
+    broker = brokers["signed"]
+    worker = sqs_client(broker.sqs_url, key="AKIDWORKER", secret=SECRET)
+    urllib.request.urlopen(urllib.request.Request("%s/q/not-yours" % broker.url, data=b"value=rest",
+                                                  method="POST"), timeout=10).read()
+
+    def redrive(target: str) -> dict:
+        return {"RedrivePolicy": json.dumps({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:"
+                                                                    + target, "maxReceiveCount": "2"})}
+
+    with pytest.raises(ClientError) as excinfo:
+        worker.create_queue(QueueName="auth-leaky", Attributes=redrive("not-yours"))
+    assert code_of(excinfo) == ("AccessDenied", 403)
+    worker.create_queue(QueueName="auth-dlq")
+    url = worker.create_queue(QueueName="auth-source", Attributes=redrive("auth-dlq"))["QueueUrl"]
+    with pytest.raises(ClientError) as excinfo:
+        worker.set_queue_attributes(QueueUrl=url, Attributes=redrive("not-yours"))
+    assert code_of(excinfo) == ("AccessDenied", 403)
+    policy = worker.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
+    assert "auth-dlq" in policy["Attributes"]["RedrivePolicy"]
+
+
 def test_presigned_url_signed_by_botocore(brokers):
     broker = brokers["signed"]
     worker = sqs_client(broker.sqs_url, key="AKIDWORKER", secret=SECRET)

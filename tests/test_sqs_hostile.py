@@ -15,7 +15,7 @@ from tests.sqs_support import SqsBroker, sqs_client
 from restmq.web.sqs.actions import ACTIONS
 
 WEIRD_VALUES = [None, True, 0, -1, 1e309, "", "x" * 5000, [], {}, [1, "a", None], {"a": {"b": []}},
-                "\u0000", "\ud7ff\ue000", "12345678901234567890"]
+                "\u0000", "\ud7ff\ue000", "12345678901234567890", "http://[x/000000000000/q"]
 FIELDS = ["QueueUrl", "QueueName", "MessageBody", "ReceiptHandle", "Entries", "Attributes", "AttributeNames",
           "MessageAttributes", "MessageAttributeNames", "MaxNumberOfMessages", "WaitTimeSeconds",
           "VisibilityTimeout", "DelaySeconds", "Tags", "TagKeys", "tags", "MaxResults", "NextToken",

@@ -295,7 +295,11 @@ class SqsApi:
         url = call.params.get("QueueUrl")
         if url is not None and not isinstance(url, str):
             raise SqsError("InvalidParameterValue", "QueueUrl must be a string.")
-        path = urlsplit(url).path if url else call.path
+        try:
+            path = urlsplit(url).path if url else call.path
+        except ValueError:  # "http://[x/...": not a URL at all
+            raise SqsError("QueueDoesNotExist",
+                           "The specified queue does not exist.") from None
         parts = [unquote(part) for part in path.strip("/").split("/")]
         if len(parts) != 2:
             if url is None:
@@ -334,6 +338,8 @@ class SqsApi:
                            "suffix and be 1 to 80 in length. Set the attribute FifoQueue to true.")
         changes, target = parse_queue_attributes(given, fifo, self.naming, self.config.sqs.max_message_bytes,
                                                  creating=True)
+        if target:
+            self._allow(call, "send", target)  # its dead letters will be sent there
         tags = _map(params, "tags")
         self._check_tags(tags)
         created, differing = await self.sqs.create(
@@ -403,6 +409,8 @@ class SqsApi:
                                                  self.config.sqs.max_message_bytes, creating=False)
         if target == queue:
             raise SqsError("InvalidParameterValue", "A queue cannot be its own dead-letter queue.")
+        if target:
+            self._allow(call, "send", target)  # its dead letters will be sent there
         await self.sqs.set_attributes(queue, changes, target)
         return {}
 
@@ -791,6 +799,10 @@ class SqsApi:
         if params.get("DestinationArn") is not None:
             destination = self._queue_of_arn(params["DestinationArn"], "DestinationArn")
             self._allow(call, "send", destination)
+        elif call.key is not None:
+            # without a destination each message goes back to the queue it died in
+            for name in await self.sqs.dead_letter_sources(source):
+                self._allow(call, "send", name)
         rate = _integer(params, "MaxNumberOfMessagesPerSecond", 1, 500)
         handle = self._task_handle(source)
         await self.sqs.move_task(source, "start", handle, destination, rate, _MOVE_STALE_MS)
