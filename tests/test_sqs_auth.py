@@ -165,6 +165,12 @@ def test_presigned_url_signed_by_botocore(brokers):
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         urllib.request.urlopen(presign("Action=ListQueues", secret="wrong"), timeout=10)
     assert excinfo.value.code == 403
+    # an expiry that is not whole seconds within 7 days is refused before anything else
+    for expires in ("nan", "inf", "1e9", "0", "604801"):
+        forged = presign("Action=ListQueues").replace("X-Amz-Expires=300", "X-Amz-Expires=" + expires)
+        with pytest.raises(urllib.error.HTTPError) as excinfo:
+            urllib.request.urlopen(forged, timeout=10)
+        assert b"IncompleteSignature" in excinfo.value.read(), expires
 
 
 def test_rest_acl_address_rules_hold_on_the_sqs_listener(brokers, tmp_path, redis_server):

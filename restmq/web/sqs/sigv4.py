@@ -172,10 +172,11 @@ def verify(request: SignedRequest, keys: SqsKeys, now: float, max_age: float) ->
         signed_headers = params.get("X-Amz-SignedHeaders", "").split(";")
         given = params.get("X-Amz-Signature", "")
         amz_date = params.get("X-Amz-Date", "")
-        try:
-            expires = min(float(params.get("X-Amz-Expires", "")), 7 * 86400)
-        except ValueError:
-            raise SqsError("IncompleteSignature", "X-Amz-Expires must be a number of seconds.") from None
+        text = params.get("X-Amz-Expires", "")
+        # whole seconds, 1 to 7 days (SigV4's bound); "nan" or "inf" would never expire
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 7 * 86400:
+            raise SqsError("IncompleteSignature", "X-Amz-Expires must be 1-604800 seconds.")
+        expires = float(text)
     else:
         raise SqsError("MissingAuthenticationToken", "Request is missing Authentication Token")
 
