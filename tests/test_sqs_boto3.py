@@ -290,6 +290,20 @@ def test_sqs_message_limits(sqs, queue):
         assert error_of(excinfo) == ("InvalidParameterValue", 400), bad
 
 
+def test_sqs_send_to_a_full_queue_is_refused_and_counted(sqs, queue, broker):
+    # maxlen set over REST; the refusal counts in /metrics as a REST one does
+    name = queue.rsplit("/", 1)[1]
+    urllib.request.urlopen(urllib.request.Request("%s/settings/%s" % (broker.url, name),
+                                                  data=b"maxlen=1", method="POST"), timeout=10).read()
+    sqs.send_message(QueueUrl=queue, MessageBody="fits")
+    with pytest.raises(ClientError) as excinfo:
+        sqs.send_message(QueueUrl=queue, MessageBody="does not")
+    assert error_of(excinfo)[0] == "OverLimit"
+    with urllib.request.urlopen("%s/metrics" % broker.url, timeout=10) as reply:
+        metrics = reply.read().decode()
+    assert 'restmq_queue_full_refusals_total{queue="%s"} 1.0' % name in metrics
+
+
 def test_sqs_in_flight_limit(sqs, queue):
     # this broker allows 25 in flight per queue ([sqs] max_inflight)
     for start in range(0, 30, 10):

@@ -211,12 +211,9 @@ local ttl = ARGV[3]
 if ttl == '' and settings[3] then
   ttl = settings[3]
 end
-if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
-  local length = redis.call('LLEN', list) + redis.call('ZCARD', queue .. ':delayed')
-  if stored > 0 and length + stored > maxlen then
-    count_event('queue_full', queue, 1)
-    return redis.error_reply('QUEUEFULL queue ' .. queue .. ' holds ' .. length .. ' of at most ' .. maxlen .. ' messages')
-  end
+local full = refuse_full(queue, list, maxlen, settings[2], stored)
+if full then
+  return full
 end
 
 if stored > 0 then

@@ -35,6 +35,20 @@ local function count_event(event, queue, n)
   end
 end
 
+-- A publish of n messages to a queue with maxlen and overflow "reject": the QUEUEFULL
+-- error reply (the event counted) when they do not fit, else nil.
+local function refuse_full(queue, list, maxlen, overflow, n)
+  if not maxlen or maxlen <= 0 or overflow == 'drop_oldest' or n <= 0 then
+    return nil
+  end
+  local length = redis.call('LLEN', list) + redis.call('ZCARD', queue .. ':delayed')
+  if length + n <= maxlen then
+    return nil
+  end
+  count_event('queue_full', queue, 1)
+  return redis.error_reply('QUEUEFULL queue ' .. queue .. ' holds ' .. length .. ' of at most ' .. maxlen .. ' messages')
+end
+
 local function del_many(keys)
   for i = 1, #keys, 1000 do
     redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))

@@ -45,11 +45,9 @@ local function field(i, n)
   end
   return ARGV[i + n]
 end
-if maxlen and maxlen > 0 and settings[2] ~= 'drop_oldest' then
-  local length = redis.call('LLEN', list) + redis.call('ZCARD', queue .. ':delayed')
-  if length + count > maxlen then
-    return redis.error_reply('QUEUEFULL queue ' .. queue .. ' holds ' .. length .. ' of at most ' .. maxlen .. ' messages')
-  end
+local full = refuse_full(queue, list, maxlen, settings[2], count)
+if full then
+  return full
 end
 local idempotency, expiry = queue .. ':idempotency', queue .. ':idempotencyexp'
 local stale = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 100)
