@@ -532,7 +532,7 @@ class Dispatcher:
 
     async def _give_back_messages(self, target: str, messages: List[Message]) -> None:
         """Messages taken for a consumer that left before they reached it: leased
-        ones are nacked, popped ones put back at the head; then everyone is woken."""
+        ones are nacked, popped ones put back at the head; each script wakes everyone."""
         name, group = split_namespace(target)
         receipts = [m.receipt for m in messages if m.receipt]
         try:
@@ -540,8 +540,7 @@ class Dispatcher:
                 await self.store.nack(name, receipts, group=group)  # nack.lua wakes
             plain = [m for m in messages if not m.receipt]
             if plain:
-                await self.store.requeue(name, plain, group=group)
-                await self.store.wake(name, group)
+                await self.store.requeue(name, plain, group=group)  # requeue.lua wakes
         except RestMQError as exc:
             self.log.warn("Could not give back {count} messages of {queue} ({error})",
                           count=len(messages), queue=target, error=exc.message)

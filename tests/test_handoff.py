@@ -83,7 +83,9 @@ async def test_requeue_stores_again_a_body_only_kept_for_popped_ttl(store, redis
     taken = await store.take("rk", keep_ms=60000)
     passed = (await store.add("rk", ["passed"], takers=[Taker(keep_ms=60000)])).handed[0]
     assert int(await redis.execute_command("PTTL", "rk:1")) > 0
+    publishes = await _calls(redis, "publish")
     assert await store.requeue("rk", taken + passed) == 2
+    assert await _calls(redis, "publish") == publishes + 1  # the script woke the consumers
     for key in ("rk:1", "rk:2"):
         assert int(await redis.execute_command("PTTL", key)) == -1  # no expiry left
     again = await store.take("rk", 10)
@@ -246,14 +248,11 @@ class _RecordingStore:
     """Records what the dispatcher gives back (the dispatcher is what is tested)."""
 
     def __init__(self):
-        self.requeued, self.woken, self.nacked = [], [], []
+        self.requeued, self.nacked = [], []
 
     async def requeue(self, queue, messages, group=""):
         self.requeued.append((queue, group, [m.value for m in messages]))
         return len(messages)
-
-    async def wake(self, queue, group=""):
-        self.woken.append((queue, group))
 
     async def nack(self, queue, receipts, delay_ms=0, group=""):
         self.nacked.append((queue, group, list(receipts)))
@@ -272,7 +271,7 @@ def test_waiter_gone_while_claimed_gives_the_messages_back():
         wait.addErrback(lambda failure: failure.trap(defer.CancelledError))
         wait.cancel()  # both clients went away
     dispatcher.deliver("q", claim, [[Message("q:1", "a")], [Message("q:2", "b", 1, "q:2:t")]], [])
-    assert store.requeued == [("q", "g", ["a"])] and store.woken == [("q", "g")]
+    assert store.requeued == [("q", "g", ["a"])]
     assert store.nacked == [("q", "g", ["q:2:t"])]
 
 

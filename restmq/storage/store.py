@@ -542,15 +542,12 @@ class QueueStore:
                                        for item in (name, "" if value is None else value)]))
 
     async def requeue(self, queue: str, messages: Sequence[Message], group: str = "") -> int:
-        """Put popped messages back at the head of the queue (of its group), in their order."""
+        """Put popped messages back at the head of the queue (of its group), in their
+        order, and wake its consumers on every process (one script call)."""
         args: List[str] = [queue, group]
         for message in messages:
             args += [message.key, message.value, message.meta.encode() if message.meta else ""]
         return int(await self._run("requeue", [keys.queue_list(keys.namespace(queue, group))], args))
-
-    async def wake(self, queue: str, group: str = "") -> None:
-        """Wake the consumers of ``queue`` (of its ``group``) on every process."""
-        await self._command("PUBLISH", keys.NOTIFY_CHANNEL, "w" + keys.namespace(queue, group))
 
     async def dispatch(self, queue: str, broadcast_max: int, roundrobin_max: int,
                        listener_ttl_ms: int, history_size: int, broadcasting: bool = False,

@@ -5,7 +5,8 @@
 -- ARGV[3..] = key, body, metadata, key, body, metadata ... in the order they were popped
 -- A body still held by another group gets its holder back; one that is gone, or only
 -- left at its key for popped_ttl (no holder: it would expire), is stored again.
--- Returns how many were put back (they no longer count as delivered: <ns>:delivered).
+-- Returns how many were put back (they no longer count as delivered: <ns>:delivered);
+-- when any were, the consumers of the queue (group) are woken on every process.
 local queue = ARGV[1]
 local n = 0
 for i = #ARGV - 2, 3, -3 do
@@ -24,6 +25,8 @@ for i = #ARGV - 2, 3, -3 do
   end
 end
 if n > 0 then
-  redis.call('DECRBY', ns_of(queue, ARGV[2]) .. ':delivered', n)
+  local ns = ns_of(queue, ARGV[2])
+  redis.call('DECRBY', ns .. ':delivered', n)
+  redis.call('PUBLISH', 'restmq:notify', 'w' .. ns)
 end
 return n
