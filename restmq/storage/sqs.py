@@ -14,10 +14,9 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import attr
-import txredisapi
 
 from restmq import keys
-from restmq.errors import BackendUnavailable, BadRequest, QueueNotFound, TooManyInFlight
+from restmq.errors import BadRequest, QueueNotFound, TooManyInFlight
 from restmq.model import MessageMeta
 from restmq.storage.scripts import Script, load_scripts
 from restmq.storage.store import QueueStore, _pairs, _text, check_queue
@@ -84,18 +83,9 @@ class SqsStore:
         self.store = store
         self.scripts: Dict[str, Script] = load_scripts(SQS_SCRIPT_NAMES, ("lib", "sqs_lib"))
 
-    async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
-        connection = await self.store.pool.connection()
-        started = time.perf_counter()
-        try:
-            return await self.scripts[name](connection, script_keys, args)
-        except txredisapi.ConnectionError as exc:
-            raise BackendUnavailable("Redis did not answer: %s" % exc) from None
-        except txredisapi.ResponseError as exc:
-            raise self._error(exc) from None
-        finally:
-            if self.store.observe is not None:
-                self.store.observe(time.perf_counter() - started)
+    def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
+        # the store's call: the same pool, timing and errors, SQS's refusals mapped here
+        return self.store._run(name, script_keys, args, scripts=self.scripts, error=self._error)
 
     def _error(self, exc: Exception) -> Exception:
         text = str(exc)

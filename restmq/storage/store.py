@@ -269,18 +269,21 @@ class QueueStore:
         self.backend_state = OK
 
     async def _run(self, name: str, script_keys: Sequence[str], args: Sequence[Any],
-                   pin: str = "") -> Any:
+                   pin: str = "", scripts: Optional[Dict[str, Script]] = None,
+                   error: Optional[Callable[[Exception], Exception]] = None) -> Any:
+        """Script ``name`` (of ``scripts``, else this store's) in one call; Redis's
+        refusals become domain errors (``error``, else this store's mapping)."""
         # ``pin``: calls with the same pin share a connection, so they run in order
         connection = self.pool.pinned(pin) if pin else self.pool.live()
         if connection is None:
             connection = await self.pool.connection()
         started = time.perf_counter()
         try:
-            return await self.scripts[name](connection, script_keys, args)
+            return await (scripts or self.scripts)[name](connection, script_keys, args)
         except txredisapi.ConnectionError as exc:
             raise BackendUnavailable("Redis did not answer: %s" % exc) from None
         except txredisapi.ResponseError as exc:
-            raise self._response_error(exc) from None
+            raise (error or self._response_error)(exc) from None
         finally:
             if self.observe is not None:
                 self.observe(time.perf_counter() - started)
