@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import attr
 import cyclone.web
 from twisted.python.failure import Failure
 
-from restmq.acl import Acl, Credentials, SqsKeys, check as check_rule
+from restmq.acl import Acl, SqsKeys
 from restmq.errors import Forbidden
 from restmq.web.base import BaseHandler, async_handler
 from restmq.web.hosts import AllowedHosts
@@ -138,15 +137,9 @@ class SqsHandler(BaseHandler):
         """The address rules of the REST ACL hold on this listener too (its
         credentials are the SQS access keys, checked by signature)."""
         acl: Acl = self.context.acl
-        if not acl.enabled:
-            return
         category = "rest:consumer" if action in RECEIVING_ACTIONS else "rest:producer"
-        rule = acl.rules.get(category)
-        if rule is None:
-            return
         try:
-            check_rule(attr.evolve(rule, username=None, password=None, token=None),
-                       self.request.remote_ip, Credentials())
+            acl.check_address(category, self.request.remote_ip)
         except Forbidden as exc:
             raise SqsError("AccessDenied", exc.message) from None
 
