@@ -320,8 +320,10 @@ def test_sqs_in_flight_limit(sqs, queue):
 
 def test_sqs_visibility_timeout(sqs, queue):
     sqs.send_message(QueueUrl=queue, MessageBody="again")
-    [first] = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=1, WaitTimeSeconds=1)["Messages"]
+    # a lease long enough that the "not visible" check cannot outlive it on a slow machine
+    [first] = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=60, WaitTimeSeconds=1)["Messages"]
     assert "Messages" not in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)
+    sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=1)
     # the lease runs out: the message is visible again, one receive more
     [second] = receive_all(sqs, queue, 1, AttributeNames=["ApproximateReceiveCount"])
     assert second["MessageId"] == first["MessageId"]
@@ -406,11 +408,14 @@ def test_sqs_redrive_policy_dead_letters(sqs, broker):
 
 
 def test_sqs_delays(sqs, queue):
-    sqs.send_message(QueueUrl=queue, MessageBody="later", DelaySeconds=1)
+    # counted as delayed and not received while its delay runs (long enough for a slow machine)
+    sqs.send_message(QueueUrl=queue, MessageBody="not yet", DelaySeconds=900)
     attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
     assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesDelayed"]) == \
         ("0", "1")
     assert "Messages" not in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)
+    # and received once it ran out
+    sqs.send_message(QueueUrl=queue, MessageBody="later", DelaySeconds=1)
     [message] = receive_all(sqs, queue, 1)
     assert message["Body"] == "later"
     # the queue's DelaySeconds applies to sends without their own
@@ -420,7 +425,7 @@ def test_sqs_delays(sqs, queue):
     [now] = receive_all(sqs, queue, 1)
     assert now["Body"] == "now"
     assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
-                                    )["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
+                                    )["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "2"
 
 
 def test_sqs_long_poll_wakes_on_send(sqs, queue, broker):

@@ -179,11 +179,12 @@ def test_sqs_fifo_unfinished_message_blocks_its_group(sqs):
     for i in range(2):
         sqs.send_message(QueueUrl=url, MessageBody="job %d" % i, MessageGroupId="g",
                          MessageDeduplicationId=str(i))
-    [first] = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=1,
+    [first] = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
                                   WaitTimeSeconds=1)["Messages"]
     assert first["Body"] == "job 0"
     # job 1 waits while job 0 is in flight; job 0 comes back first when its lease ends
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=1)
     [again] = receive_all(sqs, url, 1, AttributeNames=["ApproximateReceiveCount"])
     assert (again["Body"], again["Attributes"]["ApproximateReceiveCount"]) == ("job 0", "2")
     sqs.delete_message(QueueUrl=url, ReceiptHandle=again["ReceiptHandle"])
