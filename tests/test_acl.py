@@ -364,7 +364,11 @@ async def test_acl_table_over_http(redis, redis_server, tmp_path):
                 assert raw.split(b" ")[1] == b"401", "%s with %s's credentials: %r" % (label, wrong, raw[:80])
             raw = await raw_exchange(running.port, _request(method, path, query, form, categories),
                                      stop_at=b"\r\n\r\n")
-            assert raw.split(b" ")[1] not in (b"401", b"403"), "%s refused its own: %r" % (label, raw[:200])
+            status = int(raw.split(b" ")[1])
+            # served with its own credentials: not refused, and not failed either (an RPC
+            # nobody answers within its timeout is a 504, what that route promises)
+            served = status < 500 or (status == 504 and path.startswith("/rpc/"))
+            assert status not in (401, 403) and served, "%s with its own: %r" % (label, raw[:200])
         # HEAD needs what GET needs
         for path in ("/health", "/health/ready", "/metrics", "/openapi.json"):
             for categories, status in (((), b"401"), (P, b"401"), (OPS, b"200")):
