@@ -81,10 +81,9 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-def scenario(client) -> List[Tuple[str, Any]]:
-    """The steps; each answer without ResponseMetadata, or the error's code and status."""
-    steps: List[Tuple[str, Any]] = []
-
+def _recorder(steps: List[Tuple[str, Any]]) -> Callable[..., Dict[str, Any]]:
+    """step(name, call, **kwargs): runs the call, records its answer without
+    ResponseMetadata, or the error's code, status and botocore exception class."""
     def step(name: str, call: Callable[..., Dict[str, Any]], **kwargs: Any) -> Dict[str, Any]:
         try:
             answer = call(**kwargs)
@@ -96,6 +95,13 @@ def scenario(client) -> List[Tuple[str, Any]]:
         answer.pop("ResponseMetadata", None)
         steps.append((name, answer))
         return answer
+    return step
+
+
+def scenario(client) -> List[Tuple[str, Any]]:
+    """The steps; each answer without ResponseMetadata, or the error's code and status."""
+    steps: List[Tuple[str, Any]] = []
+    step = _recorder(steps)
 
     url = step("create", client.create_queue, QueueName="diff-main",
                Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
@@ -172,17 +178,7 @@ def scenario(client) -> List[Tuple[str, Any]]:
 def fifo_scenario(client) -> List[Tuple[str, Any]]:
     """FIFO steps: groups, deduplication, sequence numbers, attempt ids."""
     steps: List[Tuple[str, Any]] = []
-
-    def step(name: str, call: Callable[..., Dict[str, Any]], **kwargs: Any) -> Dict[str, Any]:
-        try:
-            answer = call(**kwargs)
-        except ClientError as error:
-            steps.append((name, {"error": error.response["Error"]["Code"],
-                                 "status": error.response["ResponseMetadata"]["HTTPStatusCode"]}))
-            return {}
-        answer.pop("ResponseMetadata", None)
-        steps.append((name, answer))
-        return answer
+    step = _recorder(steps)
 
     url = step("create-fifo", client.create_queue, QueueName="diff.fifo",
                Attributes={"FifoQueue": "true"})["QueueUrl"]
