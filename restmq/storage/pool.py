@@ -215,14 +215,9 @@ class RedisPool:
         factory = self._factory
         if factory is None:
             return defer.fail(BackendUnavailable("RestMQ is not connected to Redis"))
-        live = factory.connectionQueue.pending
-        while live:
-            self._next = (self._next + 1) % len(live)
-            conn = live[self._next]
-            if conn.connected:
-                self._was_connected = True
-                return defer.succeed(conn)
-            live.remove(conn)
+        conn = self.live()
+        if conn is not None:
+            return defer.succeed(conn)
         if self._was_connected:
             return defer.fail(BackendUnavailable("Redis is unreachable"))
         return self._first_connection(factory)
