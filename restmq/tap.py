@@ -233,30 +233,30 @@ def makeService(options: Options) -> service.MultiService:
     acl = load_acl(config.acl_file) if config.acl_file else Acl()
     context = Context(store=store, dispatcher=dispatcher, acl=acl, config=config, clock=reactor,
                       metrics=metrics, embedded=embedded)
-    app = make_app(context)
-    http: Any
-    if config.server.reuse_port:
-        from restmq.server.reuseport import ReusePortServer
-        http = ReusePortServer(config.server.port, app, config.server.listen)
-    else:
-        http = internet.TCPServer(config.server.port, app, interface=config.server.listen)
-    http.setName("http")
-    http.setServiceParent(top)
+    http = _listener("http", config.server.port, make_app(context), config.server.listen,
+                     config.server.reuse_port, top)
     if config.sqs.port:
         from restmq.acl import SqsKeys, load_sqs_credentials
         from restmq.web.sqs.app import make_sqs_app
         keys = load_sqs_credentials(config.sqs.credentials) if config.sqs.credentials else SqsKeys()
-        sqs_app = make_sqs_app(context, keys)
-        sqs: Any
-        if config.server.reuse_port:
-            from restmq.server.reuseport import ReusePortServer
-            sqs = ReusePortServer(config.sqs.port, sqs_app, config.sqs.listen)
-        else:
-            sqs = internet.TCPServer(config.sqs.port, sqs_app, interface=config.sqs.listen)
-        sqs.setName("sqs")
-        sqs.setServiceParent(top)
+        _listener("sqs", config.sqs.port, make_sqs_app(context, keys), config.sqs.listen,
+                  config.server.reuse_port, top)
     Banner(http, config, data_dir).setServiceParent(top)
     return top
+
+
+def _listener(name: str, port: int, factory: Any, interface: str, reuse_port: bool,
+              parent: service.MultiService) -> Any:
+    """A TCP listener service named ``name`` (SO_REUSEPORT with ``reuse_port``)."""
+    listener: Any
+    if reuse_port:
+        from restmq.server.reuseport import ReusePortServer
+        listener = ReusePortServer(port, factory, interface)
+    else:
+        listener = internet.TCPServer(port, factory, interface=interface)
+    listener.setName(name)
+    listener.setServiceParent(parent)
+    return listener
 
 
 class Banner(service.Service):
