@@ -19,10 +19,5 @@ redis.call('DEL', KEYS[1], queue .. ':sqstags', queue .. ':settings', queue .. '
 redis.call('SREM', 'SQSQUEUESET', queue)
 redis.call('SREM', 'QUEUESET', queue)
 local removed, more = sqs_purge_some(queue, tonumber(ARGV[2]))
-if more == 0 then
-  redis.call('DEL', queue .. ':deliveries', queue .. ':leases', queue .. ':enqueued',
-    queue .. ':history', queue .. ':historybodies', queue .. ':historymeta', queue .. ':okeys',
-    queue .. ':parked', queue .. ':sqsattempts', queue .. ':sqsattemptsexp')
-end
 redis.call('PUBLISH', ARGV[3], 'p' .. queue)
 return {removed, more}

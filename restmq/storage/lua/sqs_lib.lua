@@ -50,7 +50,8 @@ end
 
 -- Remove up to n messages of <q>'s default consumers (waiting, leased, delayed, and
 -- those waiting behind a held ordering key) as an ack would: a body goes once no
--- consumer group holds it. Returns removed, more (1 when messages are left).
+-- consumer group holds it; once none are left, the queue's bookkeeping of them goes
+-- too. Returns removed, more (1 when messages are left).
 local function sqs_purge_some(queue, n)
   local victims = {}
   local popped = redis.call('RPOP', queue .. ':queue', n)
@@ -93,10 +94,12 @@ local function sqs_purge_some(queue, n)
       removed = removed + 1
     end
   end
-  local more = 0
   if redis.call('EXISTS', queue .. ':queue', queue .. ':inflight', queue .. ':delayed',
       queue .. ':okeys') > 0 then
-    more = 1
+    return removed, 1
   end
-  return removed, more
+  redis.call('DEL', queue .. ':deliveries', queue .. ':leases', queue .. ':enqueued',
+    queue .. ':history', queue .. ':historybodies', queue .. ':historymeta', queue .. ':okeys',
+    queue .. ':parked', queue .. ':sqsattempts', queue .. ':sqsattemptsexp')
+  return removed, 0
 end

@@ -10,9 +10,4 @@ if ARGV[3] ~= '1' and not sqs_exists(queue) then
   return no_queue(queue)
 end
 local removed, more = sqs_purge_some(queue, tonumber(ARGV[2]))
-if more == 0 then
-  redis.call('DEL', queue .. ':deliveries', queue .. ':leases', queue .. ':enqueued',
-    queue .. ':history', queue .. ':historybodies', queue .. ':historymeta', queue .. ':okeys',
-    queue .. ':parked', queue .. ':sqsattempts', queue .. ':sqsattemptsexp')
-end
 return {removed, more}
