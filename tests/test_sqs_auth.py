@@ -28,6 +28,10 @@ receive = auth-* shared
 [AKIDREADER]
 secret = reader-secret
 receive = shared
+[AKIDADMIN]
+secret = admin-secret
+send = *
+receive = *
 """ % SECRET
 
 
@@ -141,6 +145,24 @@ def test_a_dead_letter_target_needs_the_send_right(brokers):
     assert code_of(excinfo) == ("AccessDenied", 403)
     policy = worker.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
     assert "auth-dlq" in policy["Attributes"]["RedrivePolicy"]
+
+
+def test_a_move_task_back_to_the_sources_needs_the_send_right_on_them(brokers):
+    broker = brokers["signed"]
+    admin = sqs_client(broker.sqs_url, key="AKIDADMIN", secret="admin-secret")
+    worker = sqs_client(broker.sqs_url, key="AKIDWORKER", secret=SECRET)
+    arn = "arn:aws:sqs:us-east-1:000000000000:"
+    worker.create_queue(QueueName="auth-move-dlq")
+    worker.create_queue(QueueName="auth-move-elsewhere")
+    admin.create_queue(QueueName="ext-move-source", Attributes={"RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": arn + "auth-move-dlq", "maxReceiveCount": "2"})})
+    # without a destination the dead letters would go back to ext-move-source
+    with pytest.raises(ClientError) as excinfo:
+        worker.start_message_move_task(SourceArn=arn + "auth-move-dlq")
+    assert code_of(excinfo) == ("AccessDenied", 403)
+    started = worker.start_message_move_task(SourceArn=arn + "auth-move-dlq",
+                                             DestinationArn=arn + "auth-move-elsewhere")
+    assert started["TaskHandle"]
 
 
 def test_presigned_url_signed_by_botocore(brokers):
