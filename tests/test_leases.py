@@ -208,6 +208,24 @@ async def test_maxlen_drop_oldest(store, redis):
 
 
 @pytest_twisted.ensureDeferred
+async def test_drop_oldest_under_a_long_queue_goes_in_steps(store, redis):
+    # maxlen lowered under 1,000 waiting messages: each publish drops what it added
+    # plus at most 256 more (one script call stays short), never growing the queue
+    await store.add("m3", [str(n) for n in range(1000)])
+    await store.set_settings("m3", {"maxlen": "10", "overflow": "drop_oldest"})
+    await store.add("m3", ["a", "b"])
+    assert await redis.llen("m3:queue") == 1000 + 2 - 258
+    assert await redis.exists("m3:258") == 0 and await redis.exists("m3:259") == 1
+    assert await redis.hexists("m3:enqueued", "m3:258") == 0
+    for n in range(3):
+        await store.add("m3", ["c%d" % n])
+    assert await redis.llen("m3:queue") == 10
+    assert [m.value for m in await store.take("m3", 20)] == [
+        "995", "996", "997", "998", "999", "a", "b", "c0", "c1", "c2"]
+    assert await redis.hlen("m3:enqueued") == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_default_ttl_setting(store, redis):
     await store.set_settings("t", {"ttl": "50"})
     await store.add("t", ["x"])

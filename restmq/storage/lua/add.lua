@@ -57,11 +57,7 @@ local function okey(i)
 end
 
 if idem ~= '' then
-  local stale = redis.call('ZRANGEBYSCORE', queue .. ':idempotencyexp', '-inf', now, 'LIMIT', 0, 100)
-  if #stale > 0 then
-    redis.call('ZREM', queue .. ':idempotencyexp', unpack(stale))
-    redis.call('HDEL', queue .. ':idempotency', unpack(stale))
-  end
+  sweep_idempotency(queue, now)
   local first = redis.call('HGET', queue .. ':idempotency', idem)
   if first then
     local keys = cjson.decode(first)
@@ -219,49 +215,9 @@ end
 if stored > 0 then
   keys = keys or new_keys()
 end
--- bodies and their times in bulk: one command per 1000 messages, not two per message
-for first = first_stored, count, 1000 do
-  local final = math.min(first + 999, count)
-  local pairs_kv, times, metas, okeys, refs = {}, {}, {}, {}, {}
-  for i = first, final do
-    pairs_kv[#pairs_kv + 1] = keys[i]
-    pairs_kv[#pairs_kv + 1] = body(i)
-    times[#times + 1] = keys[i]
-    times[#times + 1] = now
-    if blob(i) ~= '' then
-      metas[#metas + 1] = keys[i]
-      metas[#metas + 1] = blob(i)
-    end
-    if okey(i) ~= '' then
-      okeys[#okeys + 1] = keys[i]
-      okeys[#okeys + 1] = okey(i)
-    end
-    if #groups > 0 then
-      refs[#refs + 1] = keys[i]
-      refs[#refs + 1] = #groups + 1
-    end
-  end
-  if ttl ~= '' then
-    for i = first, final do
-      redis.call('SET', keys[i], body(i), 'EX', ttl)
-    end
-  else
-    redis.call('MSET', unpack(pairs_kv))
-  end
-  redis.call('HSET', queue .. ':enqueued', unpack(times))
-  if #metas > 0 then
-    redis.call('HSET', queue .. ':meta', unpack(metas))
-  end
-  if #okeys > 0 then
-    redis.call('HSET', queue .. ':okey', unpack(okeys))
-  end
-  if #refs > 0 then
-    redis.call('HSET', queue .. ':refs', unpack(refs))
-  end
-  for _, g in ipairs(groups) do
-    redis.call('HSET', queue .. '#' .. g .. ':enqueued', unpack(times))
-  end
-end
+store_bodies(queue, groups, ttl, now, first_stored, count, function(i)
+  return keys[i], body(i), blob(i), okey(i)
+end)
 
 local function enqueue(ns, target)
   if ARGV[4] ~= '' then
@@ -277,16 +233,7 @@ local function enqueue(ns, target)
 end
 
 enqueue(queue, list)
-if maxlen and maxlen > 0 and settings[2] == 'drop_oldest' then
-  local dropped = 0
-  while redis.call('LLEN', list) > maxlen and dropped < 10000 do
-    local oldest = redis.call('RPOP', list)
-    if owns(queue, oldest) then
-      finish(queue, '', oldest)
-    end
-    dropped = dropped + 1
-  end
-end
+drop_oldest(queue, list, maxlen, settings[2], stored)
 for _, g in ipairs(groups) do
   local ns = queue .. '#' .. g
   enqueue(ns, ns .. ':queue')

@@ -376,6 +376,88 @@ local function listen(ns, ttl)
   mark(ns .. ':listeners', ttl)
 end
 
+-- Forget Idempotency-Keys (and SQS deduplication ids) whose window ended, 100 a call.
+local function sweep_idempotency(queue, now)
+  local expiry = queue .. ':idempotencyexp'
+  local stale = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 100)
+  if #stale > 0 then
+    redis.call('ZREM', expiry, unpack(stale))
+    redis.call('HDEL', queue .. ':idempotency', unpack(stale))
+  end
+end
+
+-- Store new messages first..last of <q> for its default consumers and every group (not
+-- queued yet): body (with the queue's ttl, seconds, or none), enqueued time, metadata
+-- blob, ordering key, holders (<q>:refs when there are groups). item(i) returns the
+-- message's key, body, blob ("" none) and ordering key (""). One command per 1000
+-- messages, not several per message.
+local function store_bodies(queue, groups, ttl, now, first, last, item)
+  for from = first, last, 1000 do
+    local final = math.min(from + 999, last)
+    local bodies, times, metas, okeys, refs = {}, {}, {}, {}, {}
+    for i = from, final do
+      local key, body, blob, okey = item(i)
+      bodies[#bodies + 1] = key
+      bodies[#bodies + 1] = body
+      times[#times + 1] = key
+      times[#times + 1] = now
+      if blob ~= '' then
+        metas[#metas + 1] = key
+        metas[#metas + 1] = blob
+      end
+      if okey ~= '' then
+        okeys[#okeys + 1] = key
+        okeys[#okeys + 1] = okey
+      end
+      if #groups > 0 then
+        refs[#refs + 1] = key
+        refs[#refs + 1] = #groups + 1
+      end
+    end
+    if ttl and ttl ~= '' then
+      for n = 1, #bodies, 2 do
+        redis.call('SET', bodies[n], bodies[n + 1], 'EX', ttl)
+      end
+    else
+      redis.call('MSET', unpack(bodies))
+    end
+    redis.call('HSET', queue .. ':enqueued', unpack(times))
+    if #metas > 0 then
+      redis.call('HSET', queue .. ':meta', unpack(metas))
+    end
+    if #okeys > 0 then
+      redis.call('HSET', queue .. ':okey', unpack(okeys))
+    end
+    if #refs > 0 then
+      redis.call('HSET', queue .. ':refs', unpack(refs))
+    end
+    for _, g in ipairs(groups) do
+      redis.call('HSET', queue .. '#' .. g .. ':enqueued', unpack(times))
+    end
+  end
+end
+
+-- overflow drop_oldest: the default consumers' oldest messages go (as if consumed)
+-- while the list holds more than maxlen, at most pushed + 256 of them in one call: a
+-- publish of pushed messages never leaves the queue longer than it was, and a maxlen
+-- lowered under a long queue is reached over the next publishes, each call within
+-- the time budget (a drop costs some 12 us).
+local function drop_oldest(queue, list, maxlen, overflow, pushed)
+  if not maxlen or maxlen <= 0 or overflow ~= 'drop_oldest' then
+    return
+  end
+  local extra = math.min(redis.call('LLEN', list) - maxlen, pushed + 256)
+  for _ = 1, extra do
+    local oldest = redis.call('RPOP', list)
+    if not oldest then
+      return
+    end
+    if owns(queue, oldest) then
+      finish(queue, '', oldest)
+    end
+  end
+end
+
 -- Append a broadcast batch (key, body, metadata, ...) to the bounded history of <q>.
 local function record_history(queue, batch, default_size)
   local size = tonumber(redis.call('HGET', queue .. ':settings', 'history_size')) or default_size

@@ -18,25 +18,12 @@ end
 -- for delay_ms when > 0. Returns its key and whether it was queued at once.
 local function sqs_store(queue, groups, body, blob, okey, delay_ms, ttl, now)
   local key = queue .. ':' .. redis.call('INCR', queue .. ':UUID')
-  if ttl then
-    redis.call('SET', key, body, 'EX', ttl)
-  else
-    redis.call('SET', key, body)
-  end
-  redis.call('HSET', queue .. ':enqueued', key, now)
-  if blob ~= '' then
-    redis.call('HSET', queue .. ':meta', key, blob)
-  end
-  if okey ~= '' then
-    redis.call('HSET', queue .. ':okey', key, okey)
-  end
-  if #groups > 0 then
-    redis.call('HSET', queue .. ':refs', key, #groups + 1)
-  end
+  store_bodies(queue, groups, ttl, now, 1, 1, function()
+    return key, body, blob, okey
+  end)
   local namespaces = {queue}
   for _, g in ipairs(groups) do
     namespaces[#namespaces + 1] = queue .. '#' .. g
-    redis.call('HSET', queue .. '#' .. g .. ':enqueued', key, now)
   end
   for _, ns in ipairs(namespaces) do
     if delay_ms > 0 then

@@ -50,11 +50,7 @@ if full then
   return full
 end
 local idempotency, expiry = queue .. ':idempotency', queue .. ':idempotencyexp'
-local stale = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 100)
-if #stale > 0 then
-  redis.call('ZREM', expiry, unpack(stale))
-  redis.call('HDEL', idempotency, unpack(stale))
-end
+sweep_idempotency(queue, now)
 local groups = redis.call('HKEYS', queue .. ':groups')
 -- first the decisions (size, deduplication), then the writes in bulk: a few
 -- commands per batch rather than several per message
@@ -94,28 +90,11 @@ local keys = {}
 local pushed = 0
 if count_stored > 0 then
   local last = redis.call('INCRBY', queue .. ':UUID', count_stored)
-  local bodies, times, metas, okeys, refs, dedups, expiries = {}, {}, {}, {}, {}, {}, {}
-  local immediate, delayed = {}, {}
+  local dedups, expiries, immediate, delayed = {}, {}, {}, {}
   for n, entry in ipairs(stored) do
     local i, dedup = entry[1], entry[2]
     local key = queue .. ':' .. (last - count_stored + n)
     keys[n] = key
-    bodies[#bodies + 1] = key
-    bodies[#bodies + 1] = ARGV[i]
-    times[#times + 1] = key
-    times[#times + 1] = now
-    if field(i, 3) ~= '' then
-      metas[#metas + 1] = key
-      metas[#metas + 1] = field(i, 3)
-    end
-    if field(i, 4) ~= '' then
-      okeys[#okeys + 1] = key
-      okeys[#okeys + 1] = field(i, 4)
-    end
-    if #groups > 0 then
-      refs[#refs + 1] = key
-      refs[#refs + 1] = #groups + 1
-    end
     if dedup ~= '' then
       dedups[#dedups + 1] = dedup
       dedups[#dedups + 1] = cjson.encode({key})
@@ -130,23 +109,10 @@ if count_stored > 0 then
       immediate[#immediate + 1] = key
     end
   end
-  if ttl then
-    for n = 1, #bodies, 2 do
-      redis.call('SET', bodies[n], bodies[n + 1], 'EX', ttl)
-    end
-  else
-    redis.call('MSET', unpack(bodies))
-  end
-  redis.call('HSET', queue .. ':enqueued', unpack(times))
-  if #metas > 0 then
-    redis.call('HSET', queue .. ':meta', unpack(metas))
-  end
-  if #okeys > 0 then
-    redis.call('HSET', queue .. ':okey', unpack(okeys))
-  end
-  if #refs > 0 then
-    redis.call('HSET', queue .. ':refs', unpack(refs))
-  end
+  store_bodies(queue, groups, ttl, now, 1, count_stored, function(n)
+    local i = stored[n][1]
+    return keys[n], ARGV[i], field(i, 3), field(i, 4)
+  end)
   if #dedups > 0 then
     -- the same table add.lua keeps for Idempotency-Key, with SQS's window
     redis.call('HSET', idempotency, unpack(dedups))
@@ -155,7 +121,6 @@ if count_stored > 0 then
   local namespaces = {queue}
   for _, g in ipairs(groups) do
     namespaces[#namespaces + 1] = queue .. '#' .. g
-    redis.call('HSET', queue .. '#' .. g .. ':enqueued', unpack(times))
   end
   for _, ns in ipairs(namespaces) do
     if #immediate > 0 then
@@ -171,16 +136,7 @@ local out = {now}
 for _, answer in ipairs(answers) do
   out[#out + 1] = type(answer) == 'table' and keys[answer[1]] or answer
 end
-if maxlen and maxlen > 0 and settings[2] == 'drop_oldest' then
-  local dropped = 0
-  while redis.call('LLEN', list) > maxlen and dropped < 10000 do
-    local oldest = redis.call('RPOP', list)
-    if owns(queue, oldest) then
-      finish(queue, '', oldest)
-    end
-    dropped = dropped + 1
-  end
-end
+drop_oldest(queue, list, maxlen, settings[2], pushed)
 if redis.call('SADD', 'QUEUESET', queue) == 1 then
   redis.call('SET', 'queuestat::' .. queue, '1', 'NX')
 end
