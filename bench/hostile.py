@@ -53,7 +53,7 @@ import redis  # noqa: E402  (bench/requirements.txt)
 
 from restmq.server.redisproc import find_redis_server  # noqa: E402
 
-PHASES = ("purge", "redrive", "stats", "pipeline", "websocket", "connections", "restart")
+PHASES = ("purge", "redrive", "trim", "stats", "pipeline", "websocket", "connections", "restart")
 
 
 def _say(text: str) -> None:
@@ -255,6 +255,21 @@ def phase_redis(args: argparse.Namespace, workdir: str, which: str) -> List[str]
             lines.append("redrive of %d dead letters: %d %s in %.2f s; longest Redis call %.1f ms (%s), "
                          "longest PING %.1f ms"
                          % (count, status, body.decode()[:80], wall, call, command, ping))
+        elif which == "trim":
+            # maxlen lowered under a long queue with overflow=drop_oldest: the publishes
+            # after it drop the oldest messages
+            count = args.messages // 10
+            _fill(server.client, "big", count)
+            http(broker.port, "POST", "/settings/big", b"maxlen=10&overflow=drop_oldest")
+
+            def publish() -> Tuple[int, int]:
+                for n in range(20):
+                    status, _ = http(broker.port, "POST", "/q/big", b"value=new+%d" % n)
+                return status, int(server.client.llen("big:queue"))
+            (status, left), call, ping, command, wall = probe.measure(publish)
+            lines.append("20 publishes to a queue of %d messages just given maxlen=10, overflow=drop_oldest: "
+                         "last %d, %d messages left, in %.2f s; longest Redis call %.1f ms (%s), "
+                         "longest PING %.1f ms" % (count, status, left, wall, call, command, ping))
         else:
             pipe = server.client.pipeline(transaction=False)
             for i in range(30000):
@@ -479,7 +494,7 @@ def main(argv: List[str]) -> int:
     try:
         for phase in phases:
             _say("phase %s (%s)" % (phase, args.root))
-            if phase in ("purge", "redrive", "stats"):
+            if phase in ("purge", "redrive", "trim", "stats"):
                 lines = phase_redis(args, workdir, phase)
             else:
                 lines = globals()["phase_" + phase](args, workdir)

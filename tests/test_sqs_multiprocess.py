@@ -4,6 +4,9 @@ can only arrive through the publish's wake-up (Redis pub/sub), never a poll."""
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import threading
 import urllib.request
 
@@ -74,3 +77,37 @@ def test_sqs_visibility_change_elsewhere_wakes_a_long_poll(brokers):
     client.change_message_visibility(QueueUrl=url, ReceiptHandle=held["ReceiptHandle"], VisibilityTimeout=0)
     waiting.join(timeout=60)
     assert [m["Body"] for m in results[0]["Messages"]] == ["held"]
+
+
+def test_sqs_send_wakes_its_own_process_at_once_and_tags_the_others_wake_up(brokers, redis_server):
+    # an SQS receive and a REST long-poll wait on a; a sends. Nothing sweeps: the
+    # pub/sub wake-up carries a's id (so a skips it) and a wakes its own waiters itself
+    a, _ = brokers
+    queue = "two-procs-self"
+    url = sqs_client(a.sqs_url).create_queue(QueueName=queue)["QueueUrl"]
+    watch = socket.create_connection(("127.0.0.1", redis_server.port), timeout=30)
+    try:
+        watch.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$13\r\nrestmq:notify\r\n")
+        seen = b""
+        while b"subscribe" not in seen:
+            seen += watch.recv(4096)
+        results = []
+        waiting = _wait_in_thread(a, url, results)
+        wait_for_long_poll(a, queue)
+        sqs_client(a.sqs_url).send_message(QueueUrl=url, MessageBody="sent here")
+        waiting.join(timeout=60)
+        assert [m["Body"] for m in results[0]["Messages"]] == ["sent here"]
+        seen = b""
+        while not re.search(rb"w%s [0-9a-f]{12}\r\n" % queue.encode(), seen):
+            seen += watch.recv(4096)
+        # a REST long-poll on a gets the next SQS send the same way
+        polled = []
+        poll = threading.Thread(target=lambda: polled.append(urllib.request.urlopen(
+            "%s/q/%s?wait=20" % (a.url, queue), timeout=60).read()))
+        poll.start()
+        wait_for_long_poll(a, queue)
+        sqs_client(a.sqs_url).send_message(QueueUrl=url, MessageBody="for rest")
+        poll.join(timeout=60)
+        assert json.loads(polled[0])["value"] == "for rest"
+    finally:
+        watch.close()

@@ -219,13 +219,16 @@ class SqsStore:
 
     # messages
 
-    async def send(self, queue: str, entries: Sequence[SqsEntry],
-                   default_max_bytes: int) -> Tuple[int, List[str]]:
+    async def send(self, queue: str, entries: Sequence[SqsEntry], default_max_bytes: int,
+                   origin: str = "") -> Tuple[int, List[str], List[str]]:
         """Store the entries (for the default consumers and every consumer group).
 
+        :param origin: the sending process's id: its wake-ups carry it, so that this
+            process can skip them (it wakes the namespaces returned itself).
         :returns: (the time they were stored, in ms; each entry's message key, or
             "!size" when it was over the queue's MaximumMessageSize, "!dedup" when a
-            FIFO queue without ContentBasedDeduplication got no deduplication id).
+            FIFO queue without ContentBasedDeduplication got no deduplication id;
+            the namespaces whose consumers were woken).
             On a FIFO queue an entry whose deduplication id (or body, with
             ContentBasedDeduplication) was seen in the last 5 minutes answers the first key.
         :raises QueueNotFound, QueueFull:
@@ -235,7 +238,7 @@ class SqsStore:
         fifo = queue.endswith(".fifo")
         plain = not fifo and all(e.delay is None and e.meta is None and not e.dedup_id for e in entries)
         args: List[Any] = [queue, keys.NOTIFY_CHANNEL, default_max_bytes, DEDUPLICATION_WINDOW_MS,
-                           "" if plain else "m"]
+                           "" if plain else "m", origin]
         if plain:
             # bodies only: the script counts their sizes (they carry no attributes)
             args += [entry.body for entry in entries]
@@ -246,7 +249,9 @@ class SqsStore:
                      (meta.ordering_key or "") if meta is not None else "", entry.dedup_id,
                      hashlib.sha256(entry.body.encode("utf-8")).hexdigest() if fifo else ""]
         reply = await self._run("sqs_send", [keys.queue_list(queue)], args)
-        return int(reply[0]), [_text(key) for key in reply[1:]]
+        count = len(entries)
+        return (int(reply[0]), [_text(key) for key in reply[1:1 + count]],
+                [_text(ns) for ns in reply[1 + count:]])
 
     async def receive(self, queue: str, count: int, visibility_ms: Optional[int],
                       default_visibility_ms: int, max_inflight: int, listen_ms: int = 0,

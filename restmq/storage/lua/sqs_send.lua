@@ -5,7 +5,8 @@
 -- ARGV[1] = queue name  ARGV[2] = notify channel  ARGV[3] = largest body when the queue
 -- has no MaximumMessageSize  ARGV[4] = deduplication window ms  ARGV[5] = "" (bodies
 -- only: each entry is its body, nothing else) or "m" (each entry is the 7 fields below)
--- then per entry: body, its size with its attributes (bytes, as SQS counts), delay
+-- ARGV[6] = the sending process's id or "": its wake-ups read "w<ns> <id>" (it wakes
+-- its own consumers of the namespaces this returns), then per entry: body, its size with its attributes (bytes, as SQS counts), delay
 -- seconds ("" for the queue's DelaySeconds), metadata blob (""), ordering key (FIFO
 -- MessageGroupId, ""), MessageDeduplicationId (""), SHA-256 of the body (hex).
 -- Each entry is stored, or refused alone: "!size" when it is over the queue's
@@ -14,7 +15,8 @@
 -- ContentBasedDeduplication, body) was seen within the window (per MessageGroupId with
 -- DeduplicationScope messageGroup) is not stored again and answers the first key.
 -- The queue's maxlen setting refuses the whole batch.
--- Returns {now ms, key or "!size" or "!dedup", ...} | error "NOQUEUE ..." | "QUEUEFULL ...".
+-- Returns {now ms, key or "!size" or "!dedup" per entry, then the namespaces woken}
+-- | error "NOQUEUE ..." | "QUEUEFULL ...".
 local queue = ARGV[1]
 local list = KEYS[1]
 if not sqs_exists(queue) then
@@ -31,7 +33,7 @@ local max_size = tonumber(attrs[2]) or tonumber(ARGV[3])
 local settings = redis.call('HMGET', queue .. ':settings', 'maxlen', 'overflow', 'ttl')
 local maxlen = tonumber(settings[1])
 local ttl = settings[3]
-local first = 6
+local first = 7
 local plain = ARGV[5] == ''
 local stride = plain and 1 or 7
 local count = (#ARGV - first + 1) / stride
@@ -141,12 +143,15 @@ if redis.call('SADD', 'QUEUESET', queue) == 1 then
   redis.call('SET', 'queuestat::' .. queue, '1', 'NX')
 end
 if pushed > 0 then
-  if redis.call('EXISTS', queue .. ':listeners') == 1 then
-    redis.call('PUBLISH', ARGV[2], 'w' .. queue)
-  end
+  local tag = ARGV[6] ~= '' and (' ' .. ARGV[6]) or ''
+  local spaces = {queue}
   for _, g in ipairs(groups) do
-    if redis.call('EXISTS', queue .. '#' .. g .. ':listeners') == 1 then
-      redis.call('PUBLISH', ARGV[2], 'w' .. queue .. '#' .. g)
+    spaces[#spaces + 1] = queue .. '#' .. g
+  end
+  for _, ns in ipairs(spaces) do
+    if redis.call('EXISTS', ns .. ':listeners') == 1 then
+      redis.call('PUBLISH', ARGV[2], 'w' .. ns .. tag)
+      out[#out + 1] = ns
     end
   end
 end

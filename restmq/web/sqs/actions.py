@@ -533,12 +533,21 @@ class SqsApi:
             out["SequenceNumber"] = sequence_number(key)
         return out
 
+    async def _send(self, queue: str, entries: List[SqsEntry]) -> List[str]:
+        """Store the entries; this process's consumers of the queue (SQS receives
+        waiting, REST long-polls and streams) are woken at once, not by pub/sub."""
+        _, stored, woken = await self.sqs.send(queue, entries, self.config.sqs.max_message_bytes,
+                                               origin=self.dispatcher.origin)
+        for namespace in woken:
+            self.dispatcher.wake(namespace)
+        return stored
+
     async def send_message(self, call: Call) -> Dict[str, Any]:
         queue = self._queue(call)
         self._allow(call, "send", queue)
         fifo = queue.endswith(".fifo")
         entry, answer = self._message_input(call.params, fifo, call)
-        _, stored = await self.sqs.send(queue, [entry], self.config.sqs.max_message_bytes)
+        stored = await self._send(queue, [entry])
         result = self._stored_answer(queue, stored[0], answer, fifo)
         if self.metrics is not None:
             self.metrics.published(queue, 1)
@@ -565,8 +574,7 @@ class SqsApi:
                            "You have sent %d bytes." % (self.config.sqs.max_message_bytes, total))
         successful: List[Dict[str, Any]] = []
         if accepted:
-            _, stored = await self.sqs.send(queue, [entry for _, entry, _ in accepted],
-                                            self.config.sqs.max_message_bytes)
+            stored = await self._send(queue, [entry for _, entry, _ in accepted])
             for (entry_id, _, answer), key in zip(accepted, stored):
                 try:
                     stored_answer = self._stored_answer(queue, key, answer, fifo)
