@@ -7,6 +7,8 @@ redis-server of its own, warms it, zeroes the counters, sends the same requests 
 a time and reads the instructions the server executed:
 
 ``post``      ``POST /q/bench`` with the small message (RestMQ)
+``post-workers``  the same on a server that keeps its metrics in prometheus_client's
+              multiprocess files, as each worker of ``restmq --workers N`` does
 ``bare``      ``POST /form`` of the bare Cyclone app (bench/bare.py), the same body
 ``rr``        ``POST /q/rr`` of a JSON array of 100 messages to a round-robin queue
               with 10 SSE subscribers; per message
@@ -38,7 +40,7 @@ from bench.procs import ROOT, BenchError, Procs, free_port
 
 __all__ = ["count"]
 
-KINDS = ("post", "bare", "rr", "bare-rr", "longpoll")
+KINDS = ("post", "post-workers", "bare", "rr", "bare-rr", "longpoll")
 _BATCH = ("[" + ",".join(['"%s"' % SMALL_MESSAGE] * 100) + "]").encode()
 
 
@@ -71,10 +73,14 @@ def count(kind: str, requests: int, workdir: str, sock: str) -> float:
     """Instructions per request (per message for the round-robin kinds) of ``kind``."""
     port = free_port()
     out = os.path.join(workdir, "callgrind-%s.out" % kind)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if kind == "post-workers":
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-", dir=workdir)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=" + out]
         + _server_argv(kind, port, sock), cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -152,10 +158,13 @@ def main(argv: List[str]) -> int:
     finally:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
-    for ours, theirs in (("post", "bare"), ("rr", "bare-rr")):
+    for ours, theirs in (("post", "bare"), ("post-workers", "bare"), ("rr", "bare-rr")):
         if ours in found and theirs in found:
             print("%s vs %s: %.2f (bare / RestMQ: the rate the same cores would give)"
                   % (ours, theirs, found[theirs] / found[ours]))
+    if "post" in found and "post-workers" in found:
+        print("post vs post-workers: %.2f (what a worker's request costs against one process's)"
+              % (found["post-workers"] / found["post"]))
     return 0
 
 

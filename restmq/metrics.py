@@ -19,6 +19,7 @@ whichever worker answers. Process metrics then carry a ``pid`` label per worker.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import platform
@@ -57,6 +58,8 @@ _REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
                   0.1, 0.25, 0.5, 1.0, 2.5)
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                  10.0, 30.0, 60.0)
+# with workers, histogram observations reach the shared files this often
+_OBSERVED_SECONDS = 1.0
 
 
 class Metrics:
@@ -114,6 +117,10 @@ class Metrics:
         self._children: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
         # counter increments not yet applied (one process only): (counter, labels) -> amount
         self._pending: Dict[Tuple[Any, Tuple[str, ...]], float] = {}
+        # histogram observations not yet applied: (id, labels) -> _Observed
+        self._observed: Dict[Tuple[int, Tuple[str, ...]], _Observed] = {}
+        self._observed_call: Any = None  # with workers: the timer that writes them
+        self._observed_trigger = False
         scrape = _ScrapeCollector(self)
         if self.multiprocess_dir:
             # Scrapes read every worker's files, never this process's live values
@@ -142,12 +149,47 @@ class Metrics:
         pending, self._pending = self._pending, {}
         for (counter, labels), amount in pending.items():
             self._child(counter, *labels).inc(amount)
+        self._apply_observed()
+
+    def _observe(self, histogram: Any, labels: Tuple[str, ...], bounds: Tuple[float, ...],
+                 value: float) -> None:
+        """``histogram`` (with ``labels``) observes ``value``: counted per bucket here
+        and applied in bulk (prometheus_client locks, and with workers writes a file,
+        twice per observation; one request makes two). In one process they are
+        applied when a scrape reads them; with workers at most a second later (the
+        counters are written at once), so another worker's scrape sees them by then."""
+        key = (id(histogram), labels)
+        observed = self._observed.get(key)
+        if observed is None:
+            observed = self._observed[key] = _Observed(histogram, labels, len(bounds) + 1)
+        observed.counts[bisect.bisect_left(bounds, value)] += 1
+        observed.total += value
+        if self._observed_call is None and self.multiprocess_dir:
+            self._schedule_observed()
+
+    def _schedule_observed(self) -> None:
+        from twisted.internet import reactor
+        clock: Any = reactor
+        if self._observed_call is None and not self._observed_trigger:
+            # a worker stopping writes what it holds (its files outlive it)
+            self._observed_trigger = True
+            clock.addSystemEventTrigger("before", "shutdown", self._apply_observed)
+        self._observed_call = clock.callLater(_OBSERVED_SECONDS, self._write_observed)
+
+    def _write_observed(self) -> None:
+        self._observed_call = None  # the next observation sets the timer again
+        self._apply_observed()
+
+    def _apply_observed(self) -> None:
+        for observed in self._observed.values():
+            if observed.total or any(observed.counts):
+                observed.apply(self._child(observed.histogram, *observed.labels))
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            child = self._children[key] = metric.labels(*labels) if labels else metric
         return child
 
     # labels
@@ -199,7 +241,7 @@ class Metrics:
 
     def observe_redis(self, seconds: float) -> None:
         """One Redis round trip took ``seconds`` (the store's ``observe`` hook)."""
-        self._redis.observe(seconds)
+        self._observe(self._redis, (), _REDIS_BUCKETS, seconds)
 
     def http(self, route: str, status: int, method: str = "GET",
              seconds: Optional[float] = None) -> None:
@@ -207,7 +249,7 @@ class Metrics:
         method = method if method in _METHODS else "other"
         self._count(self._requests, (route, method, str(status)), 1)
         if seconds is not None:
-            self._child(self._durations, route).observe(seconds)
+            self._observe(self._durations, (route,), _HTTP_BUCKETS, seconds)
 
     # reading
 
@@ -239,6 +281,30 @@ class Metrics:
                 self._snapshot = None
 
         return render, content_type
+
+
+class _Observed:
+    """Observations of one histogram child not applied yet: a count per bucket
+    (the last one past the largest bound, +Inf) and their sum."""
+
+    __slots__ = ("histogram", "labels", "counts", "total")
+
+    def __init__(self, histogram: Any, labels: Tuple[str, ...], buckets: int) -> None:
+        self.histogram = histogram
+        self.labels = labels
+        self.counts = [0] * buckets
+        self.total = 0.0
+
+    def apply(self, child: Any) -> None:
+        """Add them to prometheus_client's child: its bucket and sum values (what
+        ``observe`` adds to, one at a time) each take the bulk amount."""
+        counts, total = self.counts, self.total
+        self.counts, self.total = [0] * len(counts), 0.0
+        buckets = child._buckets
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+        child._sum.inc(total)
 
 
 class _Snapshot:

@@ -63,6 +63,37 @@ def test_counters_by_queue_and_transport():
     assert value(text, "restmq_http_request_duration_seconds_count", route="/q/{queue}") == 1
 
 
+def test_histograms_counted_in_bulk_read_as_observed_one_by_one():
+    # observations are counted per bucket and applied at the scrape: the exposition
+    # must be what prometheus_client's own observe() gives for the same values
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+    from restmq.metrics import _HTTP_BUCKETS, _REDIS_BUCKETS
+    registry = CollectorRegistry()
+    redis = Histogram("restmq_redis_roundtrip_seconds", "x", buckets=_REDIS_BUCKETS, registry=registry)
+    http = Histogram("restmq_http_request_duration_seconds", "x", ["route"], buckets=_HTTP_BUCKETS,
+                     registry=registry)
+    metrics = Metrics()
+    # on a bound, between bounds, below the first, past the last (+Inf), zero
+    values = [0.0001, 0.00011, 0.00001, 2.5, 3.0, 0.0, 0.01, 0.01, 100.0]
+    for n, seconds in enumerate(values):
+        metrics.observe_redis(seconds)
+        redis.observe(seconds)
+        route = "/q/{queue}" if n % 2 else "/stats/"
+        metrics.http(route, 200, "GET", seconds * 10)
+        http.labels(route).observe(seconds * 10)
+    wanted = samples(generate_latest(registry))
+    got = samples(metrics.render([], {}))
+    assert [k for k in wanted if k[0].startswith("restmq_redis")]
+    for key, number in wanted.items():
+        assert got.get(key) == number, key
+    # applied once: a second scrape shows the same, a new observation adds one
+    metrics.observe_redis(0.0001)
+    again = samples(metrics.render([], {}))
+    assert again[("restmq_redis_roundtrip_seconds_count", ())] == len(values) + 1
+    assert again[("restmq_redis_roundtrip_seconds_bucket", (("le", "0.0001"),))] == \
+        wanted[("restmq_redis_roundtrip_seconds_bucket", (("le", "0.0001"),))] + 1
+
+
 def test_queue_label_is_capped_and_the_rest_is_other():
     metrics = Metrics(max_queues=2)
     for queue in ("a", "b", "c", "d"):

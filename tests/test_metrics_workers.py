@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -56,3 +57,29 @@ def test_two_workers_counters_never_go_backwards_across_20_scrapes(tmp_path):
     left = [name for name in os.listdir(temporary) if name.startswith("restmq-metrics-")
             and any(os.path.exists(os.path.join(temporary, name, "counter_%d.db" % pid)) for pid in workers)]
     assert left == []
+
+
+def test_two_workers_histograms_reach_every_scrape(tmp_path):
+    # a worker applies its histogram observations to the shared files within a
+    # second (counters at once): every POST is counted, whichever worker scrapes
+    run, port, workers, redis = start_workers(tmp_path, workers=2)
+    try:
+        for i in range(20):
+            assert post(port, "timed", "m%d" % i) == b"timed:%d\r\n" % (i + 1)
+        key = ("restmq_http_request_duration_seconds_count", (("route", "/q/{queue}"),))
+        deadline = time.monotonic() + 30
+        while True:
+            counters, _ = scrape(port)
+            if counters.get(key, 0.0) >= 20 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert counters.get(key) == 20
+        # the requests counter (written at once) agrees
+        assert sum(v for (name, labels), v in counters.items()
+                   if name == "restmq_http_requests_total" and ("route", "/q/{queue}") in labels) == 20
+        run.proc.send_signal(signal.SIGTERM)
+        run.proc.wait(timeout=60)
+    finally:
+        run.kill()
+    for pid in workers + [redis]:
+        wait_dead(pid)
