@@ -316,3 +316,38 @@ def test_aws_cli_fifo(broker):
                    "--message-attribute-names", "All")["Messages"]
     assert second["Body"] == "second"
     assert second["MessageAttributes"] == {"kind": {"DataType": "String", "StringValue": "cli"}}
+
+
+def test_purge_clears_messages_parked_behind_holders_that_are_gone(sqs, redis_server):
+    # 300 message groups, each with one message in flight (holding its group) and one
+    # parked behind it; the holders' leases vanish (as if lost): PurgeQueue still
+    # finds every parked message, a few hundred groups per script call
+    import redis
+    from tests.sqs_support import SQS_DB
+    url = fifo_queue(sqs, "parked.fifo", ContentBasedDeduplication="true")
+    for g in range(300):
+        sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "MessageBody": "g%d m%d" % (g, i), "MessageGroupId": "g%d" % g}
+            for i in range(2)])
+    held = 0
+    while held < 300:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600)
+        assert got.get("Messages"), held
+        held += len(got["Messages"])
+    assert held == 300
+    client = redis.Redis(port=redis_server.port, db=SQS_DB)
+    try:
+        assert client.hlen("parked.fifo:okeys") == 300
+        # each group's second message: parked once a receive met it, else still waiting
+        assert int(client.get("parked.fifo:parked")) + client.llen("parked.fifo:queue") == 300
+        assert int(client.get("parked.fifo:parked")) > 200
+        # the holders are gone (their bodies expired with their leases)
+        client.delete("parked.fifo:inflight", *client.hvals("parked.fifo:okeys"))
+        sqs.purge_queue(QueueUrl=url)
+        assert client.exists("parked.fifo:okeys") == 0
+        assert list(client.scan_iter("parked.fifo#:ok.*")) == []
+        assert [key for key in client.scan_iter("parked.fifo:*") if key.split(b":")[-1].isdigit()] == []
+    finally:
+        client.close()
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "0"

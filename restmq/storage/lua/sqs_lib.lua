@@ -56,8 +56,11 @@ local function sqs_purge_some(queue, n)
     end
   end
   if #victims < n then
-    -- messages parked behind a held ordering key whose holder is gone
-    for _, k in ipairs(redis.call('HKEYS', queue .. ':okeys')) do
+    -- messages parked behind a held ordering key whose holder is gone: a few hundred
+    -- keys a call (each visited is drained or gives its quota), not HKEYS of them all
+    local page = redis.call('HSCAN', queue .. ':okeys', 0, 'COUNT', 200)[2]
+    for i = 1, #page, 2 do
+      local k = page[i]
       if #victims >= n then
         break
       end
