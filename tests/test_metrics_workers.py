@@ -29,6 +29,17 @@ def scrape(port: int):
     return counters, pids
 
 
+def _stop(run, pids) -> None:
+    """SIGTERM to the launcher; every worker and the embedded Redis go with it."""
+    try:
+        run.proc.send_signal(signal.SIGTERM)
+        run.proc.wait(timeout=60)
+    finally:
+        run.kill()
+    for pid in pids:
+        wait_dead(pid)
+
+
 def test_two_workers_counters_never_go_backwards_across_20_scrapes(tmp_path):
     run, port, workers, redis = start_workers(tmp_path, workers=2)
     try:
@@ -46,12 +57,8 @@ def test_two_workers_counters_never_go_backwards_across_20_scrapes(tmp_path):
             assert counters[("restmq_messages_published_total", (("queue", "counted"),))] == i + 1
             previous = counters
         assert set(workers) <= seen_pids, (workers, seen_pids)  # process metrics of each worker
-        run.proc.send_signal(signal.SIGTERM)
-        run.proc.wait(timeout=60)
     finally:
-        run.kill()
-    for pid in workers + [redis]:
-        wait_dead(pid)
+        _stop(run, workers + [redis])
     # the run's metrics directory (in the temporary folder) is removed with it
     temporary = tempfile.gettempdir()
     left = [name for name in os.listdir(temporary) if name.startswith("restmq-metrics-")
@@ -77,9 +84,5 @@ def test_two_workers_histograms_reach_every_scrape(tmp_path):
         # the requests counter (written at once) agrees
         assert sum(v for (name, labels), v in counters.items()
                    if name == "restmq_http_requests_total" and ("route", "/q/{queue}") in labels) == 20
-        run.proc.send_signal(signal.SIGTERM)
-        run.proc.wait(timeout=60)
     finally:
-        run.kill()
-    for pid in workers + [redis]:
-        wait_dead(pid)
+        _stop(run, workers + [redis])
