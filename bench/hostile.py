@@ -1,6 +1,6 @@
 """What a hostile client and a big queue cost the broker (issue 11's figures).
 
-    .venv/bin/python -m bench.hostile [--only purge,redrive,stats,pipeline,websocket,connections,restart]
+    .venv/bin/python -m bench.hostile [--only purge,redrive,trim,stats,pipeline,websocket,connections,restart]
                                       [--messages 1000000] [--root DIR]
 
 Starts its own redis-server (unix socket, no persistence) and ``twistd -n
@@ -13,6 +13,10 @@ purge / redrive / stats
     queues: the HTTP status and answer, the wall time, and the longest single
     Redis call meanwhile, from SLOWLOG (every command is logged) and from a
     PING sent every millisecond on a connection of its own.
+trim
+    ``maxlen=10, overflow=drop_oldest`` set on a queue of a tenth of
+    ``--messages``, then 20 publishes: how many messages are left and the
+    longest Redis call, measured the same way.
 pipeline / websocket
     The broker's RSS before and after a client that never reads pipelines 78 KB
     of ``GET /openapi.json``, 8.8 MB of requests for an unknown route, and
