@@ -94,6 +94,23 @@ async def test_requeue_stores_again_a_body_only_kept_for_popped_ttl(store, redis
 
 
 @pytest_twisted.ensureDeferred
+async def test_requeue_keeps_the_ordering_key_of_a_message_given_back(store, redis):
+    # popped and given back: the message still holds its ordering key once leased
+    from restmq.model import MessageMeta
+    key = MessageMeta(ordering_key="k")
+    await store.add("ro", ["1", "2"], metas=[key, key])
+    taken = await store.take("ro", keep_ms=60000)
+    assert await redis.hget("ro:okey", "ro:1") is None  # the pop finished it
+    assert await store.requeue("ro", taken) == 1
+    assert await redis.hget("ro:okey", "ro:1") == "k"
+    assert await redis.hexists("ro:enqueued", "ro:1") == 1
+    leased = await store.reserve("ro", 2, 30000)
+    assert [m.value for m in leased] == ["1"]  # "2" waits behind the held key
+    await store.ack("ro", [leased[0].receipt])
+    assert [m.value for m in await store.reserve("ro", 2, 30000)] == ["2"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_requeue_gives_a_group_held_body_its_holder_back(store, redis):
     await store.create_group("rg", "g")
     await store.add("rg", ["x"])
